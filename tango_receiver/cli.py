@@ -1,0 +1,117 @@
+"""tango-receiver run | simulate | demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from .config import ConfigError, load_receiver
+
+log = logging.getLogger("tango_receiver")
+
+
+def setup_logging() -> None:
+    level = os.environ.get("LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=getattr(logging, level, logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def wait_for_signal(status_every_s: float, status: callable) -> None:
+    """Block until SIGTERM or SIGINT, logging a status line now and then."""
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    while not done.wait(status_every_s):
+        log.info(status())
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .engine.receiver import Receiver
+
+    config = load_receiver(args.config, args.name)
+    receiver = Receiver(config)
+    receiver.start()
+
+    def status() -> str:
+        s = receiver.snapshot()
+        return (f"{config.name}: {s.state} series {s.series_id or '-'} received "
+                f"{s.frames_received} written {s.frames_written} forwarded {s.frames_forwarded} "
+                f"missing {s.frames_missing} invalid {s.frames_invalid} "
+                f"{s.frame_rate:.0f} frames/s {s.data_rate / 1e6:.1f} MB/s")
+    try:
+        wait_for_signal(args.status_every, status)
+    finally:
+        receiver.close()
+        log.info("%s: closed cleanly; %s", config.name, status())
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .sim.formats import series_for
+    from .sim.sender import Sender
+
+    shape = tuple(int(v) for v in args.shape.lower().split("x"))
+    with Sender(port=args.port, host=args.host, timeout_s=args.timeout) as sender:
+        log.info("simulated %s detector on %s: %d frames %s %s at %s frames/s", args.format,
+                 sender.endpoint, args.frames, args.shape, args.dtype, args.rate or "max")
+        for series in range(args.series):
+            messages = series_for(args.format, shape=shape, dtype=args.dtype, count=args.frames,
+                                  filename=args.filename.format(series=series), series=series)
+            sender.send(messages, rate=args.rate, progress=not args.quiet, total=args.frames + 2)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(Path(args.directory), frames=args.frames)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tango-receiver", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run one receiver's engine (no Tango device)")
+    run.add_argument("config", help="detectors.yaml")
+    run.add_argument("name", help="receiver name (top-level key)")
+    run.add_argument("--status-every", type=float, default=10.0, help="seconds between status lines")
+    run.set_defaults(fn=cmd_run)
+
+    sim = sub.add_parser("simulate", help="stream simulated frames like a detector")
+    sim.add_argument("format", choices=["stins", "eiger", "stream2"])
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=9999)
+    sim.add_argument("--frames", type=int, default=100)
+    sim.add_argument("--series", type=int, default=1)
+    sim.add_argument("--rate", type=float, default=None, help="frames/s (default: as fast as taken)")
+    sim.add_argument("--shape", default="1065x1030", help="HxW")
+    sim.add_argument("--dtype", default="uint32")
+    sim.add_argument("--filename", default="", help="file to write; {series} is replaced")
+    sim.add_argument("--timeout", type=float, default=60.0, help="give up if nobody receives")
+    sim.add_argument("--quiet", action="store_true")
+    sim.set_defaults(fn=cmd_simulate)
+
+    demo = sub.add_parser("demo", help="simulated EIGER -> receiver -> HDF5, with a report")
+    demo.add_argument("--directory", default="demo-data")
+    demo.add_argument("--frames", type=int, default=1000)
+    demo.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    setup_logging()
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

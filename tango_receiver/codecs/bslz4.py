@@ -1,0 +1,121 @@
+"""Bitshuffle-LZ4 chunks in the HDF5 filter framing (what EIGERs send and HDF5 stores as is).
+
+A chunk is an 8-byte big-endian uncompressed size, a 4-byte big-endian block size in bytes, then
+one 4-byte big-endian compressed length + LZ4 data per block, then the last ``n % 8`` elements
+raw. bitshuffle's C decoder trusts those lengths and reads past the buffer (it segfaults on a
+truncated chunk), so the length table is walked here before the C code sees the data.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+import bitshuffle
+import numpy as np
+
+from .limits import MAX_NBYTES, byte_view, check_shape
+
+HEADER = struct.Struct(">QI")
+_BLOCK_LEN = struct.Struct(">I")
+_TARGET_BLOCK_BYTES = 8192  # what DECTRIS detectors and bitshuffle's own default use
+_BLOCKED_MULT = 8  # bitshuffle transposes groups of 8 elements; the tail is stored raw
+
+
+def default_block_elements(itemsize: int) -> int:
+    """Block size in elements that gives DECTRIS' 8192-byte blocks."""
+    if itemsize not in (1, 2, 4, 8):
+        raise ValueError(f"bitshuffle element size must be 1, 2, 4 or 8 bytes, got {itemsize}")
+    return _TARGET_BLOCK_BYTES // itemsize
+
+
+def encode_chunk(array: np.ndarray) -> bytes:
+    """Compress to a complete chunk, header included, ready for a direct HDF5 chunk write."""
+    data = np.ascontiguousarray(array)
+    if data.dtype.kind not in "uif":
+        raise ValueError(f"cannot bitshuffle dtype {data.dtype}")
+    block_elements = default_block_elements(data.dtype.itemsize)
+    blocks = bitshuffle.compress_lz4(data, block_elements)
+    header = HEADER.pack(data.nbytes, block_elements * data.dtype.itemsize)
+    return header + blocks.tobytes()
+
+
+def chunk_header(chunk: Any) -> tuple[int, int]:
+    """Read (uncompressed size, block size), both in bytes, refusing impossible values."""
+    view = byte_view(chunk)
+    if len(view) < HEADER.size:
+        raise ValueError(f"bitshuffle-LZ4 chunk of {len(view)} bytes is shorter than its "
+                         f"{HEADER.size}-byte header")
+    nbytes, block_bytes = HEADER.unpack_from(view)
+    if nbytes > MAX_NBYTES:
+        raise ValueError(f"bitshuffle-LZ4 chunk claims {nbytes} bytes, more than {MAX_NBYTES}")
+    if block_bytes == 0 or block_bytes % _BLOCKED_MULT:
+        raise ValueError(f"bitshuffle-LZ4 block size {block_bytes} is not a positive "
+                         f"multiple of {_BLOCKED_MULT} bytes")
+    return nbytes, block_bytes
+
+
+def check_chunk(chunk: Any, shape: Sequence[int], dtype: Any) -> None:
+    """Everything :func:`decode_chunk` checks, without decompressing: for a chunk written to
+    HDF5 as it came, since bitshuffle's HDF5 filter would crash the reader on a bad length."""
+    _validate(chunk, shape, dtype)
+
+
+def decode_chunk(chunk: Any, shape: Sequence[int], dtype: Any) -> np.ndarray:
+    """Decompress a chunk from any buffer (bytes, memoryview, numpy, zmq.Frame) without a copy
+    of the input; every inconsistency is a ValueError, never a crash."""
+    view, dims, dt, block_elements = _validate(chunk, shape, dtype)
+    payload = np.frombuffer(view, dtype=np.uint8, offset=HEADER.size)
+    try:
+        return bitshuffle.decompress_lz4(payload, dims, dt, block_elements)
+    except RuntimeError as exc:  # bitshuffle reports corrupt LZ4 data this way
+        raise ValueError(f"corrupt bitshuffle-LZ4 data: {exc.args[0]}") from None
+
+
+def _validate(chunk: Any, shape: Sequence[int],
+              dtype: Any) -> tuple[memoryview, tuple[int, ...], np.dtype, int]:
+    dims = check_shape(shape)
+    dt = np.dtype(dtype)
+    if dt.kind not in "uif":
+        raise ValueError(f"cannot bitshuffle dtype {dt}")
+    view = byte_view(chunk)
+    nbytes, block_bytes = chunk_header(view)
+    expected = math.prod(dims) * dt.itemsize
+    if nbytes != expected:
+        raise ValueError(f"bitshuffle-LZ4 chunk holds {nbytes} bytes but shape {dims} of {dt} "
+                         f"needs {expected}")
+    if block_bytes % (_BLOCKED_MULT * dt.itemsize):
+        raise ValueError(f"bitshuffle-LZ4 block size {block_bytes} bytes is not a multiple of "
+                         f"{_BLOCKED_MULT} elements of {dt.itemsize} bytes")
+    n_elements = nbytes // dt.itemsize
+    # A block larger than the data means one block (small frames keep the 8192-byte default);
+    # capping it keeps a corrupt 4 GiB block size from overflowing bitshuffle's C int.
+    whole_data = -(-n_elements // _BLOCKED_MULT) * _BLOCKED_MULT
+    block_elements = min(block_bytes // dt.itemsize, whole_data)
+    _check_block_table(view, n_elements, dt.itemsize, block_elements)
+    return view, dims, dt, block_elements
+
+
+def _check_block_table(view: memoryview, n_elements: int, itemsize: int,
+                       block_elements: int) -> None:
+    """Follow the block lengths the way bitshuffle will, refusing any that runs off the end."""
+    full_blocks, rest = divmod(n_elements, block_elements)
+    last_block = rest - rest % _BLOCKED_MULT
+    n_blocks = full_blocks + (1 if last_block else 0)
+    end = len(view)
+    pos = HEADER.size
+    for index in range(n_blocks):
+        if pos + _BLOCK_LEN.size > end:
+            raise ValueError(f"bitshuffle-LZ4 chunk truncated: block {index} of {n_blocks} "
+                             f"starts at byte {pos} of {end}")
+        (length,) = _BLOCK_LEN.unpack_from(view, pos)
+        pos += _BLOCK_LEN.size + length
+        if pos > end:
+            raise ValueError(f"bitshuffle-LZ4 chunk truncated: block {index} of {n_blocks} "
+                             f"ends at byte {pos}, past the end at {end}")
+    tail = (n_elements % _BLOCKED_MULT) * itemsize
+    if pos + tail > end:
+        raise ValueError(f"bitshuffle-LZ4 chunk truncated: {tail} raw tail bytes needed at "
+                         f"byte {pos}, only {end - pos} left")

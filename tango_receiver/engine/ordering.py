@@ -1,0 +1,138 @@
+"""Restore ``msg_number`` order across decoder workers, without ever stalling a series.
+
+Several workers pull from one upstream, so messages arrive shuffled. A missing message must not
+hold everything behind it forever: once the head of the line has waited ``gap_timeout_s`` the
+gap is counted as missing and the series moves on. Duplicates, and frames that belong to no
+series, are counted and dropped, so nothing is ever written twice.
+
+Pure logic with an injectable clock: no threads, no sockets, so the rules are tested directly.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..messages import Header, Message, SeriesEnd
+
+#: After a series_end has arrived, stragglers from other workers get at most this long.
+END_GRACE_S = 0.25
+
+
+@dataclass
+class OrderingCounts:
+    missing: int = 0
+    duplicate: int = 0
+    outside: int = 0
+
+
+@dataclass
+class Ordering:
+    gap_timeout_s: float
+    clock: Callable[[], float] = time.monotonic
+    counts: OrderingCounts = field(default_factory=OrderingCounts)
+    in_series: bool = False
+    _expected: int = 0
+    _end_number: int | None = None
+    _heap: list[tuple[int, int, Message]] = field(default_factory=list)
+    _numbers: set[int] = field(default_factory=set)
+    _blocked_since: float | None = None
+    _end_seen_at: float | None = None
+    _early: list[tuple[float, Message]] = field(default_factory=list)
+    _tiebreak: int = 0
+
+    @property
+    def pending(self) -> int:
+        return len(self._heap) + len(self._early)
+
+    def push(self, msg: Message) -> list[Message]:
+        """Take one message; return those now ready, in order."""
+        if isinstance(msg, Header):
+            return self._start(msg)
+        if not self.in_series:
+            self._early.append((self.clock(), msg))  # may precede its header across workers
+            return []
+        number = msg.msg_number
+        if isinstance(msg, SeriesEnd):
+            self._end_seen_at = self.clock()
+            if number is None:  # after the announced images, or after the last seen if more came
+                number = max(self._end_number or 0, self._last_number() + 1)
+                msg = SeriesEnd(number)
+        if number < self._expected or number in self._numbers:
+            self.counts.duplicate += 1
+            return []
+        self._numbers.add(number)
+        self._tiebreak += 1
+        heapq.heappush(self._heap, (number, self._tiebreak, msg))
+        return self._release()
+
+    def poll(self) -> list[Message]:
+        """Give up on gaps that waited too long; drop early messages no header claimed."""
+        now = self.clock()
+        if self._early and now - self._early[0][0] > self.gap_timeout_s:
+            keep = [(t, m) for t, m in self._early if now - t <= self.gap_timeout_s]
+            self.counts.outside += len(self._early) - len(keep)
+            self._early = keep
+        if not (self.in_series and self._heap and self._blocked_since is not None):
+            return []
+        waited = now - self._blocked_since
+        grace = END_GRACE_S if self._end_seen_at is not None else self.gap_timeout_s
+        if waited < min(grace, self.gap_timeout_s):
+            return []
+        head = self._heap[0][0]
+        self.counts.missing += head - self._expected
+        self._expected = head
+        return self._release()
+
+    def flush(self) -> list[Message]:
+        """Everything still held, in order, gaps counted as missing (restart, stop, abort)."""
+        out: list[Message] = []
+        while self.in_series and self._heap:
+            head = self._heap[0][0]
+            self.counts.missing += head - self._expected
+            self._expected = head
+            out.extend(self._release())
+        return out
+
+    def _start(self, header: Header) -> list[Message]:
+        out = self.flush()
+        self.in_series = True
+        self._expected = header.msg_number + 1
+        self._end_number = header.nimages + 1 if header.nimages else None
+        self._heap, self._numbers = [], set()
+        self._blocked_since = self._end_seen_at = None
+        early, self._early = self._early, []
+        out.append(header)
+        for _, msg in early:
+            if msg.msg_number is not None and msg.msg_number <= header.msg_number:
+                self.counts.outside += 1  # older than this header: from a series long gone
+            else:
+                out.extend(self.push(msg))
+        return out
+
+    def _last_number(self) -> int:
+        return max(self._numbers, default=self._expected - 1)
+
+    def _release(self) -> list[Message]:
+        out: list[Message] = []
+        while self._heap and self._heap[0][0] == self._expected:
+            number, _, msg = heapq.heappop(self._heap)
+            self._numbers.discard(number)
+            self._expected += 1
+            out.append(msg)
+            if isinstance(msg, SeriesEnd):
+                self._end_series()
+                break
+        if not self._heap:
+            self._blocked_since = None
+        elif out or self._blocked_since is None:
+            self._blocked_since = self.clock()  # a new head of the line starts its wait now
+        return out
+
+    def _end_series(self) -> None:
+        self.in_series = False
+        self.counts.outside += len(self._heap)  # numbered after the end: not of this series
+        self._heap, self._numbers = [], set()
+        self._blocked_since = self._end_seen_at = None

@@ -1,0 +1,331 @@
+"""One receiver: decoder workers -> ordering -> writer, forwarder and live view.
+
+Threads: ``nworkers`` decoder workers each own their upstream PULL socket (ZMQ round-robins the
+detector's frames between them) and decode in parallel; one engine thread restores order and owns
+the HDF5 file and the secondary socket, so neither needs a lock. Commands from other threads
+(abort, reset, close) are run by the engine thread between two messages.
+
+The bounded queue between the two is the back-pressure: when writing cannot keep up, workers
+wait, the upstream socket's buffer fills and the detector's PUSH waits. Nothing is dropped on the
+write path; only the secondary port drops, and counts it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import zmq
+
+from ..config import ReceiverConfig
+from ..detector import Detector, detector_for
+from ..messages import Header, Image, InvalidMessage, Message, SeriesEnd
+from .forwarder import Forwarder
+from .liveview import LiveView
+from .ordering import Ordering, OrderingCounts
+from .stats import Stats, StatsSnapshot
+from .writer import FrameMismatch, SeriesWriter, WriteFailed, WriteRefused
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.1  # how often gaps, rates and the flush interval are looked at
+POLL_MS = 100  # how long a worker waits on its socket before looking at the stop flag
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A message the decoder refused, passed to the engine so it counts in the right series."""
+
+    text: str
+
+
+class Receiver:
+    def __init__(self, config: ReceiverConfig, detector: Detector | None = None) -> None:
+        self.config = config
+        self.detector = detector or detector_for(config)
+        self.stats = Stats(detector_class=config.detector_class,
+                           upstream=tuple(self.detector.endpoints()))
+        self.liveview = LiveView()
+        self.save_enabled = True
+        self._ctx = zmq.Context()
+        self._queue: queue.Queue[Message | Rejected] = queue.Queue(maxsize=config.queue_size)
+        self._control: queue.SimpleQueue[tuple[Callable[[], None], threading.Event]] = \
+            queue.SimpleQueue()
+        self._ordering = Ordering(config.gap_timeout_s)
+        self._base = OrderingCounts()
+        self._forwarder: Forwarder | None = None
+        self._writer: SeriesWriter | None = None
+        self._series_open = False
+        self._discarding = False
+        self._engine: threading.Thread | None = None
+        self._workers: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self._closing = threading.Event()
+
+    # --- life cycle ----------------------------------------------------------------------
+    def open(self) -> None:
+        """Bind the secondary port and start the engine thread (no upstream yet)."""
+        if self._engine is not None:
+            return
+        self._forwarder = Forwarder(self._ctx, self.config.data_host, self.config.data_port,
+                                    self.config.forward_hwm)
+        self.stats.secondary_port = self._forwarder.port
+        self._engine = threading.Thread(target=self._run_engine, name=f"{self.config.name}-engine",
+                                        daemon=True)
+        self._engine.start()
+        log.info("%s: secondary port %d, upstream %s", self.config.name, self._forwarder.port,
+                 ", ".join(self.stats.upstream))
+
+    def start(self) -> None:
+        """Connect to the detector stream."""
+        self.open()
+        if self._workers:
+            return
+        self._stopping.clear()
+        self._workers = [
+            threading.Thread(target=self._run_worker, name=f"{self.config.name}-worker-{i}",
+                             daemon=True)
+            for i in range(self.config.nworkers)
+        ]
+        for worker in self._workers:
+            worker.start()
+        self.stats.connected = True
+
+    def stop(self) -> None:
+        """Disconnect from the detector stream; an open series stays open."""
+        self._stopping.set()
+        for worker in self._workers:
+            worker.join()
+        self._workers = []
+        self.stats.connected = False
+
+    def close(self) -> None:
+        """Stop, write out what was received and close the file cleanly (also on SIGTERM)."""
+        self.stop()
+        if self._engine is not None:
+            self._closing.set()
+            self._engine.join()
+            self._engine = None
+        if self._forwarder is not None:
+            self._forwarder.close()
+            self._forwarder = None
+        self._ctx.term()
+
+    def __enter__(self) -> Receiver:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- commands ------------------------------------------------------------------------
+    @property
+    def secondary_port(self) -> int:
+        return self.stats.secondary_port
+
+    @property
+    def downsample(self) -> int:
+        return self.liveview.downsample
+
+    @downsample.setter
+    def downsample(self, value: int) -> None:
+        if not 1 <= int(value) <= 64:
+            raise ValueError(f"downsample must be 1..64, got {value}")
+        self.liveview.downsample = int(value)
+
+    def snapshot(self) -> StatsSnapshot:
+        return self.stats.snapshot()
+
+    def abort(self) -> None:
+        """Close the file now; the rest of the current series is counted as discarded."""
+        def run() -> None:
+            if self._series_open:
+                self._discarding = True
+                self._close_writer(complete=False)
+                self.stats.warn("series aborted by the operator; the rest is discarded")
+        self._call(run)
+
+    def reset(self) -> None:
+        """Leave the error state once its cause is gone."""
+        self._call(lambda: self.stats.reset(running=self._series_open))
+
+    def _call(self, fn: Callable[[], None]) -> None:
+        if self._engine is None or not self._engine.is_alive():
+            fn()
+            return
+        done = threading.Event()
+        self._control.put((fn, done))
+        if not done.wait(10):
+            raise TimeoutError(f"{self.config.name}: engine did not take the command in 10 s")
+
+    # --- decoder workers -----------------------------------------------------------------
+    def _run_worker(self) -> None:
+        source = self.detector.open(self._ctx)
+        try:
+            while not self._stopping.is_set():
+                parts = source.receive(POLL_MS)
+                if parts is None:
+                    continue
+                msg = self._decode(parts)
+                while msg is not None:
+                    try:
+                        self._queue.put(msg, timeout=POLL_MS / 1000)
+                        msg = None
+                    except queue.Full:
+                        if self._stopping.is_set():
+                            self.stats.warn("stopped with a full queue: one message not taken")
+                            break
+        finally:
+            source.close()
+
+    def _decode(self, parts: list) -> Message | Rejected:
+        try:
+            return self.detector.decode(parts)
+        except InvalidMessage as exc:
+            text = f"{self.config.name}: invalid message ({len(parts)} parts): {exc}"
+        except Exception as exc:  # a decoder bug must not take the receiver down
+            log.exception("%s: decoder failed", self.config.name)
+            text = f"{self.config.name}: decoder error ({type(exc).__name__}): {exc}"
+        log.warning(text)
+        return Rejected(text)
+
+    # --- engine thread -------------------------------------------------------------------
+    def _run_engine(self) -> None:
+        last_tick = 0.0
+        while True:
+            try:
+                msg = self._queue.get(timeout=TICK_S)
+            except queue.Empty:
+                msg = None
+                if self._closing.is_set():
+                    break
+            if isinstance(msg, Rejected):
+                self.stats.add("frames_invalid")  # counted in order with the series it hit
+                self.stats.warn(msg.text)
+            elif msg is not None:
+                for ready in self._ordering.push(msg):
+                    self._handle_safely(ready)
+            while not self._control.empty():
+                fn, done = self._control.get()
+                try:
+                    fn()
+                finally:
+                    done.set()
+            now = time.monotonic()
+            if now - last_tick >= TICK_S:
+                last_tick = now
+                self._tick(now)
+        for ready in self._ordering.flush():
+            self._handle_safely(ready)
+        self._finish_series(complete=False, reason="receiver shut down mid-series")
+
+    def _tick(self, now: float) -> None:
+        for ready in self._ordering.poll():
+            self._handle_safely(ready)
+        self._sync_counts()
+        self.stats.queue_depth = self._queue.qsize()
+        self.stats.sample(now)
+        if self._writer is not None:
+            self._guard(lambda: self._writer.maybe_flush(now))
+
+    def _sync_counts(self) -> None:
+        counts = self._ordering.counts
+        self.stats.frames_missing = counts.missing - self._base.missing
+        self.stats.frames_duplicate = counts.duplicate - self._base.duplicate
+        self.stats.frames_outside = counts.outside - self._base.outside
+
+    def _handle_safely(self, msg: Message) -> None:
+        try:
+            self._handle(msg)
+        except Exception as exc:  # a bug must cost one message, not the receiver
+            log.exception("%s: message %s", self.config.name, msg.msg_number)
+            self._fault(f"internal error on message {msg.msg_number}: {exc!r}")
+
+    def _handle(self, msg: Message) -> None:
+        if isinstance(msg, Image):
+            self._image(msg)
+        elif isinstance(msg, Header):
+            self._header(msg)
+        elif isinstance(msg, SeriesEnd):
+            self._forward_control(msg.to_wire(), "series_end")
+            self._sync_counts()
+            snap = self.stats
+            complete = not (snap.frames_missing or self._discarding or snap.frames_invalid)
+            self._finish_series(complete=complete, reason="frames missing or invalid")
+
+    def _header(self, header: Header) -> None:
+        self._finish_series(complete=False, reason="detector restarted: new header before "
+                                                     "series_end")
+        self._sync_counts()
+        self._base = replace(self._ordering.counts)
+        series_id = "" if header.series_id is None else str(header.series_id)
+        self.stats.new_series(series_id, header.filename if header.saves else "")
+        self._series_open, self._discarding = True, False
+        if header.saves and self.save_enabled:
+            try:
+                self._writer = SeriesWriter(header, self.config.dset_name,
+                                            self.config.write_roots, self.config.flush_interval_s)
+                log.info("%s: series %s -> %s", self.config.name, series_id, self._writer.path)
+            except WriteRefused as exc:
+                self._fault(f"file refused: {exc}")
+        self._forward_control(header.to_wire(), "header")
+
+    def _image(self, image: Image) -> None:
+        stats = self.stats
+        if self._discarding:
+            stats.frames_discarded += 1
+            return
+        stats.frames_received += 1
+        stats.bytes_wire += image.nbytes_wire
+        stats.bytes_stored += image.nbytes_stored
+        stats.bytes_raw += image.nbytes_raw
+        stats.last_frame_number = image.frame
+        if self._writer is not None:
+            try:
+                self._writer.write(image)
+                stats.frames_written += 1
+            except FrameMismatch as exc:
+                stats.add("frames_invalid")
+                stats.warn(f"{self.config.name}: {self._writer.path}: {exc}")
+            except (WriteFailed, WriteRefused) as exc:
+                self._fault(str(exc))
+                self._close_writer(complete=False)
+        if self._forwarder is not None and self._forwarder.send(image.to_wire()):
+            stats.frames_forwarded += 1
+        else:
+            stats.forward_dropped += 1
+        self.liveview.update(image, stats.series_id)
+
+    def _forward_control(self, parts: list, what: str) -> None:
+        if self._forwarder is None or not self._forwarder.send(parts):
+            self.stats.warn(f"{self.config.name}: {what} of series {self.stats.series_id} not "
+                            f"forwarded: no secondary consumer ready")
+
+    def _finish_series(self, complete: bool, reason: str) -> None:
+        if not self._series_open:
+            return
+        if not complete:
+            self.stats.warn(f"{self.config.name}: series {self.stats.series_id} incomplete: "
+                            f"{reason}")
+        self._close_writer(complete)
+        self._series_open = False
+        self.stats.end_series(complete)
+
+    def _close_writer(self, complete: bool) -> None:
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            self._guard(lambda: writer.close(complete))
+
+    def _guard(self, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except WriteFailed as exc:
+            self._fault(str(exc))
+
+    def _fault(self, text: str) -> None:
+        log.error("%s: %s", self.config.name, text)
+        self.stats.fail(text)

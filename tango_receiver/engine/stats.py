@@ -1,0 +1,171 @@
+"""Counters and rates of one receiver, published as one immutable snapshot.
+
+The engine's threads write the counters; the Tango device, the REST sidecar and the CLI only read
+``Stats.snapshot()``. That single source is why a Tango client and an HTTP client can never see
+two different frame counts.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+IDLE, RUNNING, ERROR = "idle", "running", "error"
+
+#: Per-series counters: reset when a new series starts, kept after it ends.
+SERIES_COUNTERS = (
+    "frames_received", "frames_written", "frames_forwarded", "forward_dropped",
+    "frames_missing", "frames_invalid", "frames_duplicate", "frames_outside",
+    "frames_discarded", "bytes_wire", "bytes_stored", "bytes_raw",
+)
+
+
+@dataclass(frozen=True)
+class StatsSnapshot:
+    state: str
+    error: str
+    filename: str
+    series_id: str
+    series_count: int
+    series_complete: bool
+    in_series: bool  # a series is open: header seen, series_end not yet
+    frames_received: int
+    frames_written: int
+    frames_forwarded: int
+    forward_dropped: int
+    frames_missing: int
+    frames_invalid: int
+    frames_duplicate: int
+    frames_outside: int
+    frames_discarded: int
+    bytes_wire: int
+    bytes_stored: int
+    bytes_raw: int
+    last_frame_number: int
+    frame_rate: float
+    data_rate: float
+    compression_ratio: float
+    queue_depth: int
+    connected: bool
+    detector_class: str
+    upstream: tuple[str, ...]
+    secondary_port: int
+    messages: tuple[str, ...]  # recent warnings and errors, newest last
+
+    @property
+    def alarm(self) -> bool:
+        """Frames missing, invalid or dropped in the current or last series."""
+        return bool(self.frames_missing or self.forward_dropped or self.frames_invalid
+                    or self.frames_discarded)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Stats:
+    """Mutable counters of one receiver. Counter updates are single bytecode increments."""
+
+    detector_class: str = ""
+    upstream: tuple[str, ...] = ()
+    secondary_port: int = 0
+    state: str = IDLE
+    error: str = ""
+    filename: str = ""
+    series_id: str = ""
+    series_count: int = 0
+    series_complete: bool = True
+    in_series: bool = False
+    last_frame_number: int = -1
+    queue_depth: int = 0
+    connected: bool = False
+    rate_window_s: float = 1.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _samples: deque = field(default_factory=lambda: deque(maxlen=64), repr=False)
+    _messages: deque = field(default_factory=lambda: deque(maxlen=20), repr=False)
+
+    def __post_init__(self) -> None:
+        for name in SERIES_COUNTERS:
+            setattr(self, name, 0)
+
+    def new_series(self, series_id: str, filename: str) -> None:
+        with self._lock:
+            for name in SERIES_COUNTERS:
+                setattr(self, name, 0)
+            self.series_id = series_id
+            self.filename = filename
+            self.series_count += 1
+            self.series_complete = False
+            self.in_series = True
+            self.last_frame_number = -1
+            self._samples.clear()
+            if self.state != ERROR:
+                self.state = RUNNING
+
+    def end_series(self, complete: bool) -> None:
+        with self._lock:
+            self.series_complete = complete
+            self.in_series = False
+            if self.state == RUNNING:
+                self.state = IDLE
+
+    def fail(self, text: str) -> None:
+        """Enter the error state; the text is what an operator reads, so it names the cause."""
+        with self._lock:
+            self.state = ERROR
+            self.error = text
+            self._messages.append(text)
+
+    def add(self, name: str, n: int = 1) -> None:
+        """Count from a thread other than the engine's own (decoder workers)."""
+        with self._lock:
+            setattr(self, name, getattr(self, name) + n)
+
+    def warn(self, text: str) -> None:
+        with self._lock:
+            self._messages.append(text)
+
+    def reset(self, running: bool) -> None:
+        with self._lock:
+            self.error = ""
+            self.state = RUNNING if running else IDLE
+            self._messages.clear()
+
+    def sample(self, now: float | None = None) -> None:
+        """Record a point for the rates; called by the engine a few times a second."""
+        self._samples.append((time.monotonic() if now is None else now,
+                              self.frames_received, self.bytes_wire))
+
+    def _rates(self) -> tuple[float, float]:
+        samples = list(self._samples)
+        if len(samples) < 2:
+            return 0.0, 0.0
+        t1, f1, b1 = samples[-1]
+        if time.monotonic() - t1 > 2 * self.rate_window_s:
+            return 0.0, 0.0  # nothing new for a while: the rate is zero, not the last one seen
+        older = [s for s in samples if t1 - s[0] >= self.rate_window_s]
+        t0, f0, b0 = older[-1] if older else samples[0]
+        dt = t1 - t0
+        if dt <= 0:
+            return 0.0, 0.0
+        return (f1 - f0) / dt, (b1 - b0) / dt
+
+    def snapshot(self) -> StatsSnapshot:
+        with self._lock:
+            frame_rate, data_rate = self._rates()
+            counters = {name: getattr(self, name) for name in SERIES_COUNTERS}
+            ratio = counters["bytes_raw"] / counters["bytes_stored"] if counters["bytes_stored"] else 0.0
+            return StatsSnapshot(
+                state=self.state, error=self.error, filename=self.filename,
+                series_id=self.series_id, series_count=self.series_count,
+                series_complete=self.series_complete, in_series=self.in_series,
+                last_frame_number=self.last_frame_number,
+                frame_rate=frame_rate, data_rate=data_rate, compression_ratio=ratio,
+                queue_depth=self.queue_depth, connected=self.connected,
+                detector_class=self.detector_class, upstream=self.upstream,
+                secondary_port=self.secondary_port, messages=tuple(self._messages),
+                **counters,
+            )

@@ -1,0 +1,260 @@
+"""HDF5/NeXus writer: one file per series, frames stored as they came.
+
+Pre-compressed bitshuffle-LZ4 chunks go in with ``write_direct_chunk``: no decompression, no
+recompression, no copy. Datasets grow in blocks (a resize per frame halves the write rate) and are
+trimmed to the frames written on close. ``libver="latest"`` triples the chunk-write rate.
+
+A file is only ever created inside the configured write roots and an existing file is never
+truncated: the refusal says why, and the series goes on without a file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import h5py
+import hdf5plugin
+import numpy as np
+
+from ..codecs import bslz4
+from ..messages import Channel, Header, Image
+
+log = logging.getLogger(__name__)
+
+GROW_FRAMES = 1024
+BITSHUFFLE_LZ4 = dict(hdf5plugin.Bitshuffle(cname="lz4"))
+BITSHUFFLE_ID = str(BITSHUFFLE_LZ4["compression"])
+
+
+class WriteRefused(Exception):
+    """The file may not be written (outside the roots, exists with other data, ...)."""
+
+
+class WriteFailed(Exception):
+    """Writing broke mid-series (disk full, I/O error); frames before it are kept."""
+
+
+class FrameMismatch(ValueError):
+    """A frame whose shape or type differs from the series' dataset."""
+
+
+def resolve_target(filename: str, roots: list[Path]) -> Path:
+    """The real path to write, or WriteRefused naming the reason."""
+    path = Path(filename)
+    if not path.is_absolute():
+        raise WriteRefused(f"{filename}: not an absolute path")
+    if ".." in path.parts:
+        raise WriteRefused(f"{filename}: '..' is not allowed in a data path")
+    real = Path(os.path.realpath(path))
+    for root in roots:
+        if real.is_relative_to(os.path.realpath(root)):
+            return real
+    raise WriteRefused(f"{filename}: outside the write roots "
+                       f"({', '.join(str(r) for r in roots)})")
+
+
+class SeriesWriter:
+    """Writes one series into one file; created at the header, datasets at the first frame."""
+
+    def __init__(self, header: Header, dset_name: str, roots: list[Path],
+                 flush_interval_s: float) -> None:
+        self.path = resolve_target(header.filename, roots)
+        self.dset_name = dset_name
+        self.flush_interval_s = flush_interval_s
+        self.nimages = header.nimages
+        self.written = 0
+        self._datasets: list[h5py.Dataset] = []
+        self._compressed: list[bool] = []  # per dataset: stored bitshuffle-LZ4
+        self._start = 0  # frames already in an existing dataset we append to
+        self._frame_numbers: list[int] = []
+        self._seq_base = 0  # sequence_number entries of series appended to before
+        self._last_flush = time.monotonic()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            exists = self.path.exists()
+            self.file = h5py.File(self.path, "r+" if exists else "x", libver="latest")
+        except OSError as exc:
+            raise WriteRefused(f"{self.path}: cannot open for writing: {_reason(exc)}") from None
+        try:
+            self._layout(header, exists)
+        except (OSError, ValueError, TypeError) as exc:
+            self.file.close()
+            raise WriteRefused(f"{self.path}: cannot lay out the file: {exc}") from None
+
+    # --- layout --------------------------------------------------------------------------
+    def _layout(self, header: Header, exists: bool) -> None:
+        f = self.file
+        det_path = self.dset_name.rsplit("/", 1)[0] or "/"
+        entry = f.require_group("entry")
+        entry.attrs.setdefault("NX_class", "NXentry")
+        f.attrs.setdefault("default", "entry")
+        entry.attrs.setdefault("default", "data")
+        instrument = entry.require_group("instrument")
+        instrument.attrs.setdefault("NX_class", "NXinstrument")
+        det = f.require_group(det_path)
+        if det_path.startswith("/entry/instrument/"):
+            det.attrs.setdefault("NX_class", "NXdetector")
+        data = entry.require_group("data")
+        data.attrs.setdefault("NX_class", "NXdata")
+        data.attrs.setdefault("signal", "data")
+        entry.attrs["series_complete"] = False
+        if header.series_id is not None:
+            entry.attrs["series_id"] = str(header.series_id)
+        if header.metadata:
+            write_metadata(det.require_group("metadata"), header.metadata)
+        self._det = det
+        self._data_group = data
+        self._exists = exists
+
+    def _dataset_name(self, channel: Channel, nchannels: int) -> str:
+        return self.dset_name if nchannels == 1 else f"{self.dset_name}_{channel.name}"
+
+    def _create(self, image: Image) -> None:
+        nch = len(image.channels)
+        initial = max(self.nimages or 0, 1) if self.nimages else GROW_FRAMES
+        for channel in image.channels:
+            name = self._dataset_name(channel, nch)
+            dtype = np.dtype(channel.dtype)
+            bslz = channel.chunk is not None or channel.compression == "bslz4"
+            if name in self.file:
+                ds = self.file[name]
+                if ds.shape[1:] != channel.shape or ds.dtype != dtype:
+                    raise WriteRefused(
+                        f"{self.path}: existing {name} holds {ds.shape[1:]} {ds.dtype}, "
+                        f"frames are {channel.shape} {dtype}; not appending")
+                self._start = ds.shape[0]
+            else:
+                filters = BITSHUFFLE_LZ4 if bslz else {}
+                ds = self.file.create_dataset(
+                    name, shape=(initial, *channel.shape), maxshape=(None, *channel.shape),
+                    chunks=(1, *channel.shape), dtype=dtype, **filters)
+                link = "data" if nch == 1 else channel.name
+                if link not in self._data_group:
+                    self._data_group[link] = ds
+            self._datasets.append(ds)
+            self._compressed.append(BITSHUFFLE_ID in ds._filters)
+        if nch > 1:
+            self._det.attrs["channels"] = [c.name for c in image.channels]
+            self._data_group.attrs["signal"] = image.channels[0].name
+        if "sequence_number" not in self._det:
+            self._det.create_dataset("sequence_number", shape=(0,), maxshape=(None,),
+                                     dtype="int64", chunks=(4096,))
+        self._seq = self._det["sequence_number"]
+        self._seq_base = self._seq.shape[0]
+
+    # --- frames --------------------------------------------------------------------------
+    def write(self, image: Image) -> None:
+        if not self._datasets:
+            try:
+                self._create(image)
+            except WriteRefused:
+                self.file.close()  # refused: the existing file is left as it was
+                raise
+        if len(image.channels) != len(self._datasets):
+            raise FrameMismatch(f"frame {image.frame}: {len(image.channels)} channels, "
+                                f"series has {len(self._datasets)}")
+        index = self._start + self.written
+        try:
+            for ds, compressed, channel in zip(self._datasets, self._compressed, image.channels):
+                if ds.shape[1:] != channel.shape or ds.dtype.name != channel.dtype:
+                    raise FrameMismatch(f"frame {image.frame}: {channel.shape} {channel.dtype}, "
+                                        f"series is {ds.shape[1:]} {ds.dtype}")
+                if index >= ds.shape[0]:
+                    ds.resize(index + GROW_FRAMES, axis=0)
+                ds.id.write_direct_chunk((index,) + (0,) * len(channel.shape),
+                                         _stored(compressed, channel))
+        except OSError as exc:
+            raise WriteFailed(f"{self.path}: writing frame {image.frame} failed: "
+                              f"{_reason(exc)}") from None
+        self.written += 1
+        self._frame_numbers.append(image.frame)
+        self.maybe_flush(time.monotonic())
+
+    def maybe_flush(self, now: float) -> None:
+        if now - self._last_flush >= self.flush_interval_s:
+            self.flush(now)
+
+    def flush(self, now: float | None = None) -> None:
+        """Make every frame so far readable after a crash (bounded by flush_interval_s)."""
+        try:
+            self._write_sequence()
+            self.file.flush()
+        except OSError as exc:
+            raise WriteFailed(f"{self.path}: flush failed: {_reason(exc)}") from None
+        self._last_flush = time.monotonic() if now is None else now
+
+    def _write_sequence(self) -> None:
+        if not self._datasets:
+            return
+        start = self._seq.shape[0]
+        pending = self._frame_numbers[start - self._seq_base:]
+        if pending:
+            self._seq.resize(start + len(pending), axis=0)
+            self._seq[start:] = pending
+
+    def close(self, complete: bool) -> None:
+        """Trim to the frames written and mark whether the series arrived whole."""
+        if not self.file:
+            return  # refused at its first frame and closed then
+        try:
+            if self._datasets:
+                self._write_sequence()
+                for ds in self._datasets:
+                    ds.resize(self._start + self.written, axis=0)
+            self.file["entry"].attrs["series_complete"] = complete
+            self.file["entry"].attrs["frames_written"] = self.written
+        except OSError as exc:
+            raise WriteFailed(f"{self.path}: closing failed: {_reason(exc)}") from None
+        finally:
+            try:
+                self.file.close()
+            except OSError as exc:  # the data written before stays readable
+                log.error("%s: close failed: %s", self.path, exc)
+
+
+def _stored(compressed: bool, channel: Channel) -> Any:
+    """The bytes for a chunk of a dataset that is stored ``compressed`` or raw."""
+    stored = channel.stored
+    is_bslz = channel.chunk is not None or channel.compression == "bslz4"
+    if is_bslz == compressed:
+        return stored
+    if is_bslz:  # rare: a compressed frame into a raw dataset
+        return bslz4.decode_chunk(stored, channel.shape, np.dtype(channel.dtype))
+    return bslz4.encode_chunk(np.frombuffer(stored, np.dtype(channel.dtype)).reshape(channel.shape))
+
+
+def write_metadata(group: h5py.Group, meta: dict[str, Any]) -> None:
+    """Nested dicts become groups; scalars, strings and arrays become datasets."""
+    for key, value in meta.items():
+        name = str(key).replace("/", "_") or "_"
+        if name in group:
+            continue  # appending to an existing file: keep what the first series recorded
+        if isinstance(value, dict):
+            write_metadata(group.require_group(name), value)
+        elif value is None:
+            continue
+        elif isinstance(value, str):
+            group.create_dataset(name, data=value, dtype=h5py.string_dtype())
+        elif isinstance(value, (bool, int, float, np.ndarray, np.generic)):
+            group.create_dataset(name, data=value)
+        elif isinstance(value, (list, tuple)):
+            arr = np.asarray(value)
+            if arr.dtype.kind in "biuf":
+                group.create_dataset(name, data=arr)
+            else:
+                group.create_dataset(name, data=json.dumps(value, default=str),
+                                     dtype=h5py.string_dtype())
+        else:
+            group.create_dataset(name, data=str(value), dtype=h5py.string_dtype())
+
+
+def _reason(exc: OSError) -> str:
+    text = str(exc)
+    if getattr(exc, "errno", None) == 28 or "No space left" in text or "errno = 28" in text:
+        return f"disk full ({text})"
+    return text

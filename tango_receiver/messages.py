@@ -1,0 +1,135 @@
+"""The internal messages and their wire form on the secondary port.
+
+Every detector decoder turns its own protocol into these three messages; everything downstream
+(ordering, writer, forwarder, live view) sees nothing else. The wire form is the project's
+internal JSON format: a JSON header part, then one binary part per image channel.
+
+Blobs are carried as the buffer the socket handed over (a ``zmq.Frame``) whenever the detector
+already sends what is written, so a frame crosses the receiver without a copy.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+Buffer = Any  # bytes, memoryview, numpy array or zmq.Frame: anything with the buffer protocol
+
+COMPRESSIONS = ("bslz4", "none")
+
+
+class InvalidMessage(ValueError):
+    """A message that cannot be taken; counted as invalid, the receiver goes on."""
+
+
+@dataclass(slots=True)
+class Header:
+    msg_number: int
+    filename: str = ""
+    save_raw: bool = True
+    metadata: dict[str, Any] = field(default_factory=dict)
+    series_id: Union[int, str, None] = None
+    nimages: int | None = None  # when the detector announces it: lets the writer preallocate
+
+    @property
+    def saves(self) -> bool:
+        return bool(self.filename) and self.save_raw
+
+    def to_wire(self) -> list[bytes]:
+        head: dict[str, Any] = {"htype": "header", "msg_number": self.msg_number,
+                                "filename": self.filename}
+        if not self.save_raw:
+            head["save_raw"] = False
+        if self.series_id is not None:
+            head["series_id"] = self.series_id
+        parts = [json.dumps(head).encode()]
+        meta = _jsonable(self.metadata)
+        if meta:
+            parts.append(json.dumps(meta).encode())
+        return parts
+
+
+@dataclass(slots=True)
+class Channel:
+    """One image plane. ``blob`` is forwarded; ``chunk`` is what the writer stores.
+
+    For data that arrives bitshuffle-LZ4 both are the same buffer. For data compressed on the way
+    the forwarder still sends the original, uncompressed ``blob``.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    compression: str
+    blob: Buffer
+    chunk: Buffer | None = None  # bslz4 chunk with its 12-byte header, or raw bytes
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stored(self) -> Buffer:
+        return self.blob if self.chunk is None else self.chunk
+
+
+@dataclass(slots=True)
+class Image:
+    msg_number: int
+    frame: int
+    channels: list[Channel]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    wire: list[Buffer] | None = None  # the parts as received, when they are already this format
+
+    @property
+    def nbytes_wire(self) -> int:
+        return sum(memoryview(c.blob).nbytes for c in self.channels)
+
+    @property
+    def nbytes_stored(self) -> int:
+        return sum(memoryview(c.stored).nbytes for c in self.channels)
+
+    @property
+    def nbytes_raw(self) -> int:
+        return sum(_nbytes(c.shape, c.dtype) for c in self.channels)
+
+    def to_wire(self) -> list[Buffer]:
+        if self.wire is not None:
+            return self.wire
+        first = self.channels[0]
+        head: dict[str, Any] = {"htype": "image", "msg_number": self.msg_number,
+                                "frame": self.frame, "shape": list(first.shape),
+                                "type": first.dtype, "compression": first.compression}
+        if len(self.channels) > 1 or first.name != "data":
+            head["channels"] = [{"name": c.name, "shape": list(c.shape), "type": c.dtype,
+                                 "compression": c.compression} for c in self.channels]
+        return [json.dumps(head).encode(), *(c.blob for c in self.channels)]
+
+
+@dataclass(slots=True)
+class SeriesEnd:
+    msg_number: int | None  # None: the detector does not say; ordering places it after the last
+
+    def to_wire(self) -> list[bytes]:
+        return [json.dumps({"htype": "series_end", "msg_number": self.msg_number}).encode()]
+
+
+Message = Union[Header, Image, SeriesEnd]
+
+
+def _nbytes(shape: tuple[int, ...], dtype: str) -> int:
+    import numpy as np
+
+    n = np.dtype(dtype).itemsize
+    for s in shape:
+        n *= s
+    return n
+
+
+def _jsonable(meta: dict[str, Any]) -> dict[str, Any]:
+    """Metadata that survives JSON; arrays (flatfield, masks) stay in the file only."""
+    out: dict[str, Any] = {}
+    for key, value in meta.items():
+        if isinstance(value, dict):
+            out[key] = _jsonable(value)
+        elif isinstance(value, (str, int, float, bool, list)) or value is None:
+            out[key] = value
+    return out

@@ -1,0 +1,111 @@
+"""msg_number ordering: reorder, gap timeout, duplicates, frames outside a series."""
+
+from __future__ import annotations
+
+import random
+
+from tango_receiver.engine.ordering import END_GRACE_S, Ordering
+from tango_receiver.messages import Channel, Header, Image, SeriesEnd
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def image(n: int) -> Image:
+    return Image(msg_number=n, frame=n - 1, channels=[Channel("data", (1,), "uint8", "none", b"x")])
+
+
+def numbers(msgs) -> list:
+    return [m.msg_number for m in msgs]
+
+
+def test_shuffled_series_comes_out_in_order():
+    order = Ordering(gap_timeout_s=1.0, clock=Clock())
+    msgs = [image(n) for n in range(1, 101)] + [SeriesEnd(101)]
+    random.Random(4).shuffle(msgs)
+    out = order.push(Header(0))
+    for m in msgs:
+        out += order.push(m)
+    assert numbers(out) == list(range(102))
+    assert not order.in_series and order.pending == 0
+    assert (order.counts.missing, order.counts.duplicate, order.counts.outside) == (0, 0, 0)
+
+
+def test_gap_is_skipped_after_the_timeout_and_counted():
+    clock = Clock()
+    order = Ordering(gap_timeout_s=1.0, clock=clock)
+    out = order.push(Header(0)) + order.push(image(1)) + order.push(image(3)) + order.push(image(4))
+    assert numbers(out) == [0, 1]
+    clock.now = 0.9
+    assert order.poll() == []  # still waiting for 2
+    clock.now = 1.1
+    assert numbers(order.poll()) == [3, 4]
+    assert order.counts.missing == 1
+    assert numbers(order.push(image(2))) == []  # too late now: counted, never written twice
+    assert order.counts.duplicate == 1
+
+
+def test_series_end_with_a_gap_waits_only_a_short_grace():
+    clock = Clock()
+    order = Ordering(gap_timeout_s=10.0, clock=clock)
+    order.push(Header(0))
+    order.push(image(1))
+    assert order.push(image(3)) == []
+    assert order.push(SeriesEnd(4)) == []
+    clock.now = END_GRACE_S + 0.01
+    assert numbers(order.poll()) == [3, 4]
+    assert order.counts.missing == 1 and not order.in_series
+
+
+def test_duplicates_are_counted_and_dropped():
+    order = Ordering(gap_timeout_s=1.0, clock=Clock())
+    out = order.push(Header(0)) + order.push(image(1)) + order.push(image(1))
+    out += order.push(image(3)) + order.push(image(3)) + order.push(image(2))
+    assert numbers(out) == [0, 1, 2, 3]
+    assert order.counts.duplicate == 2
+
+
+def test_images_before_their_header_are_kept_and_strays_are_counted():
+    clock = Clock()
+    order = Ordering(gap_timeout_s=1.0, clock=clock)
+    assert order.push(image(2)) == []  # overtook its header through another worker
+    out = order.push(Header(0)) + order.push(image(1))
+    assert numbers(out) == [0, 1, 2]
+    order.push(SeriesEnd(3))
+    assert order.push(image(7)) == []  # no series open
+    clock.now = 2.0
+    order.poll()
+    assert order.counts.outside == 1
+
+
+def test_unnumbered_end_is_placed_after_the_announced_images():
+    clock = Clock()
+    order = Ordering(gap_timeout_s=1.0, clock=clock)
+    order.push(Header(0, nimages=3))
+    out = order.push(image(1)) + order.push(SeriesEnd(None)) + order.push(image(3))
+    out += order.push(image(2))
+    assert numbers(out) == [1, 2, 3, 4]
+    assert isinstance(out[-1], SeriesEnd)
+
+
+def test_new_header_flushes_the_open_series():
+    order = Ordering(gap_timeout_s=1.0, clock=Clock())
+    order.push(Header(0))
+    order.push(image(1))
+    order.push(image(3))
+    out = order.push(Header(0, filename="/next.h5"))
+    assert numbers(out) == [3, 0]
+    assert order.counts.missing == 1 and order.in_series
+
+
+def test_unnumbered_end_after_more_images_than_announced():
+    order = Ordering(gap_timeout_s=1.0, clock=Clock())
+    order.push(Header(0, nimages=1))
+    out = order.push(image(1)) + order.push(image(2)) + order.push(SeriesEnd(None))
+    assert numbers(out) == [1, 2, 3] and not order.in_series
+    assert order.counts.duplicate == 0

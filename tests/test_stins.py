@@ -1,0 +1,121 @@
+"""The general case: internal format in, HDF5 and secondary port out, over real sockets."""
+
+from __future__ import annotations
+
+import json
+
+import bitshuffle
+import h5py
+import hdf5plugin  # noqa: F401
+import numpy as np
+import pytest
+
+from conftest import Consumer, make_config, run_series, wait_series_done
+from tango_receiver.engine.receiver import Receiver
+from tango_receiver.sim.frames import synthetic_frames
+from tango_receiver.sim.stins import stins_series
+
+
+@pytest.mark.parametrize("compression", ["bslz4", "none"])
+def test_series_written_bit_exact_and_forwarded(tmp_path, sender, compression):
+    frames = synthetic_frames(7, (64, 80), "uint32", rate=2.0)
+    target = tmp_path / "scan_001.h5"
+    config = make_config(sender.port, tmp_path)
+    receiver = Receiver(config)
+    receiver.open()
+    consumer = Consumer(receiver.secondary_port)
+    try:
+        receiver.start()
+        sender.send(stins_series(frames, str(target), compression=compression,
+                                 metadata={"sample": "lysozyme", "beam": {"energy_eV": 12400}}))
+        snap = wait_series_done(receiver)
+        got = consumer.receive_all()
+    finally:
+        consumer.close()
+        receiver.close()
+    assert (snap.frames_received, snap.frames_written, snap.frames_forwarded) == (7, 7, 7)
+    assert snap.frames_missing == snap.frames_invalid == snap.forward_dropped == 0
+    assert snap.state == "idle" and snap.series_complete
+
+    with h5py.File(target, "r") as f:
+        data = f["/entry/data/data"]
+        assert data.shape == (7, 64, 80) and data.dtype == np.uint32
+        for i, frame in enumerate(frames):
+            assert np.array_equal(data[i], frame)
+        assert list(f["/entry/instrument/detector/sequence_number"][()]) == list(range(7))
+        assert f["/entry/instrument/detector/metadata/sample"][()] == b"lysozyme"
+        assert f["/entry/instrument/detector/metadata/beam/energy_eV"][()] == 12400
+        assert f["entry"].attrs["NX_class"] == "NXentry"
+        assert f["/entry/data"].attrs["signal"] == "data"
+        assert f["entry"].attrs["series_complete"]
+        assert f["/entry/instrument/detector/data"].compression is not None or \
+            "32008" in f["/entry/instrument/detector/data"]._filters
+
+    # a consumer written from the documented format alone
+    heads = [json.loads(p[0]) for p in got]
+    assert [h["htype"] for h in heads] == ["header"] + ["image"] * 7 + ["series_end"]
+    assert heads[0]["filename"] == str(target)
+    for parts, frame in zip(got[1:-1], frames):
+        head = json.loads(parts[0])
+        assert head["compression"] == compression
+        blob = parts[1]
+        if compression == "bslz4":
+            pixels = bitshuffle.decompress_lz4(np.frombuffer(blob, np.uint8, offset=12),
+                                               tuple(head["shape"]), np.dtype(head["type"]))
+        else:
+            pixels = np.frombuffer(blob, dtype=head["type"]).reshape(head["shape"])
+        assert np.array_equal(pixels, frame)
+
+
+def test_no_filename_means_forward_only(tmp_path, sender):
+    frames = synthetic_frames(3, (8, 8), "uint16")
+    receiver, snap = run_series(make_config(sender.port, tmp_path), sender, stins_series(frames, ""))
+    receiver.close()
+    assert snap.frames_received == 3 and snap.frames_written == 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_raw_false_writes_nothing(tmp_path, sender):
+    frames = synthetic_frames(3, (8, 8), "uint16")
+    receiver, snap = run_series(make_config(sender.port, tmp_path), sender,
+                                stins_series(frames, str(tmp_path / "x.h5"), save_raw=False))
+    receiver.close()
+    assert snap.frames_received == 3 and snap.frames_written == 0
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_live_view_holds_the_last_frame(tmp_path, sender):
+    frames = synthetic_frames(5, (32, 48), "uint16", rate=3.0)
+    receiver, _ = run_series(make_config(sender.port, tmp_path), sender,
+                             stins_series(frames, str(tmp_path / "lv.h5")))
+    try:
+        latest = receiver.liveview.latest()
+        assert latest is not None and latest.frame == 4
+        assert np.array_equal(latest.array(), frames[4])
+        binned = latest.array(downsample=2)
+        assert binned.shape == (16, 24)
+        assert np.isclose(binned[0, 0], frames[4][:2, :2].mean())
+    finally:
+        receiver.close()
+
+
+def test_two_series_two_files_and_append_to_matching_dataset(tmp_path, sender):
+    frames = synthetic_frames(4, (16, 16), "uint32")
+    target = tmp_path / "same.h5"
+    config = make_config(sender.port, tmp_path)
+    receiver = Receiver(config)
+    receiver.start()
+    try:
+        sender.send(stins_series(frames, str(target)))
+        wait_series_done(receiver, 1)
+        sender.send(stins_series(frames[:2], str(target)))
+        snap = wait_series_done(receiver, 2)
+    finally:
+        receiver.close()
+    assert snap.frames_written == 2
+    with h5py.File(target, "r") as f:
+        data = f["/entry/data/data"]
+        assert data.shape == (6, 16, 16)
+        for i, frame in enumerate(frames + frames[:2]):
+            assert np.array_equal(data[i], frame)
+        assert list(f["/entry/instrument/detector/sequence_number"][()]) == [0, 1, 2, 3, 0, 1]
