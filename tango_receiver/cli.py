@@ -72,6 +72,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.directory), frames=args.frames)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench.run import run_bench
+
+    rows = run_bench(args.quick, args.directory, args.output, args.only)
+    return 0 if all(r["lost"] == 0 for r in rows) else 1
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tango-receiver", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -100,6 +107,14 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--directory", default="demo-data")
     demo.add_argument("--frames", type=int, default=1000)
     demo.set_defaults(fn=cmd_demo)
+
+    bench = sub.add_parser("bench", help="throughput, memory and live view beside baselines")
+    bench.add_argument("--quick", action="store_true", help="small series: under a minute")
+    bench.add_argument("--directory", type=Path, default=None,
+                       help="write here instead of /dev/shm (to include the disk)")
+    bench.add_argument("--output", type=Path, default=Path("bench.json"))
+    bench.add_argument("--only", nargs="*", default=[], help="scenarios whose name contains this")
+    bench.set_defaults(fn=cmd_bench)
     return p
 
 

@@ -58,6 +58,7 @@ class ReceiverConfig(BaseModel):
     # transformation of the frames, run in the decoder workers
     pipeline: str | None = None
     compress: bool = True  # uncompressed frames are stored bitshuffle-LZ4
+    verify_chunks: bool = False  # also walk each pre-compressed chunk's block table (Internals.md)
     rotate: bool = False
     mask: list[list[int]] | None = None
     tot: Path | None = None

@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 
 Parts = list  # the frames of one multipart ZMQ message (zmq.Frame with copy=False)
 
+BATCH_MESSAGES = 64  # messages a worker takes from its socket in one go ...
+BATCH_BYTES = 8 << 20  # ... or this many bytes, whichever comes first
+RCVHWM = 64  # messages a worker's socket buffers: beyond, the detector's PUSH waits
+
 
 class Source:
     """The upstream sockets of one decoder worker."""
@@ -36,11 +40,23 @@ class Source:
         for endpoint in endpoints:
             self.socket.connect(endpoint)
 
-    def receive(self, timeout_ms: int) -> Parts | None:
-        """One upstream message, or None when nothing came within the timeout."""
+    def receive(self, timeout_ms: int) -> list[Parts]:
+        """The messages waiting now, after up to ``timeout_ms`` for the first (none: []).
+
+        Taking what is already there in one go means one thread hand-over per batch, not per
+        frame: with the GIL, hand-overs cost more than the work at small frames.
+        """
         if not self.socket.poll(timeout_ms):
-            return None
-        return self.socket.recv_multipart(copy=False)
+            return []
+        batch, size = [], 0
+        try:
+            while len(batch) < BATCH_MESSAGES and size < BATCH_BYTES:
+                parts = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+                batch.append(parts)
+                size += sum(len(p) for p in parts)
+        except zmq.Again:
+            pass
+        return batch
 
     def close(self) -> None:
         self.socket.close(linger=0)
@@ -64,7 +80,7 @@ class Detector:
                 for i, e in enumerate(self.config.upstream)]
 
     def open(self, ctx: zmq.Context) -> Source:
-        return Source(ctx, self.endpoints(), rcvhwm=self.config.queue_size)
+        return Source(ctx, self.endpoints(), rcvhwm=RCVHWM)
 
     # --- decoding ------------------------------------------------------------------------
     def decode(self, parts: Parts) -> Message:
@@ -98,7 +114,8 @@ class Detector:
         shape, dtype = _shape_dtype(spec)
         compression = spec.get("compression", "none")
         if compression == "bslz4":
-            return bslz4_channel(str(spec.get("name", "data")), shape, dtype, blob)
+            return bslz4_channel(str(spec.get("name", "data")), shape, dtype, blob,
+                                 self.config.verify_chunks)
         if compression == "none":
             return self.raw_channel(str(spec.get("name", "data")), shape, dtype, blob)
         raise InvalidMessage(f"unknown compression {compression!r}")
@@ -116,10 +133,11 @@ class Detector:
         return Channel(name, shape, dtype.name, "none", blob, chunk)
 
 
-def bslz4_channel(name: str, shape: tuple[int, ...], dtype: np.dtype, blob: Any) -> Channel:
+def bslz4_channel(name: str, shape: tuple[int, ...], dtype: np.dtype, blob: Any,
+                  walk: bool) -> Channel:
     """A pre-compressed chunk, written as it is: checked, never decoded (see Internals.md)."""
     try:
-        bslz4.check_chunk(blob, shape, dtype)
+        bslz4.check_chunk(blob, shape, dtype, walk)
     except ValueError as exc:
         raise InvalidMessage(f"channel {name}: {exc}") from None
     return Channel(name, shape, dtype.name, "bslz4", blob)
@@ -177,7 +195,8 @@ class Eiger(Detector):
             raise InvalidMessage(f"frame {frame}: bad dimage_d-1.0 {desc}: {exc}") from None
         blob = parts[2]
         if dectris.is_bslz4(encoding) and dtype.byteorder in "=<|":
-            channel = bslz4_channel("data", shape, dtype.newbyteorder("<"), blob)
+            channel = bslz4_channel("data", shape, dtype.newbyteorder("<"), blob,
+                                    self.config.verify_chunks)
         else:
             channel = self.raw_channel("data", shape, dtype.newbyteorder("<"),
                                        _v1_pixels(encoding, blob, shape, dtype))
@@ -240,7 +259,8 @@ class DectrisStream2(Detector):
             payload = value.array.data
             if isinstance(payload, cbor_v2.Compressed) and payload.algorithm == "bslz4" \
                     and dtype.byteorder in "=<|":
-                return bslz4_channel(name, shape, dtype.newbyteorder("<"), payload.data)
+                return bslz4_channel(name, shape, dtype.newbyteorder("<"), payload.data,
+                                     self.config.verify_chunks)
             pixels = cbor_v2.to_numpy(value)
         except ValueError as exc:
             raise InvalidMessage(f"channel {name}: {exc}") from None

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Union
+
+import numpy as np
 
 Buffer = Any  # bytes, memoryview, numpy array or zmq.Frame: anything with the buffer protocol
 
@@ -115,9 +118,8 @@ class SeriesEnd:
 Message = Union[Header, Image, SeriesEnd]
 
 
+@lru_cache(maxsize=64)
 def _nbytes(shape: tuple[int, ...], dtype: str) -> int:
-    import numpy as np
-
     n = np.dtype(dtype).itemsize
     for s in shape:
         n *= s

@@ -130,3 +130,25 @@ def test_fault_then_reset_and_the_next_series_is_complete(tmp_path, sender):
     finally:
         receiver.close()
     assert snap.state == "idle" and snap.frames_written == 3 and snap.series_complete
+
+
+def test_verify_chunks_refuses_a_corrupt_block_table(tmp_path, sender):
+    """Long enough to pass the cheap check, but a block length runs past the end."""
+    frames = synthetic_frames(3, (64, 64), "uint32", rate=1.0)
+    corrupt = bytearray(encode_chunk(frames[1]))
+    corrupt[12:16] = (10**6).to_bytes(4, "big")
+    messages = [
+        [j({"htype": "header", "msg_number": 0, "filename": str(tmp_path / "v.h5")})],
+        [image_head(1, (64, 64)), encode_chunk(frames[0])],
+        [image_head(2, (64, 64)), bytes(corrupt)],
+        [image_head(2, (64, 64)), encode_chunk(frames[1])],
+        [image_head(3, (64, 64)), encode_chunk(frames[2])],
+        [j({"htype": "series_end", "msg_number": 4})],
+    ]
+    config = make_config(sender.port, tmp_path, verify_chunks=True)
+    receiver, snap = run_series(config, sender, messages)
+    receiver.close()
+    assert (snap.frames_written, snap.frames_invalid, snap.frames_duplicate) == (3, 1, 0)
+    assert any("truncated" in m for m in snap.messages)
+    with h5py.File(tmp_path / "v.h5", "r") as f:
+        assert np.array_equal(f["/entry/data/data"][()], np.stack(frames))

@@ -13,6 +13,7 @@ from pathlib import Path
 import cbor2
 import numpy as np
 import pytest
+import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -64,6 +65,13 @@ def test_dectris_r500k_test_data(fixtures_dir):
                          "series_unique_id": "01GRXWT80JSDY2FNW8SGCCDZD9"}
 
 
+def test_decode_takes_any_buffer(fixtures_dir):
+    data = (fixtures_dir / R500K / "000002.cbor").read_bytes()
+    for wrap in (bytearray, memoryview, lambda b: np.frombuffer(b, np.uint8), zmq.Frame):
+        msg = cbor_v2.decode(wrap(data))
+        assert msg["image_id"] == 1 and msg["data"]["threshold_1"].shape == (514, 1030)
+
+
 def test_captured_series(fixtures_dir):
     messages = [cbor_v2.decode(m) for m in captured_series(fixtures_dir)]
     assert [m["type"] for m in messages] == ["start"] + ["image"] * 10 + ["end"]
@@ -93,9 +101,8 @@ def test_captured_series(fixtures_dir):
 ])
 def test_typed_array_tags(tag, dtype):
     values = np.array([0, 1, 2, 100], dtype=dtype)
-    msg = cbor_v2.decode(cbor2.dumps({"a": cbor2.CBORTag(tag, values.tobytes()),
-                                      "m": cbor2.CBORTag(40, [[2, 2],
-                                                              cbor2.CBORTag(tag, values.tobytes())])}))
+    typed = cbor2.CBORTag(tag, values.tobytes())
+    msg = cbor_v2.decode(cbor2.dumps({"a": typed, "m": cbor2.CBORTag(40, [[2, 2], typed])}))
     assert isinstance(msg["a"], TypedArray) and msg["a"].dtype == np.dtype(dtype)
     np.testing.assert_array_equal(cbor_v2.to_numpy(msg["a"]), values)
     np.testing.assert_array_equal(cbor_v2.to_numpy(msg["m"]), values.reshape(2, 2))

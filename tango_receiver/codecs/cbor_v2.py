@@ -47,9 +47,11 @@ class MultiDimArray:
 
 
 def decode(data: Any) -> Mapping[str, Any]:
-    """Decode one message; malformed CBOR or tags raise ValueError."""
+    """Decode one message from any buffer (cbor2 itself refuses a zmq.Frame); malformed CBOR
+    or tags raise ValueError."""
+    view = byte_view(data)
     try:
-        message = cbor2.loads(data, tag_hook=_tag_hook)
+        message = cbor2.loads(view, tag_hook=_tag_hook)
     except cbor2.CBORError as exc:
         cause = exc.__cause__
         raise ValueError(f"invalid stream v2 message: {cause or exc}") from exc
@@ -105,8 +107,8 @@ def encode(message: Mapping[str, Any], compression: str | None = "bslz4") -> byt
 
 
 def _tag_hook(tag: cbor2.CBORTag, immutable: bool) -> Any:
-    if tag.tag == SELF_DESCRIBE:
-        return tag.value
+    # cbor2 unwraps 55799 (self-describe) itself, decoding its content immutable: messages
+    # come back as frozendict with tuples for lists.
     if tag.tag == COMPRESSED:
         return _compressed(tag.value)
     if _TYPED_FIRST <= tag.tag <= _TYPED_LAST:

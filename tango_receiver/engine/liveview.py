@@ -7,6 +7,7 @@ difference between live view costing nothing and live view costing a core.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +15,8 @@ import numpy as np
 from ..codecs.bslz4 import decode_chunk
 from ..codecs.downsample import block_mean
 from ..messages import Channel, Image
+
+FRESH_WAIT_S = 0.03  # how long a viewer waits for the newest frame before taking the last one
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,17 @@ class LiveFrame:
     def array(self, channel: int = 0, downsample: int = 1) -> np.ndarray:
         """The plane as numpy, block-mean binned by ``downsample`` (1 = full resolution)."""
         plane = decode_plane(self.channels[channel])
-        return block_mean(plane, downsample) if downsample > 1 else plane
+        factor = effective_downsample(plane.shape, downsample)
+        return block_mean(plane, factor) if factor > 1 else plane
+
+    def arrays(self, downsample: int = 1) -> tuple[np.ndarray, ...]:
+        return tuple(self.array(i, downsample) for i in range(len(self.channels)))
+
+
+def effective_downsample(shape: tuple[int, ...], factor: int) -> int:
+    """A factor coarser than a small frame bins it to one pixel rather than failing, since the
+    setting is shared by every detector size the receiver sees; 1-D frames are not binned."""
+    return min(factor, min(shape[-2:])) if len(shape) >= 2 else 1
 
 
 def decode_plane(channel: Channel) -> np.ndarray:
@@ -49,15 +62,79 @@ def decode_plane(channel: Channel) -> np.ndarray:
 
 
 class LiveView:
-    """Holds the newest image; written by the engine thread, read by any viewer thread."""
+    """Holds the newest image; written by the engine thread, read by any viewer thread.
+
+    ``view()`` answers from the last decode at once and decodes the newest frame in the
+    background: a 16M frame takes a few hundred ms to decode, a viewer must not wait that long,
+    and nothing is decoded while nobody looks.
+    """
 
     def __init__(self) -> None:
-        self._latest: LiveFrame | None = None
+        self._latest: tuple[Image, str] | None = None
+        self._frame: LiveFrame | None = None
+        self._views: dict[int, tuple[LiveFrame, tuple[np.ndarray, ...]]] = {}
+        self._changed = threading.Condition()
+        self._wanted = threading.Event()
+        self._refresher: threading.Thread | None = None
         self.downsample = 1
 
     def update(self, image: Image, series_id: str) -> None:
         # A plain reference swap: cheap enough for every frame on the hot path.
-        self._latest = LiveFrame(image.msg_number, image.frame, series_id, tuple(image.channels))
+        self._latest = (image, series_id)
 
     def latest(self) -> LiveFrame | None:
-        return self._latest
+        """The newest frame, undecoded; the same object until a newer frame arrives."""
+        latest = self._latest
+        if latest is None:
+            return None
+        image, series_id = latest
+        frame = self._frame
+        if frame is None or frame.msg_number != image.msg_number or frame.series_id != series_id \
+                or frame.channels[0] is not image.channels[0]:
+            frame = self._frame = LiveFrame(image.msg_number, image.frame, series_id,
+                                            tuple(image.channels))
+        return frame
+
+    def view(self, downsample: int = 1) -> tuple[LiveFrame, tuple[np.ndarray, ...]] | None:
+        """A recent frame's planes: the newest already decoded, or the newest if none is."""
+        frame = self.latest()
+        if frame is None:
+            return None
+        with self._changed:
+            cached = self._views.get(downsample)
+            if cached is not None and cached[0] is not frame:
+                self._refresh_soon()
+                # a small frame decodes within the wait: exact; a huge one answers stale at once
+                self._changed.wait_for(lambda: self._views[downsample][0] is frame, FRESH_WAIT_S)
+                return self._views[downsample]
+        if cached is not None:
+            return cached
+        try:
+            result = (frame, frame.arrays(downsample))
+        except ValueError:
+            return None  # the only frame there is cannot be shown (and is counted invalid)
+        with self._changed:
+            self._views[downsample] = result
+        return result
+
+    def _refresh_soon(self) -> None:
+        self._wanted.set()
+        if self._refresher is None:
+            self._refresher = threading.Thread(target=self._refresh, name="liveview-refresh",
+                                               daemon=True)
+            self._refresher.start()
+
+    def _refresh(self) -> None:
+        while self._wanted.wait():
+            self._wanted.clear()
+            frame = self.latest()
+            with self._changed:
+                stale = [k for k, (f, _) in self._views.items() if f is not frame]
+            for downsample in stale:
+                try:
+                    result = (frame, frame.arrays(downsample))
+                except ValueError:
+                    continue  # a frame that cannot be shown: keep showing the last good one
+                with self._changed:
+                    self._views[downsample] = result
+                    self._changed.notify_all()

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 import zmq
 
 from ..config import ReceiverConfig
-from ..detector import Detector, detector_for
+from ..detector import BATCH_MESSAGES, Detector, detector_for
 from ..messages import Header, Image, InvalidMessage, Message, SeriesEnd
 from .forwarder import Forwarder
 from .liveview import LiveView
@@ -52,7 +52,9 @@ class Receiver:
         self.liveview = LiveView()
         self.save_enabled = True
         self._ctx = zmq.Context()
-        self._queue: queue.Queue[Message | Rejected] = queue.Queue(maxsize=config.queue_size)
+        # batches of decoded messages; bounded so that memory is (see detector.BATCH_*)
+        self._queue: queue.Queue[list[Message | Rejected]] = queue.Queue(
+            maxsize=max(2, config.queue_size // BATCH_MESSAGES))
         self._control: queue.SimpleQueue[tuple[Callable[[], None], threading.Event]] = \
             queue.SimpleQueue()
         self._ordering = Ordering(config.gap_timeout_s)
@@ -167,17 +169,15 @@ class Receiver:
         source = self.detector.open(self._ctx)
         try:
             while not self._stopping.is_set():
-                parts = source.receive(POLL_MS)
-                if parts is None:
-                    continue
-                msg = self._decode(parts)
-                while msg is not None:
+                batch = [self._decode(parts) for parts in source.receive(POLL_MS)]
+                while batch:
                     try:
-                        self._queue.put(msg, timeout=POLL_MS / 1000)
-                        msg = None
+                        self._queue.put(batch, timeout=POLL_MS / 1000)
+                        batch = []
                     except queue.Full:
                         if self._stopping.is_set():
-                            self.stats.warn("stopped with a full queue: one message not taken")
+                            self.stats.warn(f"stopped with a full queue: {len(batch)} messages "
+                                            f"not taken")
                             break
         finally:
             source.close()
@@ -198,17 +198,18 @@ class Receiver:
         last_tick = 0.0
         while True:
             try:
-                msg = self._queue.get(timeout=TICK_S)
+                batch = self._queue.get(timeout=TICK_S)
             except queue.Empty:
-                msg = None
+                batch = []
                 if self._closing.is_set():
                     break
-            if isinstance(msg, Rejected):
-                self.stats.add("frames_invalid")  # counted in order with the series it hit
-                self.stats.warn(msg.text)
-            elif msg is not None:
-                for ready in self._ordering.push(msg):
-                    self._handle_safely(ready)
+            for msg in batch:
+                if isinstance(msg, Rejected):
+                    self.stats.add("frames_invalid")  # counted in order with its series
+                    self.stats.warn(msg.text)
+                else:
+                    for ready in self._ordering.push(msg):
+                        self._handle_safely(ready)
             while not self._control.empty():
                 fn, done = self._control.get()
                 try:

@@ -45,6 +45,7 @@ class StatsSnapshot:
     bytes_stored: int
     bytes_raw: int
     last_frame_number: int
+    series_duration_s: float  # header to series_end (or to now, while it runs)
     frame_rate: float
     data_rate: float
     compression_ratio: float
@@ -80,6 +81,8 @@ class Stats:
     series_complete: bool = True
     in_series: bool = False
     last_frame_number: int = -1
+    series_started: float = 0.0
+    series_ended: float = 0.0
     queue_depth: int = 0
     connected: bool = False
     rate_window_s: float = 1.0
@@ -101,6 +104,7 @@ class Stats:
             self.series_complete = False
             self.in_series = True
             self.last_frame_number = -1
+            self.series_started = time.monotonic()
             self._samples.clear()
             if self.state != ERROR:
                 self.state = RUNNING
@@ -109,6 +113,7 @@ class Stats:
         with self._lock:
             self.series_complete = complete
             self.in_series = False
+            self.series_ended = time.monotonic()
             if self.state == RUNNING:
                 self.state = IDLE
 
@@ -163,6 +168,8 @@ class Stats:
                 series_id=self.series_id, series_count=self.series_count,
                 series_complete=self.series_complete, in_series=self.in_series,
                 last_frame_number=self.last_frame_number,
+                series_duration_s=((self.series_ended if not self.in_series else time.monotonic())
+                                   - self.series_started) if self.series_count else 0.0,
                 frame_rate=frame_rate, data_rate=data_rate, compression_ratio=ratio,
                 queue_depth=self.queue_depth, connected=self.connected,
                 detector_class=self.detector_class, upstream=self.upstream,

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,13 @@ log = logging.getLogger(__name__)
 GROW_FRAMES = 1024
 BITSHUFFLE_LZ4 = dict(hdf5plugin.Bitshuffle(cname="lz4"))
 BITSHUFFLE_ID = str(BITSHUFFLE_LZ4["compression"])
+
+
+@dataclass(frozen=True)
+class _Layout:
+    frame: tuple[tuple[int, ...], str]  # shape and dtype name every frame must have
+    origin: tuple[int, ...]  # chunk offset within a frame (always zeros: one chunk per frame)
+    compressed: bool  # stored bitshuffle-LZ4
 
 
 class WriteRefused(Exception):
@@ -69,7 +77,8 @@ class SeriesWriter:
         self.nimages = header.nimages
         self.written = 0
         self._datasets: list[h5py.Dataset] = []
-        self._compressed: list[bool] = []  # per dataset: stored bitshuffle-LZ4
+        self._layouts: list[_Layout] = []  # per dataset, so the hot path never asks HDF5
+        self._capacity = 0  # frames the datasets can take before they grow
         self._start = 0  # frames already in an existing dataset we append to
         self._frame_numbers: list[int] = []
         self._seq_base = 0  # sequence_number entries of series appended to before
@@ -137,7 +146,9 @@ class SeriesWriter:
                 if link not in self._data_group:
                     self._data_group[link] = ds
             self._datasets.append(ds)
-            self._compressed.append(BITSHUFFLE_ID in ds._filters)
+            self._layouts.append(_Layout((channel.shape, channel.dtype),
+                                         (0,) * len(channel.shape), BITSHUFFLE_ID in ds._filters))
+            self._capacity = ds.shape[0]
         if nch > 1:
             self._det.attrs["channels"] = [c.name for c in image.channels]
             self._data_group.attrs["signal"] = image.channels[0].name
@@ -159,15 +170,17 @@ class SeriesWriter:
             raise FrameMismatch(f"frame {image.frame}: {len(image.channels)} channels, "
                                 f"series has {len(self._datasets)}")
         index = self._start + self.written
+        for layout, channel in zip(self._layouts, image.channels):
+            if layout.frame != (channel.shape, channel.dtype):
+                raise FrameMismatch(f"frame {image.frame}: {channel.shape} {channel.dtype}, "
+                                    f"series is {layout.frame[0]} {layout.frame[1]}")
         try:
-            for ds, compressed, channel in zip(self._datasets, self._compressed, image.channels):
-                if ds.shape[1:] != channel.shape or ds.dtype.name != channel.dtype:
-                    raise FrameMismatch(f"frame {image.frame}: {channel.shape} {channel.dtype}, "
-                                        f"series is {ds.shape[1:]} {ds.dtype}")
-                if index >= ds.shape[0]:
-                    ds.resize(index + GROW_FRAMES, axis=0)
-                ds.id.write_direct_chunk((index,) + (0,) * len(channel.shape),
-                                         _stored(compressed, channel))
+            if index >= self._capacity:
+                self._capacity = index + GROW_FRAMES
+                for ds in self._datasets:
+                    ds.resize(self._capacity, axis=0)
+            for layout, ds, channel in zip(self._layouts, self._datasets, image.channels):
+                ds.id.write_direct_chunk((index, *layout.origin), _stored(layout.compressed, channel))
         except OSError as exc:
             raise WriteFailed(f"{self.path}: writing frame {image.frame} failed: "
                               f"{_reason(exc)}") from None

@@ -1,0 +1,1 @@
+"""The benchmark suite: each scenario with real sockets and files, beside bare baselines."""

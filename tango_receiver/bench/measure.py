@@ -1,0 +1,191 @@
+"""Each measurement runs in processes of its own: a sender process plays the detector, and the
+receiver (or the bare baseline loop) runs in another, so its peak RSS is its own and the two
+compete for the two cores exactly as a detector's receiver does.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import h5py
+import hdf5plugin
+import zmq
+
+from .scenarios import SCENARIOS, Scenario
+
+CTX = mp.get_context("spawn")
+TIMEOUT_S = 300
+
+
+def scenario_named(name: str) -> Scenario:
+    return next(s for s in SCENARIOS if s.name == name)
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak (VmHWM): ru_maxrss would carry the parent's over exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+# --- the detector --------------------------------------------------------------------------
+def _send(name: str, quick: bool, filename: str, port: Any, ready: Any) -> None:
+    scenario = scenario_named(name)
+    messages = list(scenario.messages(filename, quick))
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PUSH)
+    sock.setsockopt(zmq.SNDHWM, 1000)
+    port.value = sock.bind_to_random_port("tcp://127.0.0.1")
+    ready.set()
+    for parts in messages:
+        sock.send_multipart(parts, copy=False)
+    sock.close(linger=TIMEOUT_S * 1000)
+    ctx.term()
+
+
+def start_sender(scenario: Scenario, quick: bool, filename: str) -> tuple[Any, int]:
+    port, ready = CTX.Value("i", 0), CTX.Event()
+    proc = CTX.Process(target=_send, args=(scenario.name, quick, filename, port, ready), daemon=True)
+    proc.start()
+    if not ready.wait(TIMEOUT_S):
+        proc.kill()
+        raise RuntimeError(f"{scenario.name}: sender did not start")
+    return proc, port.value
+
+
+# --- baselines -----------------------------------------------------------------------------
+def _pull(name: str, quick: bool, port: int, out: Any) -> None:
+    scenario = scenario_named(name)
+    total = scenario.count(quick) + 2  # header, images, end
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PULL)
+    sock.connect(f"tcp://127.0.0.1:{port}")
+    nbytes = 0
+    sock.recv_multipart(copy=False)
+    start = time.perf_counter()
+    for _ in range(total - 1):
+        nbytes += sum(len(p) for p in sock.recv_multipart(copy=False))
+    out.put({"seconds": time.perf_counter() - start, "frames": scenario.count(quick),
+             "wire_bytes": nbytes, "rss_mb": peak_rss_mb()})
+    sock.close()
+    ctx.term()
+
+
+def measure_pull(scenario: Scenario, quick: bool) -> dict[str, Any]:
+    """A bare pyzmq PULL loop (copy=False) taking the same messages and discarding them."""
+    sender, port = start_sender(scenario, quick, "")
+    return _collect(CTX.Process(target=_pull, args=(scenario.name, quick, port, out := CTX.Queue())),
+                    out, sender)
+
+
+def measure_h5(scenario: Scenario, quick: bool, directory: Path) -> dict[str, Any]:
+    """A bare h5py write_direct_chunk loop of the same chunks, into the same directory."""
+    chunks = scenario.chunks()
+    count = scenario.count(quick)
+    path = directory / f"baseline_{scenario.name}.h5"
+    start = time.perf_counter()
+    with h5py.File(path, "w", libver="latest") as f:
+        ds = f.create_dataset("data", shape=(count, *scenario.shape), chunks=(1, *scenario.shape),
+                              dtype=scenario.dtype, **hdf5plugin.Bitshuffle(cname="lz4"))
+        for i in range(count):
+            ds.id.write_direct_chunk((i, 0, 0), chunks[i % len(chunks)])
+    seconds = time.perf_counter() - start
+    path.unlink()
+    return {"seconds": seconds, "frames": count}
+
+
+# --- the receiver --------------------------------------------------------------------------
+def _consume(port: int, delay_s: float, stop: Any) -> None:
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PULL)
+    sock.setsockopt(zmq.RCVHWM, 16)
+    sock.connect(f"tcp://127.0.0.1:{port}")
+    while not stop.is_set():
+        if sock.poll(100):
+            sock.recv_multipart(copy=False)
+            time.sleep(delay_s)
+    sock.close(linger=0)
+    ctx.term()
+
+
+def _receive(name: str, quick: bool, port: int, directory: str, baseline_fps: float,
+             out: Any) -> None:
+    from ..config import parse_entry
+    from ..engine.receiver import Receiver
+
+    scenario = scenario_named(name)
+    config = parse_entry(f"bench-{name}", {
+        "class": scenario.detector_class, "upstream": [f"tcp://127.0.0.1:{port}"],
+        "nworkers": scenario.nworkers, "data_host": "127.0.0.1", "data_port": 0,
+        "write_roots": [directory], **scenario.config})
+    receiver = Receiver(config)
+    receiver.open()
+    consumer, stop = None, CTX.Event()
+    if scenario.consumer_fraction:
+        delay = 1.0 / (baseline_fps * scenario.consumer_fraction)
+        consumer = CTX.Process(target=_consume, args=(receiver.secondary_port, delay, stop))
+        consumer.start()
+    latencies: list[float] = []
+    receiver.start()
+    if scenario.probe_liveview:
+        threading.Thread(target=_probe_liveview, args=(receiver, latencies), daemon=True).start()
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline:
+        snap = receiver.snapshot()
+        if snap.series_count and not snap.in_series and snap.queue_depth == 0:
+            break
+        time.sleep(0.01)
+    receiver.close()
+    stop.set()
+    if consumer is not None:
+        consumer.join(10)
+    out.put({"seconds": snap.series_duration_s, "frames": snap.frames_written,
+             "lost": scenario.count(quick) - snap.frames_written,
+             "wire_bytes": snap.bytes_wire, "stored_bytes": snap.bytes_stored,
+             "raw_bytes": snap.bytes_raw, "forward_dropped": snap.forward_dropped,
+             "rss_mb": peak_rss_mb(),
+             "liveview_ms": max(latencies) * 1000 if latencies else None})
+
+
+def _probe_liveview(receiver: Any, latencies: list[float]) -> None:
+    """What a live-view client costs and waits: decode the latest frame a few times a second."""
+    while receiver.snapshot().series_count == 0 or receiver.snapshot().in_series:
+        start = time.perf_counter()
+        if receiver.liveview.view(downsample=4) is not None:
+            latencies.append(time.perf_counter() - start)
+        time.sleep(0.2)
+
+
+def measure_receiver(scenario: Scenario, quick: bool, directory: Path,
+                     baseline_fps: float) -> dict[str, Any]:
+    filename = str(directory / f"receiver_{scenario.name}.h5")
+    sender, port = start_sender(scenario, quick, filename)
+    out = CTX.Queue()
+    proc = CTX.Process(target=_receive,
+                       args=(scenario.name, quick, port, str(directory), baseline_fps, out))
+    try:
+        return _collect(proc, out, sender)
+    finally:
+        Path(filename).unlink(missing_ok=True)
+
+
+def _collect(proc: Any, out: Any, sender: Any) -> dict[str, Any]:
+    proc.start()
+    try:
+        result = out.get(timeout=TIMEOUT_S)
+    finally:
+        proc.join(30)
+        sender.join(30)
+        for p in (proc, sender):
+            if p.is_alive():
+                p.kill()
+    return result
+
+
+def frames_per_s(result: dict[str, Any]) -> float:
+    return result["frames"] / result["seconds"] if result["seconds"] else float("nan")

@@ -1,0 +1,66 @@
+"""tango-receiver bench: every scenario beside its baselines, measured in the same run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .measure import frames_per_s, measure_h5, measure_pull, measure_receiver
+from .scenarios import SCENARIOS
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("scenario", "frames", "raw kB/frame", "wire kB/frame", "receiver f/s", "raw GB/s",
+           "wire GB/s", "PULL f/s", "recv/PULL", "h5py f/s", "recv/h5py", "peak RSS MB",
+           "lost", "fwd dropped", "liveview ms")
+
+
+def run_bench(quick: bool, directory: Path | None, output: Path, only: list[str]) -> list[dict]:
+    rows: list[dict[str, Any]] = []
+    scenarios = [s for s in SCENARIOS if not only or any(o in s.name for o in only)]
+    with tempfile.TemporaryDirectory(dir=directory or "/dev/shm", prefix="bench-") as tmp:
+        where = Path(tmp)
+        for scenario in scenarios:
+            log.info("%s: %s, %d frames", scenario.name, scenario.title, scenario.count(quick))
+            pull = measure_pull(scenario, quick)
+            h5 = measure_h5(scenario, quick, where)
+            recv = measure_receiver(scenario, quick, where, baseline_fps=frames_per_s(pull))
+            rows.append(_row(scenario.name, pull, h5, recv))
+            log.info("%s", rows[-1])
+    output.write_text(json.dumps({"quick": quick, "directory": str(directory or "/dev/shm"),
+                                  "when": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows},
+                                 indent=2))
+    print(table(rows))
+    return rows
+
+
+def _row(name: str, pull: dict, h5: dict, recv: dict) -> dict[str, Any]:
+    frames = max(recv["frames"], 1)
+    fps, pull_fps, h5_fps = frames_per_s(recv), frames_per_s(pull), frames_per_s(h5)
+    return {
+        "scenario": name, "frames": recv["frames"],
+        "raw kB/frame": recv["raw_bytes"] / frames / 1e3,
+        "wire kB/frame": recv["wire_bytes"] / frames / 1e3,
+        "receiver f/s": fps,
+        "raw GB/s": recv["raw_bytes"] / recv["seconds"] / 1e9 if recv["seconds"] else 0.0,
+        "wire GB/s": recv["wire_bytes"] / recv["seconds"] / 1e9 if recv["seconds"] else 0.0,
+        "PULL f/s": pull_fps, "recv/PULL": fps / pull_fps,
+        "h5py f/s": h5_fps, "recv/h5py": fps / h5_fps,
+        "peak RSS MB": recv["rss_mb"], "lost": recv["lost"],
+        "fwd dropped": recv["forward_dropped"],
+        "liveview ms": recv["liveview_ms"],
+    }
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
+        return "-" if value is None else str(value)
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell(r[c]) for c in COLUMNS) + " |" for r in rows]
+    return "\n".join(lines)

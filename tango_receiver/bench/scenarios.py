@@ -1,0 +1,73 @@
+"""The benchmark scenarios: what a detector sends, how many frames, and how the receiver is set up."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..codecs.bslz4 import encode_chunk
+from ..sim.eiger_v1 import eiger_v1_series
+from ..sim.frames import synthetic_frames
+from ..sim.stins import stins_series
+from ..sim.stream_v2 import stream_v2_series
+
+DISTINCT = 4  # distinct frames cycled by the sender; generating each frame would dominate
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    detector_class: str
+    wire: str  # "eiger" | "stream2" | "stins"
+    shape: tuple[int, int]
+    dtype: str
+    frames: int
+    quick_frames: int
+    photons: float  # mean counts per pixel: sets how well frames compress
+    compression: str = "bslz4"  # what the detector sends
+    nworkers: int = 1
+    consumer_fraction: float = 0.0  # a secondary consumer reading at this fraction of the rate
+    probe_liveview: bool = False  # a live-view client asking for the latest frame 5 times a second
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def count(self, quick: bool) -> int:
+        return self.quick_frames if quick else self.frames
+
+    def frames_data(self) -> list[np.ndarray]:
+        return synthetic_frames(DISTINCT, self.shape, self.dtype, rate=self.photons, seed=7)
+
+    def chunks(self) -> list[bytes]:
+        """What the writer stores per frame (for the bare h5py baseline)."""
+        return [encode_chunk(f) for f in self.frames_data()]
+
+    def messages(self, filename: str, quick: bool) -> Iterator[list]:
+        frames, count = self.frames_data(), self.count(quick)
+        if self.wire == "eiger":
+            return eiger_v1_series(frames, filename, count=count)
+        if self.wire == "stream2":
+            return stream_v2_series({"threshold_1": frames}, filename, count=count)
+        return stins_series(frames, filename, compression=self.compression, count=count)
+
+
+EIGER_1M = Scenario("1-eiger-v1", "EIGER 1M stream v1, bslz4, sparse", "Eiger", "eiger",
+                    (1065, 1030), "uint32", frames=40000, quick_frames=10000, photons=0.002)
+
+SCENARIOS: list[Scenario] = [
+    EIGER_1M,
+    Scenario("2-eiger2-16m", "EIGER2 16M stream v2, bslz4", "DectrisStream2", "stream2",
+             (4362, 4148), "uint32", frames=300, quick_frames=60, photons=0.05,
+             probe_liveview=True),
+    Scenario("3-zyla-1w", "Zyla raw uint16, compressed on the way, 1 worker", "Detector", "stins",
+             (2160, 2560), "uint16", frames=400, quick_frames=80, photons=100.0,
+             compression="none", nworkers=1),
+    Scenario("3-zyla-2w", "Zyla raw uint16, compressed on the way, 2 workers", "Detector", "stins",
+             (2160, 2560), "uint16", frames=400, quick_frames=80, photons=100.0,
+             compression="none", nworkers=2),
+    Scenario("5-eiger-slow-consumer", "scenario 1 + secondary consumer at 1/10 rate", "Eiger",
+             "eiger", (1065, 1030), "uint32", frames=40000, quick_frames=10000, photons=0.002,
+             consumer_fraction=0.1),
+]
