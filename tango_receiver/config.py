@@ -64,6 +64,7 @@ class ReceiverConfig(BaseModel):
     tot: Path | None = None
     # engine tuning
     gap_timeout_s: float = Field(default=2.0, gt=0)
+    silence_timeout_s: float = Field(default=30.0, gt=0)  # open series, no data: say so
     flush_interval_s: float = Field(default=1.0, gt=0)
     forward_hwm: int = Field(default=256, ge=1)
     queue_size: int = Field(default=1024, ge=1)

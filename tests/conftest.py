@@ -17,6 +17,11 @@ from tango_receiver.sim.sender import Sender
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--soak-frames", type=int, default=1_000_000,
+                     help="frames the soak test streams (tests/test_soak.py)")
+
+
 @pytest.fixture
 def fixtures_dir() -> Path:
     if not FIXTURES.is_dir():

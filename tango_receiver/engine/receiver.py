@@ -63,6 +63,8 @@ class Receiver:
         self._writer: SeriesWriter | None = None
         self._series_open = False
         self._discarding = False
+        self._silence_told = False
+        self._last_data = time.monotonic()
         self._engine: threading.Thread | None = None
         self._workers: list[threading.Thread] = []
         self._stopping = threading.Event()
@@ -203,6 +205,8 @@ class Receiver:
                 batch = []
                 if self._closing.is_set():
                     break
+            if batch:
+                self._last_data = time.monotonic()
             for msg in batch:
                 if isinstance(msg, Rejected):
                     self.stats.add("frames_invalid")  # counted in order with its series
@@ -227,6 +231,13 @@ class Receiver:
     def _tick(self, now: float) -> None:
         for ready in self._ordering.poll():
             self._handle_safely(ready)
+        silent = now - self._last_data
+        if self._series_open and silent > self.config.silence_timeout_s and not self._silence_told:
+            self._silence_told = True
+            text = (f"{self.config.name}: no data from the detector for {silent:.0f} s in series "
+                    f"{self.stats.series_id}; the series stays open until its end or a new header")
+            log.warning(text)
+            self.stats.warn(text)
         self._sync_counts()
         self.stats.queue_depth = self._queue.qsize()
         self.stats.sample(now)
@@ -265,7 +276,7 @@ class Receiver:
         self._base = replace(self._ordering.counts)
         series_id = "" if header.series_id is None else str(header.series_id)
         self.stats.new_series(series_id, header.filename if header.saves else "")
-        self._series_open, self._discarding = True, False
+        self._series_open, self._discarding, self._silence_told = True, False, False
         if header.saves and self.save_enabled:
             try:
                 self._writer = SeriesWriter(header, self.config.dset_name,

@@ -66,6 +66,32 @@ class StatsSnapshot:
         return asdict(self)
 
 
+HISTORY = 256  # series summaries kept
+
+
+@dataclass(frozen=True)
+class SeriesSummary:
+    """One finished series, as its counters stood when it ended."""
+
+    number: int  # the receiver's series_count when it began: 1, 2, ...
+    series_id: str
+    filename: str
+    complete: bool
+    duration_s: float
+    frames_received: int
+    frames_written: int
+    frames_forwarded: int
+    forward_dropped: int
+    frames_missing: int
+    frames_invalid: int
+    frames_duplicate: int
+    frames_outside: int
+    frames_discarded: int
+    bytes_wire: int
+    bytes_stored: int
+    bytes_raw: int
+
+
 @dataclass
 class Stats:
     """Mutable counters of one receiver. Counter updates are single bytecode increments."""
@@ -89,6 +115,7 @@ class Stats:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _samples: deque = field(default_factory=lambda: deque(maxlen=64), repr=False)
     _messages: deque = field(default_factory=lambda: deque(maxlen=20), repr=False)
+    _history: deque = field(default_factory=lambda: deque(maxlen=HISTORY), repr=False)
 
     def __post_init__(self) -> None:
         for name in SERIES_COUNTERS:
@@ -114,6 +141,10 @@ class Stats:
             self.series_complete = complete
             self.in_series = False
             self.series_ended = time.monotonic()
+            self._history.append(SeriesSummary(
+                number=self.series_count, series_id=self.series_id, filename=self.filename, complete=complete,
+                duration_s=self.series_ended - self.series_started,
+                **{name: getattr(self, name) for name in SERIES_COUNTERS}))
             if self.state == RUNNING:
                 self.state = IDLE
 
@@ -123,6 +154,11 @@ class Stats:
             self.state = ERROR
             self.error = text
             self._messages.append(text)
+
+    def history(self) -> tuple[SeriesSummary, ...]:
+        """The last series, oldest first: what a client that polls too slowly still learns."""
+        with self._lock:
+            return tuple(self._history)
 
     def add(self, name: str, n: int = 1) -> None:
         """Count from a thread other than the engine's own (decoder workers)."""

@@ -2,7 +2,9 @@
 
 Pre-compressed bitshuffle-LZ4 chunks go in with ``write_direct_chunk``: no decompression, no
 recompression, no copy. Datasets grow in blocks (a resize per frame halves the write rate) and are
-trimmed to the frames written on close. ``libver="latest"`` triples the chunk-write rate.
+trimmed to the frames written at every flush and on close. Files use the default (earliest)
+format: with direct chunk writes it is as fast as ``libver="latest"`` here, and a file left by a
+crash opens with plain h5py (the newer format's consistency flags would need h5clear first).
 
 A file is only ever created inside the configured write roots and an existing file is never
 truncated: the refusal says why, and the series goes on without a file.
@@ -10,6 +12,7 @@ truncated: the refusal says why, and the series goes on without a file.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -28,6 +31,7 @@ from ..messages import Channel, Header, Image
 log = logging.getLogger(__name__)
 
 GROW_FRAMES = 1024
+H5_ERRORS = (OSError, RuntimeError)  # h5py raises either for a failing HDF5 call
 BITSHUFFLE_LZ4 = dict(hdf5plugin.Bitshuffle(cname="lz4"))
 BITSHUFFLE_ID = str(BITSHUFFLE_LZ4["compression"])
 
@@ -76,6 +80,7 @@ class SeriesWriter:
         self.flush_interval_s = flush_interval_s
         self.nimages = header.nimages
         self.written = 0
+        self.failed = False
         self._datasets: list[h5py.Dataset] = []
         self._layouts: list[_Layout] = []  # per dataset, so the hot path never asks HDF5
         self._capacity = 0  # frames the datasets can take before they grow
@@ -86,7 +91,7 @@ class SeriesWriter:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             exists = self.path.exists()
-            self.file = h5py.File(self.path, "r+" if exists else "x", libver="latest")
+            self.file = h5py.File(self.path, "r+" if exists else "x")
         except OSError as exc:
             raise WriteRefused(f"{self.path}: cannot open for writing: {_reason(exc)}") from None
         try:
@@ -181,7 +186,8 @@ class SeriesWriter:
                     ds.resize(self._capacity, axis=0)
             for layout, ds, channel in zip(self._layouts, self._datasets, image.channels):
                 ds.id.write_direct_chunk((index, *layout.origin), _stored(layout.compressed, channel))
-        except OSError as exc:
+        except H5_ERRORS as exc:
+            self.failed = True
             raise WriteFailed(f"{self.path}: writing frame {image.frame} failed: "
                               f"{_reason(exc)}") from None
         self.written += 1
@@ -193,11 +199,18 @@ class SeriesWriter:
             self.flush(now)
 
     def flush(self, now: float | None = None) -> None:
-        """Make every frame so far readable after a crash (bounded by flush_interval_s)."""
+        """Make every frame so far readable after a crash (bounded by flush_interval_s).
+
+        The datasets are trimmed to the frames written, so a file left by a crash holds
+        exactly the flushed frames; the next frame grows them again (one resize per flush).
+        """
         try:
             self._write_sequence()
+            self._trim()
+            self.file["entry"].attrs["frames_written"] = self.written
             self.file.flush()
-        except OSError as exc:
+        except H5_ERRORS as exc:
+            self.failed = True
             raise WriteFailed(f"{self.path}: flush failed: {_reason(exc)}") from None
         self._last_flush = time.monotonic() if now is None else now
 
@@ -210,23 +223,28 @@ class SeriesWriter:
             self._seq.resize(start + len(pending), axis=0)
             self._seq[start:] = pending
 
+    def _trim(self) -> None:
+        if self._capacity > self._start + self.written:
+            self._capacity = self._start + self.written
+            for ds in self._datasets:
+                ds.resize(self._capacity, axis=0)
+
     def close(self, complete: bool) -> None:
         """Trim to the frames written and mark whether the series arrived whole."""
         if not self.file:
             return  # refused at its first frame and closed then
         try:
-            if self._datasets:
+            if not self.failed:  # after a failed write HDF5's own state is not to be trusted
                 self._write_sequence()
-                for ds in self._datasets:
-                    ds.resize(self._start + self.written, axis=0)
-            self.file["entry"].attrs["series_complete"] = complete
-            self.file["entry"].attrs["frames_written"] = self.written
-        except OSError as exc:
+                self._trim()
+                self.file["entry"].attrs["series_complete"] = complete
+                self.file["entry"].attrs["frames_written"] = self.written
+        except H5_ERRORS as exc:
             raise WriteFailed(f"{self.path}: closing failed: {_reason(exc)}") from None
         finally:
             try:
                 self.file.close()
-            except OSError as exc:  # the data written before stays readable
+            except H5_ERRORS as exc:  # what was flushed before stays readable
                 log.error("%s: close failed: %s", self.path, exc)
 
 
@@ -267,7 +285,12 @@ def write_metadata(group: h5py.Group, meta: dict[str, Any]) -> None:
 
 
 def _reason(exc: OSError) -> str:
+    """HDF5 wraps the system error in its own text: find the cause an operator acts on."""
     text = str(exc)
-    if getattr(exc, "errno", None) == 28 or "No space left" in text or "errno = 28" in text:
+    if getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in text \
+            or f"errno = {errno.ENOSPC}" in text:
         return f"disk full ({text})"
+    if getattr(exc, "errno", None) == errno.EFBIG or "File too large" in text \
+            or f"errno = {errno.EFBIG}" in text:
+        return f"file size limit reached, as good as disk full ({text})"
     return text

@@ -1,0 +1,206 @@
+"""Faults a beamline meets over days of running: each injected, and what was kept checked."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import h5py
+import hdf5plugin  # noqa: F401
+import numpy as np
+import pytest
+import yaml
+
+from conftest import Consumer, make_config, wait_for, wait_series_done
+from tango_receiver.engine.receiver import Receiver
+from tango_receiver.sim.frames import synthetic_frames
+from tango_receiver.sim.stins import stins_series
+
+
+def noise(count: int, shape=(64, 64)) -> list[np.ndarray]:
+    """Incompressible frames, so that a small filesystem fills up fast."""
+    rng = np.random.default_rng(3)
+    return [rng.integers(0, 2**32, size=shape, dtype=np.uint32) for _ in range(count)]
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    mount = tmp_path / "small"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {result.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_disk_full_mid_series_then_reset(tmp_path, sender, small_fs):
+    frames = noise(120)  # 16 kB each: about 2 MB, twice the filesystem
+    target = small_fs / "full.h5"
+    roomy = tmp_path / "roomy"
+    config = make_config(sender.port, tmp_path, write_roots=[str(small_fs), str(roomy)],
+                         flush_interval_s=0.05)
+    receiver = Receiver(config)
+    receiver.start()
+    try:
+        sender.send(stins_series(frames, str(target), compression="none"), rate=400)
+        snap = wait_series_done(receiver)
+        assert snap.state == "error"
+        assert "disk full" in snap.error and str(target) in snap.error
+        assert 0 < snap.frames_written < len(frames)
+        assert snap.frames_received == len(frames)  # forwarded and shown all the same
+        written = snap.frames_written
+
+        receiver.reset()
+        assert receiver.snapshot().state == "idle"
+        sender.send(stins_series(frames[:10], str(roomy / "after.h5"), compression="none"))
+        snap = wait_series_done(receiver, 2)
+        assert snap.state == "idle" and snap.series_complete and snap.frames_written == 10
+    finally:
+        receiver.close()
+    with h5py.File(target, "r") as f:  # what was flushed before the disk filled is readable
+        data = f["/entry/data/data"]
+        flushed = f["/entry/instrument/detector/sequence_number"][()]
+        assert 0 < len(flushed) <= written and f["entry"].attrs["frames_written"] == len(flushed)
+        assert list(flushed) == list(range(len(flushed)))
+        for i in range(len(flushed)):
+            assert np.array_equal(data[i], frames[i])
+    with h5py.File(roomy / "after.h5", "r") as f:
+        assert np.array_equal(f["/entry/data/data"][()], np.stack(frames[:10]))
+
+
+def _receiver_process(tmp_path: Path, port: int, **extra) -> subprocess.Popen:
+    entry = {"class": "Detector", "upstream": [f"tcp://127.0.0.1:{port}"], "data_port": 0,
+             "data_host": "127.0.0.1", "write_roots": [str(tmp_path)], **extra}
+    config = tmp_path / "detectors.yaml"
+    config.write_text(yaml.safe_dump({"crashy": entry}))
+    return subprocess.Popen([sys.executable, "-m", "tango_receiver.cli", "run", str(config),
+                             "crashy", "--status-every", "0.2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _send_until_written(proc: subprocess.Popen, sender, messages: list, count: int) -> None:
+    """Send, then wait until the receiver's status line shows every frame written."""
+    sender.send(messages)
+    deadline = time.monotonic() + 20
+    for line in proc.stdout:
+        if f"written {count} " in line:
+            return
+        if time.monotonic() > deadline:
+            break
+    raise AssertionError(f"receiver did not report {count} frames written")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_mid_series_keeps_what_was_flushed(tmp_path, sender, sig):
+    frames = synthetic_frames(30, (32, 48), "uint16", rate=2.0)
+    target = tmp_path / f"killed_{sig.name}.h5"
+    proc = _receiver_process(tmp_path, sender.port, flush_interval_s=0.2)
+    try:
+        messages = list(stins_series(frames, str(target)))[:-1]  # no series_end: mid-series
+        _send_until_written(proc, sender, messages, len(frames))
+        time.sleep(0.5)  # more than one flush interval with nothing new
+        proc.send_signal(sig)
+        assert proc.wait(10) == (-9 if sig == signal.SIGKILL else 0)
+    finally:
+        proc.kill()
+        proc.communicate()
+    with h5py.File(target, "r") as f:
+        data = f["/entry/data/data"]
+        assert data.shape[0] == len(frames)
+        for i, frame in enumerate(frames):
+            assert np.array_equal(data[i], frame)
+        assert list(f["/entry/instrument/detector/sequence_number"][()]) == list(range(30))
+        assert not f["entry"].attrs["series_complete"]
+
+
+def test_detector_restart_closes_the_open_file_incomplete(tmp_path, sender):
+    frames = synthetic_frames(5, (16, 16), "uint32")
+    first = list(stins_series(frames, str(tmp_path / "first.h5")))[:-1]
+    second = list(stins_series(frames[:3], str(tmp_path / "second.h5")))
+    receiver = Receiver(make_config(sender.port, tmp_path))
+    receiver.start()
+    try:
+        sender.send(first + second)
+        snap = wait_series_done(receiver, 2)
+    finally:
+        receiver.close()
+    assert snap.series_complete and snap.frames_written == 3
+    assert any("new header before series_end" in m for m in snap.messages)
+    with h5py.File(tmp_path / "first.h5", "r") as f:
+        assert not f["entry"].attrs["series_complete"]
+        assert np.array_equal(f["/entry/data/data"][()], np.stack(frames))
+    with h5py.File(tmp_path / "second.h5", "r") as f:
+        assert f["entry"].attrs["series_complete"]
+        assert f["/entry/data/data"].shape[0] == 3
+
+
+def test_consumer_that_comes_and_goes_never_slows_writing(tmp_path, sender):
+    frames = synthetic_frames(8, (64, 64), "uint32", rate=1.0)
+    count, rate = 600, 1500.0
+    receiver = Receiver(make_config(sender.port, tmp_path, forward_hwm=20))
+    receiver.open()
+    got: list[int] = []
+
+    def flaky_consumer() -> None:
+        for _ in range(3):  # connect, read slowly for a while, vanish; again
+            consumer = Consumer(receiver.secondary_port)
+            end = time.monotonic() + 0.1
+            while time.monotonic() < end:
+                if consumer.socket.poll(5):
+                    consumer.socket.recv_multipart()
+                    got.append(1)
+                    time.sleep(0.005)
+            consumer.close()
+            time.sleep(0.05)
+
+    receiver.start()
+    thread = threading.Thread(target=flaky_consumer)
+    try:
+        start = time.monotonic()
+        thread.start()
+        sender.send(stins_series(frames, str(tmp_path / "fwd.h5"), count=count), rate=rate)
+        snap = wait_series_done(receiver)
+        elapsed = time.monotonic() - start
+        thread.join()
+    finally:
+        receiver.close()
+    assert snap.frames_written == count and snap.series_complete
+    assert snap.frames_forwarded + snap.forward_dropped == count
+    assert snap.forward_dropped > 0 and 0 < len(got) <= snap.frames_forwarded + 2
+    assert elapsed < count / rate + 2.0  # writing kept pace with the detector throughout
+
+
+def test_silent_upstream_is_reported_and_the_next_series_taken(tmp_path, sender):
+    frames = synthetic_frames(4, (16, 16), "uint32")
+    receiver = Receiver(make_config(sender.port, tmp_path, silence_timeout_s=0.3))
+    receiver.start()
+    try:
+        sender.send(list(stins_series(frames, str(tmp_path / "quiet.h5")))[:3])
+        wait_for(lambda: any("no data from the detector" in m
+                             for m in receiver.snapshot().messages), 5, "a silence warning")
+        assert receiver.snapshot().in_series
+        sender.send(stins_series(frames, str(tmp_path / "next.h5")))
+        snap = wait_series_done(receiver, 2)
+    finally:
+        receiver.close()
+    assert snap.series_complete and snap.frames_written == 4
+    with h5py.File(tmp_path / "quiet.h5", "r") as f:
+        assert f["/entry/data/data"].shape[0] == 2 and not f["entry"].attrs["series_complete"]
+
+
+def test_sigterm_on_the_cli_process_is_exit_zero(tmp_path, sender):
+    proc = _receiver_process(tmp_path, sender.port)
+    try:
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        proc.kill()
+        output = proc.communicate()[0]
+    assert "closed cleanly" in output, output
