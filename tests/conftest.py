@@ -81,7 +81,7 @@ class Consumer:
 
 @pytest.fixture
 def sender():
-    with Sender(timeout_s=20) as s:
+    with Sender(timeout_s=60) as s:
         yield s
 
 

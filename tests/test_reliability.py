@@ -87,7 +87,7 @@ def _receiver_process(tmp_path: Path, port: int, **extra) -> subprocess.Popen:
 def _send_until_written(proc: subprocess.Popen, sender, messages: list, count: int) -> None:
     """Send, then wait until the receiver's status line shows every frame written."""
     sender.send(messages)
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     for line in proc.stdout:
         if f"written {count} " in line:
             return
@@ -171,8 +171,9 @@ def test_consumer_that_comes_and_goes_never_slows_writing(tmp_path, sender):
     finally:
         receiver.close()
     assert snap.frames_written == count and snap.series_complete
-    assert snap.frames_forwarded + snap.forward_dropped == count
-    assert snap.forward_dropped > 0 and 0 < len(got) <= snap.frames_forwarded + 2
+    assert snap.frames_forwarded + snap.forward_dropped + snap.forward_no_consumer == count
+    assert snap.forward_no_consumer > 0  # between two connections nobody was there
+    assert 0 < len(got) <= snap.frames_forwarded
     assert elapsed < count / rate + 2.0  # writing kept pace with the detector throughout
 
 

@@ -76,6 +76,7 @@ def test_soak(tmp_path, request):
                 assert summary.frames_missing == summary.frames_invalid == 0, summary
                 assert summary.frames_duplicate == summary.frames_outside == 0, summary
                 assert summary.frames_forwarded + summary.forward_dropped == PER_SERIES
+                assert summary.forward_no_consumer == 0
                 written += summary.frames_written
                 forwarded += summary.frames_forwarded
                 dropped += summary.forward_dropped

@@ -35,6 +35,7 @@ def test_series_written_bit_exact_and_forwarded(tmp_path, sender, compression):
         receiver.close()
     assert (snap.frames_received, snap.frames_written, snap.frames_forwarded) == (7, 7, 7)
     assert snap.frames_missing == snap.frames_invalid == snap.forward_dropped == 0
+    assert snap.forward_no_consumer == 0 and not snap.alarm
     assert snap.state == "idle" and snap.series_complete
 
     with h5py.File(target, "r") as f:
@@ -119,3 +120,12 @@ def test_two_series_two_files_and_append_to_matching_dataset(tmp_path, sender):
         for i, frame in enumerate(frames + frames[:2]):
             assert np.array_equal(data[i], frame)
         assert list(f["/entry/instrument/detector/sequence_number"][()]) == [0, 1, 2, 3, 0, 1]
+
+
+def test_no_consumer_is_counted_apart_and_raises_no_alarm(tmp_path, sender):
+    frames = synthetic_frames(3, (8, 8), "uint16")
+    receiver, snap = run_series(make_config(sender.port, tmp_path), sender,
+                                stins_series(frames, str(tmp_path / "alone.h5")))
+    receiver.close()
+    assert (snap.frames_written, snap.frames_forwarded, snap.forward_no_consumer) == (3, 0, 3)
+    assert snap.forward_dropped == 0 and not snap.alarm

@@ -2,14 +2,19 @@
 
 A consumer that is slow, absent or gone must never slow the receiver down. The socket's send
 high-water mark is the bounded queue; a message it cannot take is dropped at once and counted,
-so the write path never waits on a consumer.
+so the write path never waits on a consumer. A socket monitor tells whether anyone is connected:
+a frame nobody was there to take is not a loss that should raise an alarm, a frame a connected
+consumer could not keep up with is.
 """
 
 from __future__ import annotations
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from ..messages import Buffer
+
+SENT, DROPPED, NO_CONSUMER = "sent", "dropped", "no_consumer"
 
 
 class Forwarder:
@@ -18,19 +23,35 @@ class Forwarder:
         self.socket.setsockopt(zmq.SNDHWM, hwm)
         self.socket.setsockopt(zmq.LINGER, 0)
         bind_host = "*" if host in ("0.0.0.0", "*", "") else host
-        if port:
-            self.socket.bind(f"tcp://{bind_host}:{port}")
-            self.port = port
-        else:
-            self.port = self.socket.bind_to_random_port(f"tcp://{bind_host}")
+        try:
+            if port:
+                self.socket.bind(f"tcp://{bind_host}:{port}")
+                self.port = port
+            else:
+                self.port = self.socket.bind_to_random_port(f"tcp://{bind_host}")
+        except zmq.ZMQError:
+            self.socket.close(linger=0)  # else the context cannot terminate
+            raise
+        self._monitor = self.socket.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+        self.consumers = 0
 
-    def send(self, parts: list[Buffer]) -> bool:
-        """Queue one message without waiting; False when the consumer cannot take it now."""
+    def send(self, parts: list[Buffer]) -> str:
+        """Queue one message without waiting: SENT, DROPPED (a consumer could not take it) or
+        NO_CONSUMER."""
         try:
             self.socket.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
         except zmq.Again:
-            return False
-        return True
+            self.watch()
+            return DROPPED if self.consumers else NO_CONSUMER
+        return SENT
+
+    def watch(self) -> None:
+        """Count consumers from the monitor's connect and disconnect events."""
+        while self._monitor.poll(0):
+            event = recv_monitor_message(self._monitor)["event"]
+            self.consumers += 1 if event == zmq.EVENT_ACCEPTED else -1
 
     def close(self) -> None:
+        self.socket.disable_monitor()
+        self._monitor.close(linger=0)
         self.socket.close(linger=0)

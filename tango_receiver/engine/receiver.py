@@ -24,7 +24,7 @@ import zmq
 from ..config import ReceiverConfig
 from ..detector import BATCH_MESSAGES, Detector, detector_for
 from ..messages import Header, Image, InvalidMessage, Message, SeriesEnd
-from .forwarder import Forwarder
+from .forwarder import DROPPED, NO_CONSUMER, SENT, Forwarder
 from .liveview import LiveView
 from .ordering import Ordering, OrderingCounts
 from .stats import Stats, StatsSnapshot
@@ -239,6 +239,8 @@ class Receiver:
             log.warning(text)
             self.stats.warn(text)
         self._sync_counts()
+        if self._forwarder is not None:
+            self._forwarder.watch()
         self.stats.queue_depth = self._queue.qsize()
         self.stats.sample(now)
         if self._writer is not None:
@@ -306,14 +308,17 @@ class Receiver:
             except (WriteFailed, WriteRefused) as exc:
                 self._fault(str(exc))
                 self._close_writer(complete=False)
-        if self._forwarder is not None and self._forwarder.send(image.to_wire()):
+        outcome = self._forwarder.send(image.to_wire()) if self._forwarder else NO_CONSUMER
+        if outcome == SENT:
             stats.frames_forwarded += 1
-        else:
+        elif outcome == DROPPED:
             stats.forward_dropped += 1
+        else:
+            stats.forward_no_consumer += 1
         self.liveview.update(image, stats.series_id)
 
     def _forward_control(self, parts: list, what: str) -> None:
-        if self._forwarder is None or not self._forwarder.send(parts):
+        if self._forwarder is None or self._forwarder.send(parts) != SENT:
             self.stats.warn(f"{self.config.name}: {what} of series {self.stats.series_id} not "
                             f"forwarded: no secondary consumer ready")
 

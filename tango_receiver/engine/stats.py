@@ -18,7 +18,7 @@ IDLE, RUNNING, ERROR = "idle", "running", "error"
 #: Per-series counters: reset when a new series starts, kept after it ends.
 SERIES_COUNTERS = (
     "frames_received", "frames_written", "frames_forwarded", "forward_dropped",
-    "frames_missing", "frames_invalid", "frames_duplicate", "frames_outside",
+    "forward_no_consumer", "frames_missing", "frames_invalid", "frames_duplicate", "frames_outside",
     "frames_discarded", "bytes_wire", "bytes_stored", "bytes_raw",
 )
 
@@ -32,10 +32,12 @@ class StatsSnapshot:
     series_count: int
     series_complete: bool
     in_series: bool  # a series is open: header seen, series_end not yet
+    alarm: bool  # frames lost this series (missing, invalid, discarded, dropped) not reset since
     frames_received: int
     frames_written: int
     frames_forwarded: int
     forward_dropped: int
+    forward_no_consumer: int
     frames_missing: int
     frames_invalid: int
     frames_duplicate: int
@@ -56,11 +58,7 @@ class StatsSnapshot:
     secondary_port: int
     messages: tuple[str, ...]  # recent warnings and errors, newest last
 
-    @property
-    def alarm(self) -> bool:
-        """Frames missing, invalid or dropped in the current or last series."""
-        return bool(self.frames_missing or self.forward_dropped or self.frames_invalid
-                    or self.frames_discarded)
+
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,6 +80,7 @@ class SeriesSummary:
     frames_written: int
     frames_forwarded: int
     forward_dropped: int
+    forward_no_consumer: int
     frames_missing: int
     frames_invalid: int
     frames_duplicate: int
@@ -116,6 +115,7 @@ class Stats:
     _samples: deque = field(default_factory=lambda: deque(maxlen=64), repr=False)
     _messages: deque = field(default_factory=lambda: deque(maxlen=20), repr=False)
     _history: deque = field(default_factory=lambda: deque(maxlen=HISTORY), repr=False)
+    _acknowledged: tuple[int, ...] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         for name in SERIES_COUNTERS:
@@ -130,6 +130,7 @@ class Stats:
             self.series_count += 1
             self.series_complete = False
             self.in_series = True
+            self._acknowledged = None
             self.last_frame_number = -1
             self.series_started = time.monotonic()
             self._samples.clear()
@@ -170,7 +171,10 @@ class Stats:
             self._messages.append(text)
 
     def reset(self, running: bool) -> None:
+        """Clear the error and acknowledge the losses so far (a new loss raises the alarm again;
+        the counters stay as they are)."""
         with self._lock:
+            self._acknowledged = self._losses()
             self.error = ""
             self.state = RUNNING if running else IDLE
             self._messages.clear()
@@ -194,6 +198,10 @@ class Stats:
             return 0.0, 0.0
         return (f1 - f0) / dt, (b1 - b0) / dt
 
+    def _losses(self) -> tuple[int, ...]:
+        return (self.frames_missing, self.frames_invalid, self.frames_discarded,
+                self.forward_dropped)
+
     def snapshot(self) -> StatsSnapshot:
         with self._lock:
             frame_rate, data_rate = self._rates()
@@ -203,6 +211,7 @@ class Stats:
                 state=self.state, error=self.error, filename=self.filename,
                 series_id=self.series_id, series_count=self.series_count,
                 series_complete=self.series_complete, in_series=self.in_series,
+                alarm=any(self._losses()) and self._losses() != self._acknowledged,
                 last_frame_number=self.last_frame_number,
                 series_duration_s=((self.series_ended if not self.in_series else time.monotonic())
                                    - self.series_started) if self.series_count else 0.0,

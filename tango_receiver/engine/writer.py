@@ -125,14 +125,22 @@ class SeriesWriter:
         self._data_group = data
         self._exists = exists
 
-    def _dataset_name(self, channel: Channel, nchannels: int) -> str:
-        return self.dset_name if nchannels == 1 else f"{self.dset_name}_{channel.name}"
+    def _dataset_name(self, channel: Channel, channels: list[Channel]) -> str:
+        """One channel, or the channel named "data": ``dset_name``. The other channels of an
+        image that has a "data" channel are its companions, stored beside it in the detector
+        group (Xspress3 scalers: ``.../xspress3/ocr``); channels of an image without one are
+        peers, ``<dset_name>_<channel>`` (stream v2 thresholds)."""
+        if len(channels) == 1 or channel.name == "data":
+            return self.dset_name
+        if any(c.name == "data" for c in channels):
+            return f"{self.dset_name.rsplit('/', 1)[0]}/{channel.name}"
+        return f"{self.dset_name}_{channel.name}"
 
     def _create(self, image: Image) -> None:
         nch = len(image.channels)
         initial = max(self.nimages or 0, 1) if self.nimages else GROW_FRAMES
         for channel in image.channels:
-            name = self._dataset_name(channel, nch)
+            name = self._dataset_name(channel, image.channels)
             dtype = np.dtype(channel.dtype)
             bslz = channel.chunk is not None or channel.compression == "bslz4"
             if name in self.file:
