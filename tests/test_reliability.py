@@ -76,7 +76,8 @@ def test_disk_full_mid_series_then_reset(tmp_path, sender, small_fs):
 
 def _receiver_process(tmp_path: Path, port: int, **extra) -> subprocess.Popen:
     entry = {"class": "Detector", "upstream": [f"tcp://127.0.0.1:{port}"], "data_port": 0,
-             "data_host": "127.0.0.1", "write_roots": [str(tmp_path)], **extra}
+             "data_host": "127.0.0.1", "api_host": "127.0.0.1", "api_port": 0,
+             "write_roots": [str(tmp_path)], **extra}
     config = tmp_path / "detectors.yaml"
     config.write_text(yaml.safe_dump({"crashy": entry}))
     return subprocess.Popen([sys.executable, "-m", "tango_receiver.cli", "run", str(config),
@@ -198,7 +199,9 @@ def test_silent_upstream_is_reported_and_the_next_series_taken(tmp_path, sender)
 def test_sigterm_on_the_cli_process_is_exit_zero(tmp_path, sender):
     proc = _receiver_process(tmp_path, sender.port)
     try:
-        time.sleep(0.5)
+        for line in proc.stdout:  # the first status line: up, handlers installed
+            if "crashy: idle" in line:
+                break
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
     finally:
