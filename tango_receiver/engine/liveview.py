@@ -8,6 +8,7 @@ difference between live view costing nothing and live view costing a core.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -127,6 +128,7 @@ class LiveView:
     def _refresh(self) -> None:
         while self._wanted.wait():
             self._wanted.clear()
+            started = time.monotonic()
             frame = self.latest()
             with self._changed:
                 stale = [k for k, (f, _) in self._views.items() if f is not frame]
@@ -138,3 +140,6 @@ class LiveView:
                 with self._changed:
                     self._views[downsample] = result
                     self._changed.notify_all()
+            # at most a quarter of a core: a 16M frame takes ~0.2 s to decode, and a viewer
+            # polling fast must not take the CPU the receive path needs
+            time.sleep(3 * (time.monotonic() - started))

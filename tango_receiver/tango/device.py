@@ -311,20 +311,20 @@ class ReceiverDevice(EntryProperties):
     @attribute(dtype=((float,),), max_dim_x=MAX_IMAGE_DIM, max_dim_y=MAX_IMAGE_DIM,
                doc="latest frame (first channel), binned by downsample; exact at downsample 1")
     def last_image(self) -> Any:
-        live = self.receiver.liveview.latest()
-        if live is None:
+        view = self.receiver.liveview.view(self.receiver.downsample)
+        if view is None:
             return np.zeros((0, 0)), time.time(), AttrQuality.ATTR_INVALID
-        return live.array(downsample=self.receiver.downsample).astype(np.float64, copy=False)
+        return view[1][0].astype(np.float64, copy=False)
 
     @attribute(dtype=tango.DevEncoded, doc="latest frame as LImA VIDEO_IMAGE (Taurus live view); "
                                            "binned frames carry block sums, so sparse counts "
                                            "survive the integer encoding")
     def video_last_image(self) -> Any:
-        live = self.receiver.liveview.latest()
-        if live is None:
-            return ("VIDEO_IMAGE", b""), time.time(), AttrQuality.ATTR_INVALID
         factor = self.receiver.downsample
-        pixels = live.array(downsample=factor)
+        view = self.receiver.liveview.view(factor)
+        if view is None:
+            return ("VIDEO_IMAGE", b""), time.time(), AttrQuality.ATTR_INVALID
+        live, (pixels, *_) = view
         if factor > 1:
             pixels = pixels * np.float32(factor * factor)
         return "VIDEO_IMAGE", video_image(pixels, live.frame)
