@@ -15,6 +15,7 @@ import h5py
 import hdf5plugin
 import zmq
 
+from ..sim.consumer import drain
 from .scenarios import SCENARIOS, Scenario
 
 CTX = mp.get_context("spawn")
@@ -100,19 +101,6 @@ def measure_h5(scenario: Scenario, quick: bool, directory: Path) -> dict[str, An
 
 
 # --- the receiver --------------------------------------------------------------------------
-def _consume(port: int, delay_s: float, stop: Any) -> None:
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.PULL)
-    sock.setsockopt(zmq.RCVHWM, 16)
-    sock.connect(f"tcp://127.0.0.1:{port}")
-    while not stop.is_set():
-        if sock.poll(100):
-            sock.recv_multipart(copy=False)
-            time.sleep(delay_s)
-    sock.close(linger=0)
-    ctx.term()
-
-
 def _receive(name: str, quick: bool, port: int, directory: str, baseline_fps: float,
              out: Any) -> None:
     from ..config import parse_entry
@@ -128,7 +116,7 @@ def _receive(name: str, quick: bool, port: int, directory: str, baseline_fps: fl
     consumer, stop = None, CTX.Event()
     if scenario.consumer_fraction:
         delay = 1.0 / (baseline_fps * scenario.consumer_fraction)
-        consumer = CTX.Process(target=_consume, args=(receiver.secondary_port, delay, stop))
+        consumer = CTX.Process(target=drain, args=(receiver.secondary_port, delay, stop))
         consumer.start()
     latencies: list[float] = []
     receiver.start()

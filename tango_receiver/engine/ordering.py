@@ -60,6 +60,11 @@ class Ordering:
             if number is None:  # after the announced images, or after the last seen if more came
                 number = max(self._end_number or 0, self._last_number() + 1)
                 msg = SeriesEnd(number)
+        if number == self._expected and not self._heap:  # in order: the common case
+            self._expected += 1
+            if isinstance(msg, SeriesEnd):
+                self._end_series()
+            return [msg]
         if number < self._expected or number in self._numbers:
             self.counts.duplicate += 1
             return []

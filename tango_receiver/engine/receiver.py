@@ -241,6 +241,7 @@ class Receiver:
         self._sync_counts()
         if self._forwarder is not None:
             self._forwarder.watch()
+            self.stats.consumers = self._forwarder.consumers
         self.stats.queue_depth = self._queue.qsize()
         self.stats.sample(now)
         if self._writer is not None:

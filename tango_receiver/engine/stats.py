@@ -10,34 +10,20 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 IDLE, RUNNING, ERROR = "idle", "running", "error"
 
-#: Per-series counters: reset when a new series starts, kept after it ends.
-SERIES_COUNTERS = (
-    "frames_received", "frames_written", "frames_forwarded", "forward_dropped",
-    "forward_no_consumer", "frames_missing", "frames_invalid", "frames_duplicate", "frames_outside",
-    "frames_discarded", "bytes_wire", "bytes_stored", "bytes_raw",
-)
-
-
 @dataclass(frozen=True)
-class StatsSnapshot:
-    state: str
-    error: str
-    filename: str
-    series_id: str
-    series_count: int
-    series_complete: bool
-    in_series: bool  # a series is open: header seen, series_end not yet
-    alarm: bool  # frames lost this series (missing, invalid, discarded, dropped) not reset since
+class SeriesCounters:
+    """Per-series counters: reset when a new series starts, kept after it ends."""
+
     frames_received: int
     frames_written: int
     frames_forwarded: int
-    forward_dropped: int
-    forward_no_consumer: int
+    forward_dropped: int  # a connected consumer could not take them
+    forward_no_consumer: int  # nobody was connected to take them
     frames_missing: int
     frames_invalid: int
     frames_duplicate: int
@@ -46,6 +32,21 @@ class StatsSnapshot:
     bytes_wire: int
     bytes_stored: int
     bytes_raw: int
+
+
+SERIES_COUNTERS = tuple(f.name for f in fields(SeriesCounters))
+
+
+@dataclass(frozen=True)
+class StatsSnapshot(SeriesCounters):
+    state: str
+    error: str
+    filename: str
+    series_id: str
+    series_count: int
+    series_complete: bool
+    in_series: bool  # a series is open: header seen, series_end not yet
+    alarm: bool  # frames lost this series (missing, invalid, discarded, dropped) not reset since
     last_frame_number: int
     series_duration_s: float  # header to series_end (or to now, while it runs)
     frame_rate: float
@@ -56,9 +57,8 @@ class StatsSnapshot:
     detector_class: str
     upstream: tuple[str, ...]
     secondary_port: int
+    consumers: int  # connected to the secondary port
     messages: tuple[str, ...]  # recent warnings and errors, newest last
-
-
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,7 +68,7 @@ HISTORY = 256  # series summaries kept
 
 
 @dataclass(frozen=True)
-class SeriesSummary:
+class SeriesSummary(SeriesCounters):
     """One finished series, as its counters stood when it ended."""
 
     number: int  # the receiver's series_count when it began: 1, 2, ...
@@ -76,19 +76,6 @@ class SeriesSummary:
     filename: str
     complete: bool
     duration_s: float
-    frames_received: int
-    frames_written: int
-    frames_forwarded: int
-    forward_dropped: int
-    forward_no_consumer: int
-    frames_missing: int
-    frames_invalid: int
-    frames_duplicate: int
-    frames_outside: int
-    frames_discarded: int
-    bytes_wire: int
-    bytes_stored: int
-    bytes_raw: int
 
 
 @dataclass
@@ -98,6 +85,7 @@ class Stats:
     detector_class: str = ""
     upstream: tuple[str, ...] = ()
     secondary_port: int = 0
+    consumers: int = 0
     state: str = IDLE
     error: str = ""
     filename: str = ""
@@ -218,6 +206,7 @@ class Stats:
                 frame_rate=frame_rate, data_rate=data_rate, compression_ratio=ratio,
                 queue_depth=self.queue_depth, connected=self.connected,
                 detector_class=self.detector_class, upstream=self.upstream,
-                secondary_port=self.secondary_port, messages=tuple(self._messages),
+                secondary_port=self.secondary_port, consumers=self.consumers,
+                messages=tuple(self._messages),
                 **counters,
             )
