@@ -31,6 +31,8 @@ class OrderingCounts:
 @dataclass
 class Ordering:
     gap_timeout_s: float
+    #: one part of a split stream: the numbers between ours went to other receivers
+    expect_gaps: bool = False
     clock: Callable[[], float] = time.monotonic
     counts: OrderingCounts = field(default_factory=OrderingCounts)
     in_series: bool = False
@@ -60,6 +62,8 @@ class Ordering:
             if number is None:  # after the announced images, or after the last seen if more came
                 number = max(self._end_number or 0, self._last_number() + 1)
                 msg = SeriesEnd(number)
+        if self.expect_gaps and not isinstance(msg, SeriesEnd):
+            return self._pass_through(number, msg)
         if number == self._expected and not self._heap:  # in order: the common case
             self._expected += 1
             if isinstance(msg, SeriesEnd):
@@ -86,18 +90,14 @@ class Ordering:
         grace = END_GRACE_S if self._end_seen_at is not None else self.gap_timeout_s
         if waited < min(grace, self.gap_timeout_s):
             return []
-        head = self._heap[0][0]
-        self.counts.missing += head - self._expected
-        self._expected = head
+        self._skip_to(self._heap[0][0])
         return self._release()
 
     def flush(self) -> list[Message]:
         """Everything still held, in order, gaps counted as missing (restart, stop, abort)."""
         out: list[Message] = []
         while self.in_series and self._heap:
-            head = self._heap[0][0]
-            self.counts.missing += head - self._expected
-            self._expected = head
+            self._skip_to(self._heap[0][0])
             out.extend(self._release())
         return out
 
@@ -116,6 +116,21 @@ class Ordering:
             else:
                 out.extend(self.push(msg))
         return out
+
+    def _pass_through(self, number: int, msg: Message) -> list[Message]:
+        """A frame is released at once (the file records its number); only duplicates, and
+        numbers older than the header, are dropped."""
+        if number < self._expected or number in self._numbers:
+            self.counts.duplicate += 1
+            return []
+        self._numbers.add(number)
+        return [msg]
+
+    def _skip_to(self, head: int) -> None:
+        """Move past a gap: missing frames, unless the gap's frames went to other parts."""
+        if not self.expect_gaps:
+            self.counts.missing += head - self._expected
+        self._expected = head
 
     def _last_number(self) -> int:
         return max(self._numbers, default=self._expected - 1)

@@ -2,7 +2,9 @@
 
 Threads: ``nworkers`` decoder workers each own their upstream PULL socket (ZMQ round-robins the
 detector's frames between them) and decode in parallel; one engine thread restores order and owns
-the HDF5 file and the secondary socket, so neither needs a lock. Commands from other threads
+the HDF5 file and the secondary socket, so neither needs a lock. With one worker there is no
+worker thread: the engine thread receives and decodes itself, which saves a thread hand-over
+per batch (with the GIL, hand-overs cost as much as the work at small frames). Commands from other threads
 (abort, reset, close) are run by the engine thread between two messages.
 
 The bounded queue between the two is the back-pressure: when writing cannot keep up, workers
@@ -22,7 +24,7 @@ from dataclasses import dataclass, replace
 import zmq
 
 from ..config import ReceiverConfig
-from ..detector import BATCH_MESSAGES, Detector, detector_for
+from ..detector import BATCH_MESSAGES, Detector, Source, detector_for
 from ..messages import Header, Image, InvalidMessage, Message, SeriesEnd
 from .forwarder import DROPPED, NO_CONSUMER, SENT, Forwarder
 from .liveview import LiveView
@@ -57,7 +59,7 @@ class Receiver:
             maxsize=max(2, config.queue_size // BATCH_MESSAGES))
         self._control: queue.SimpleQueue[tuple[Callable[[], None], threading.Event]] = \
             queue.SimpleQueue()
-        self._ordering = Ordering(config.gap_timeout_s)
+        self._ordering = Ordering(config.gap_timeout_s, expect_gaps=bool(config.file_suffix))
         self._base = OrderingCounts()
         self._forwarder: Forwarder | None = None
         self._writer: SeriesWriter | None = None
@@ -66,6 +68,9 @@ class Receiver:
         self._silence_told = False
         self._last_data = time.monotonic()
         self._engine: threading.Thread | None = None
+        # one decoder: the engine thread receives and decodes itself (no hand-over at all)
+        self._inline = config.nworkers == 1
+        self._source: Source | None = None
         self._workers: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._closing = threading.Event()
@@ -87,6 +92,9 @@ class Receiver:
     def start(self) -> None:
         """Connect to the detector stream."""
         self.open()
+        if self._inline:
+            self._call(self._connect)
+            return
         if self._workers:
             return
         self._stopping.clear()
@@ -101,6 +109,9 @@ class Receiver:
 
     def stop(self) -> None:
         """Disconnect from the detector stream; an open series stays open."""
+        if self._inline:
+            self._call(self._disconnect)
+            return
         self._stopping.set()
         for worker in self._workers:
             worker.join()
@@ -166,6 +177,27 @@ class Receiver:
         if not done.wait(10):
             raise TimeoutError(f"{self.config.name}: engine did not take the command in 10 s")
 
+    # --- decoding in the engine thread (nworkers == 1) ------------------------------------
+    def _connect(self) -> None:
+        if self._source is None:
+            self._source = self.detector.open(self._ctx)
+        self.stats.connected = True
+
+    def _disconnect(self) -> None:
+        if self._source is not None:
+            self._source.close()
+            self._source = None
+        self.stats.connected = False
+
+    def _next_batch(self) -> list[Message | Rejected]:
+        """Decoded messages from the own socket, or from the workers' queue; [] after a tick."""
+        if self._source is not None:
+            return [self._decode(parts) for parts in self._source.receive(int(TICK_S * 1000))]
+        try:
+            return self._queue.get(timeout=TICK_S)
+        except queue.Empty:
+            return []
+
     # --- decoder workers -----------------------------------------------------------------
     def _run_worker(self) -> None:
         source = self.detector.open(self._ctx)
@@ -199,12 +231,9 @@ class Receiver:
     def _run_engine(self) -> None:
         last_tick = 0.0
         while True:
-            try:
-                batch = self._queue.get(timeout=TICK_S)
-            except queue.Empty:
-                batch = []
-                if self._closing.is_set():
-                    break
+            batch = self._next_batch()
+            if not batch and self._closing.is_set():
+                break
             if batch:
                 self._last_data = time.monotonic()
             for msg in batch:
@@ -283,7 +312,8 @@ class Receiver:
         if header.saves and self.save_enabled:
             try:
                 self._writer = SeriesWriter(header, self.config.dset_name,
-                                            self.config.write_roots, self.config.flush_interval_s)
+                                            self.config.write_roots, self.config.flush_interval_s,
+                                            self.config.file_suffix)
                 log.info("%s: series %s -> %s", self.config.name, series_id, self._writer.path)
             except WriteRefused as exc:
                 self._fault(f"file refused: {exc}")

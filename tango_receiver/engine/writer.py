@@ -55,6 +55,16 @@ class FrameMismatch(ValueError):
     """A frame whose shape or type differs from the series' dataset."""
 
 
+def part_filename(filename: str, suffix: str) -> str:
+    """The file a receiver with ``file_suffix`` writes: the suffix goes before the extension,
+    ``/data/scan_001.h5`` + ``_part0`` -> ``/data/scan_001_part0.h5``, so the parts of a series
+    sort together beside where the master goes."""
+    if not suffix:
+        return filename
+    path = Path(filename)
+    return str(path.with_name(f"{path.stem}{suffix}{path.suffix}"))
+
+
 def resolve_target(filename: str, roots: list[Path]) -> Path:
     """The real path to write, or WriteRefused naming the reason."""
     path = Path(filename)
@@ -74,8 +84,8 @@ class SeriesWriter:
     """Writes one series into one file; created at the header, datasets at the first frame."""
 
     def __init__(self, header: Header, dset_name: str, roots: list[Path],
-                 flush_interval_s: float) -> None:
-        self.path = resolve_target(header.filename, roots)
+                 flush_interval_s: float, file_suffix: str = "") -> None:
+        self.path = resolve_target(part_filename(header.filename, file_suffix), roots)
         self.dset_name = dset_name
         self.flush_interval_s = flush_interval_s
         self.nimages = header.nimages
