@@ -31,11 +31,15 @@ def wait_for_signal(status_every_s: float, status: callable) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .api.server import start_sidecar
     from .engine.receiver import Receiver
 
     config = load_receiver(args.config, args.name)
     receiver = Receiver(config)
     receiver.start()
+    sidecar = None if args.no_rest else start_sidecar(receiver)
+    if sidecar is not None:
+        log.info("%s: REST on %s", config.name, sidecar.url)
 
     def status() -> str:
         s = receiver.snapshot()
@@ -46,6 +50,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         wait_for_signal(args.status_every, status)
     finally:
+        if sidecar is not None:
+            sidecar.stop()
         receiver.close()
         log.info("%s: closed cleanly; %s", config.name, status())
     return 0
@@ -72,6 +78,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.directory), frames=args.frames)
 
 
+def cmd_serve(argv: list[str]) -> int:
+    from .tango.server import main as serve_main
+
+    return serve_main(argv)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench.run import run_bench
 
@@ -80,17 +92,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    from .scaleout import add_parser as add_stitch
+    from .sim.formats import FORMATS
+
     p = argparse.ArgumentParser(prog="tango-receiver", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run one receiver's engine (no Tango device)")
+    run = sub.add_parser("run", help="one receiver and its REST sidecar, without a Tango device")
     run.add_argument("config", help="detectors.yaml")
     run.add_argument("name", help="receiver name (top-level key)")
+    run.add_argument("--no-rest", action="store_true", help="no REST sidecar on api_port")
     run.add_argument("--status-every", type=float, default=10.0, help="seconds between status lines")
     run.set_defaults(fn=cmd_run)
 
     sim = sub.add_parser("simulate", help="stream simulated frames like a detector")
-    sim.add_argument("format", choices=["stins", "eiger", "stream2"])
+    sim.add_argument("format", choices=FORMATS, help="a wire format or a detector profile")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=9999)
     sim.add_argument("--frames", type=int, default=100)
@@ -103,10 +119,18 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--quiet", action="store_true")
     sim.set_defaults(fn=cmd_simulate)
 
-    demo = sub.add_parser("demo", help="simulated EIGER -> receiver -> HDF5, with a report")
+    serve = sub.add_parser("serve", add_help=False,
+                           help="one receiver as a Tango device server, with its REST sidecar "
+                                "(see: tango-receiver serve --help)")
+    serve.set_defaults(fn=None)
+
+    demo = sub.add_parser("demo", help="Tango database + device server + REST sidecar, a "
+                                       "simulated EIGER series into HDF5, with a report")
     demo.add_argument("--directory", default="demo-data")
-    demo.add_argument("--frames", type=int, default=1000)
+    demo.add_argument("--frames", type=int, default=500)
     demo.set_defaults(fn=cmd_demo)
+
+    add_stitch(sub)
 
     bench = sub.add_parser("bench", help="throughput, memory and live view beside baselines")
     bench.add_argument("--quick", action="store_true", help="small series: under a minute")
@@ -119,6 +143,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:  # the Tango server parses its own options (and Tango's)
+        return cmd_serve(argv[1:])
     setup_logging()
     args = parser().parse_args(argv)
     try:
@@ -126,6 +153,19 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
+
+
+def streaming_receiver(argv: list[str] | None = None) -> int:
+    """``streaming-receiver CONFIG NAME``, the command existing deployments run: the receiver
+    with REST on ``api_port`` and the secondary port on ``data_port``; with ``TANGO_HOST`` set
+    it is also a Tango device, registered in that database under its receiver name."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2 or argv[0].startswith("-"):
+        print("usage: streaming-receiver CONFIG NAME", file=sys.stderr)
+        return 2
+    if os.environ.get("TANGO_HOST"):
+        return cmd_serve([*argv, "--register"])
+    return main(["run", *argv])
 
 
 if __name__ == "__main__":

@@ -16,15 +16,18 @@ from typing import Any, ClassVar
 import numpy as np
 import zmq
 
-from .codecs import bslz4, cbor_v2, dectris
+from .codecs import bslz4, cbf, cbor_v2, dectris, mono12p
 from .codecs.limits import check_shape, dtype_of
 from .config import ReceiverConfig
 from .messages import Channel, Header, Image, InvalidMessage, Message, SeriesEnd
+from .modules import ModuleAligner, ModuleGap, ModuleSet, Position
+from .transforms import ImageTransform
 
 log = logging.getLogger(__name__)
 
 Parts = list  # the frames of one multipart ZMQ message (zmq.Frame with copy=False)
 
+IMAGE_OPTIONS = ("rotate", "mask", "tot")  # ReceiverConfig keys that transform frames
 BATCH_MESSAGES = 64  # messages a worker takes from its socket in one go ...
 BATCH_BYTES = 8 << 20  # ... or this many bytes, whichever comes first
 RCVHWM = 64  # messages a worker's socket buffers: beyond, the detector's PUSH waits
@@ -34,11 +37,7 @@ class Source:
     """The upstream sockets of one decoder worker."""
 
     def __init__(self, ctx: zmq.Context, endpoints: list[str], rcvhwm: int) -> None:
-        self.socket = ctx.socket(zmq.PULL)
-        self.socket.setsockopt(zmq.RCVHWM, rcvhwm)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        for endpoint in endpoints:
-            self.socket.connect(endpoint)
+        self.socket = _pull(ctx, endpoints, rcvhwm)
 
     def receive(self, timeout_ms: int) -> list[Parts]:
         """The messages waiting now, after up to ``timeout_ms`` for the first (none: []).
@@ -48,24 +47,76 @@ class Source:
         """
         if not self.socket.poll(timeout_ms):
             return []
-        batch, size = [], 0
-        try:
-            while len(batch) < BATCH_MESSAGES and size < BATCH_BYTES:
-                parts = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
-                batch.append(parts)
-                size += sum(len(p) for p in parts)
-        except zmq.Again:
-            pass
-        return batch
+        return _drain(self.socket)
 
     def close(self) -> None:
         self.socket.close(linger=0)
+
+
+class ModuleSource(Source):
+    """One PULL socket per detector module; ``receive`` hands out module sets (one message per
+    module, see modules.py), so one worker must own all the sockets."""
+
+    def __init__(self, ctx: zmq.Context, endpoints: list[str], rcvhwm: int,
+                 timeout_s: float) -> None:  # not Source's single socket
+        self.sockets = [_pull(ctx, [endpoint], rcvhwm) for endpoint in endpoints]
+        self.poller = zmq.Poller()
+        for sock in self.sockets:
+            self.poller.register(sock, zmq.POLLIN)
+        self.aligner = ModuleAligner(len(endpoints), timeout_s)
+
+    def receive(self, timeout_ms: int) -> list[ModuleSet]:
+        for sock, _ in self.poller.poll(timeout_ms):
+            module = self.sockets.index(sock)
+            for parts in _drain(sock):
+                self.aligner.push(module, _position(parts), parts)
+        return self.aligner.pop_ready()
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close(linger=0)
+
+
+def _pull(ctx: zmq.Context, endpoints: list[str], rcvhwm: int) -> zmq.Socket:
+    sock = ctx.socket(zmq.PULL)
+    sock.setsockopt(zmq.RCVHWM, rcvhwm)
+    sock.setsockopt(zmq.LINGER, 0)
+    for endpoint in endpoints:
+        sock.connect(endpoint)
+    return sock
+
+
+def _drain(sock: zmq.Socket) -> list[Parts]:
+    """What the socket holds now, up to one batch (see BATCH_MESSAGES)."""
+    batch, size = [], 0
+    try:
+        while len(batch) < BATCH_MESSAGES and size < BATCH_BYTES:
+            parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            batch.append(parts)
+            size += sum(len(p) for p in parts)
+    except zmq.Again:
+        pass
+    return batch
+
+
+def _position(parts: Parts) -> Position | None:
+    """Where a module's message stands in its stream, or None when its header part does not say."""
+    try:
+        head = json.loads(memoryview(parts[0]).tobytes())
+    except (ValueError, UnicodeDecodeError, RecursionError):  # runs outside the decoder's guard
+        return None
+    number = head.get("msg_number") if isinstance(head, dict) else None
+    if type(number) is not int or number < 0:
+        return None
+    return Position(number, head.get("htype") == "header")
 
 
 class Detector:
     """The general case: the upstream sends the internal format as it is."""
 
     default_port: ClassVar[int] = 9999
+    #: which of IMAGE_OPTIONS this class applies (detector_for refuses the others)
+    options: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, config: ReceiverConfig) -> None:
         self.config = config
@@ -131,6 +182,14 @@ class Detector:
         if self.config.compress:
             chunk = bslz4.encode_chunk(np.frombuffer(blob, dtype=dtype).reshape(shape))
         return Channel(name, shape, dtype.name, "none", blob, chunk)
+
+    def pixels_channel(self, name: str, pixels: np.ndarray) -> Channel:
+        """Pixels made here (decoded, unpacked, put together) are forwarded as they are stored:
+        one bitshuffle-LZ4 chunk when ``compress`` is on, raw otherwise (see Internals.md)."""
+        if self.config.compress:
+            return Channel(name, pixels.shape, pixels.dtype.name, "bslz4",
+                           bslz4.encode_chunk(pixels))
+        return Channel(name, pixels.shape, pixels.dtype.name, "none", np.ascontiguousarray(pixels))
 
 
 def bslz4_channel(name: str, shape: tuple[int, ...], dtype: np.dtype, blob: Any,
@@ -268,9 +327,179 @@ class DectrisStream2(Detector):
         return self.raw_channel(name, shape, native.dtype, native)
 
 
+class Pilatus(Detector):
+    """DECTRIS Pilatus: every image is a whole CBF file, decoded here (fabio, without the GIL),
+    transformed (transforms.py: tot, rotate, mask) and stored bitshuffle-LZ4."""
+
+    options = frozenset(IMAGE_OPTIONS)
+
+    def __init__(self, config: ReceiverConfig) -> None:
+        super().__init__(config)
+        try:
+            self.transform = ImageTransform.from_options(config.tot, config.rotate, config.mask)
+        except ValueError as exc:
+            raise ValueError(f"receiver {config.name!r}: {exc}") from None
+
+    def decode_image(self, head: dict[str, Any], number: int, parts: Parts) -> Image:
+        frame = _int(head, "frame")
+        if head.get("compression") != "cbf" or head.get("type", "int32") != "int32":
+            raise InvalidMessage(f"frame {frame}: {head.get('type')!r} {head.get('compression')!r}"
+                                 f" image; a Pilatus sends \"int32\" \"cbf\" (a CBF file)")
+        blob = _single_blob(parts, frame)
+        try:
+            pixels = cbf.decode_cbf(blob)
+            if list(pixels.shape) != head.get("shape"):
+                raise ValueError(f"CBF holds {pixels.shape[0]} x {pixels.shape[1]} pixels, the "
+                                 f"header says shape {head.get('shape')!r}")
+            image = self.transform.apply(pixels)
+        except ValueError as exc:
+            raise InvalidMessage(f"frame {frame}: {exc}") from None
+        return Image(msg_number=number, frame=frame, channels=[self.pixels_channel("data", image)])
+
+
+class OrcaLightning(Detector):
+    """Hamamatsu ORCA-Lightning: 12-bit frames come as GenICam Mono12p (``type: "mono12p"``) and
+    are unpacked here to uint16; its 16-bit modes send the internal format as it is."""
+
+    def decode_image(self, head: dict[str, Any], number: int, parts: Parts) -> Image:
+        if head.get("type") != "mono12p":
+            return super().decode_image(head, number, parts)
+        frame = _int(head, "frame")
+        if head.get("compression", "none") != "none":
+            raise InvalidMessage(f"frame {frame}: mono12p with compression "
+                                 f"{head.get('compression')!r}; packed frames are sent as is")
+        blob = _single_blob(parts, frame)
+        try:
+            pixels = mono12p.unpack(blob, head.get("shape"))
+        except ValueError as exc:
+            raise InvalidMessage(f"frame {frame}: {exc}") from None
+        return Image(msg_number=number, frame=frame, channels=[self.pixels_channel("data", pixels)])
+
+
+class Lambda(Detector):
+    """X-Spectrum Lambda: every module streams the internal format on its own socket (one
+    upstream entry per module, ports 9010, 9011, ...). One message from each module makes one
+    message here; an image's modules are stored as one ``[frame, module, y, x]`` plane, and each
+    module's position (``x``, ``y``, ``rotation``, ``full_shape`` from its header) as metadata.
+    """
+
+    default_port = 9010
+    GEOMETRY: ClassVar[tuple[str, ...]] = ("x", "y", "rotation")
+
+    def __init__(self, config: ReceiverConfig) -> None:
+        super().__init__(config)
+        if config.nworkers != 1:
+            raise ValueError(f"receiver {config.name!r}: a Lambda takes nworkers: 1 (one worker "
+                             f"reads every module so that a frame's modules meet), got "
+                             f"{config.nworkers}")
+        self.modules = len(config.upstream)
+
+    def port_for(self, index: int) -> int:
+        return self.default_port + index
+
+    def open(self, ctx: zmq.Context) -> ModuleSource:
+        return ModuleSource(ctx, self.endpoints(), RCVHWM, self.config.gap_timeout_s)
+
+    def decode(self, parts: ModuleSet) -> Message:
+        heads = self.module_heads(parts)
+        htype = heads[0].get("htype")
+        if htype == "image":
+            return self.decode_modules_image(heads, parts)
+        message = super().decode(parts[0])
+        if isinstance(message, Header):
+            message.metadata = message.metadata | self.geometry(parts)
+        return message
+
+    def module_heads(self, modules: ModuleSet) -> list[dict[str, Any]]:
+        """Every module's header part, once all modules are there and agree."""
+        if len(modules) != self.modules or \
+                not all(isinstance(m, (list, ModuleGap)) for m in modules):
+            raise InvalidMessage(f"a Lambda decodes one message from each of its {self.modules} "
+                                 f"modules, got {len(modules)} parts")
+        heads = {i: json_part(m, 0, f"module {i} message header")
+                 for i, m in enumerate(modules) if isinstance(m, list)}
+        what = _describe(next(iter(heads.values()), {}))
+        gaps = [f"module {i} {m.reason}" for i, m in enumerate(modules) if isinstance(m, ModuleGap)]
+        if gaps:
+            raise InvalidMessage(f"{what}: {'; '.join(gaps)}")
+        seen = [_describe(head) for head in heads.values()]
+        if len(set(seen)) > 1:
+            raise InvalidMessage("modules disagree: " + ", ".join(
+                f"module {i} {text}" for i, text in enumerate(seen)))
+        return list(heads.values())
+
+    def decode_modules_image(self, heads: list[dict[str, Any]], modules: ModuleSet) -> Image:
+        number, frame = _int(heads[0], "msg_number"), _int(heads[0], "frame")
+        planes = []
+        for i, (head, parts) in enumerate(zip(heads, modules)):
+            try:
+                planes.append(internal_pixels(head, _single_blob(parts, frame)))
+            except InvalidMessage as exc:
+                raise InvalidMessage(f"frame {frame}: module {i}: {exc}") from None
+        kinds = {(p.shape, p.dtype.name) for p in planes}
+        if len(kinds) > 1:
+            raise InvalidMessage(f"frame {frame}: modules differ in shape or type: "
+                                 f"{sorted(kinds)}")
+        return Image(msg_number=number, frame=frame,
+                     channels=[self.pixels_channel("data", np.stack(planes))])
+
+    def geometry(self, modules: ModuleSet) -> dict[str, Any]:
+        """Where each module sits: per-module ``x``, ``y``, ``rotation``, and ``full_shape``."""
+        infos = [json_part(m, 1, f"module {i} header metadata") for i, m in enumerate(modules)]
+        meta: dict[str, Any] = {}
+        for key in self.GEOMETRY:
+            values = [info.get(key) for info in infos]
+            if not all(type(v) is int for v in values):
+                raise InvalidMessage(f"header: {key} of the modules must be integers, got {values}")
+            meta[key] = values
+        shapes = {json.dumps(info.get("full_shape")) for info in infos}
+        full_shape = infos[0].get("full_shape")
+        if len(shapes) > 1 or not (isinstance(full_shape, list) and len(full_shape) == 2
+                                   and all(type(v) is int and v > 0 for v in full_shape)):
+            raise InvalidMessage(f"header: full_shape must be one [rows, cols] for every "
+                                 f"module, got {sorted(shapes)}")
+        meta["full_shape"] = full_shape
+        return meta
+
+
+class Xspress3(Detector):
+    """Quantum Detectors Xspress3: per frame, ``[channels, bins]`` spectra and per-channel
+    scalers. An image is three parts: the internal image header, the spectra, and the scalers as
+    a JSON object of per-channel lists (never a pickle: it comes off the network). The scalers
+    are stored as datasets of their own beside the spectra."""
+
+    #: scaler -> stored type, in the order the Xspress3 streamer lists them
+    SCALERS: ClassVar[dict[str, str]] = {
+        "ocr": "float64", "AllEvents": "uint32", "AllGood": "uint32", "ClockTicks": "uint32",
+        "TotalTicks": "uint32", "ResetTicks": "uint32", "event_widths": "uint32",
+        "dtc": "float64",
+    }
+
+    def decode_image(self, head: dict[str, Any], number: int, parts: Parts) -> Image:
+        frame = _int(head, "frame")
+        if len(parts) != 3:
+            raise InvalidMessage(f"frame {frame}: {len(parts)} parts; an Xspress3 image is "
+                                 f"header, spectra and scalers")
+        try:
+            spectra = self.channel(head | {"name": "data"}, parts[1])
+        except InvalidMessage as exc:
+            raise InvalidMessage(f"frame {frame}: spectra: {exc}") from None
+        if len(spectra.shape) != 2:
+            raise InvalidMessage(f"frame {frame}: spectra of shape {list(spectra.shape)}, "
+                                 f"expected [channels, bins]")
+        scalers = json_part(parts, 2, f"frame {frame} scalers")
+        channels = [spectra, *(scaler_channel(name, np.dtype(dtype), scalers.get(name),
+                                              spectra.shape[0], frame)
+                               for name, dtype in self.SCALERS.items())]
+        return Image(msg_number=number, frame=frame, channels=channels)
+
+
 DETECTOR_CLASSES: dict[str, type[Detector]] = {
-    cls.__name__: cls for cls in (Detector, Eiger, DectrisStream2)
+    cls.__name__: cls for cls in (Detector, Eiger, DectrisStream2, Pilatus, OrcaLightning, Lambda,
+                                  Xspress3)
 }
+#: ``pipeline`` names of existing deployments (beside ``class: Detector``): the class that does it
+PIPELINES: dict[str, type[Detector]] = {"PilatusPipeline": Pilatus, "OrcaPipeline": OrcaLightning}
 
 
 def detector_for(config: ReceiverConfig) -> Detector:
@@ -279,10 +508,66 @@ def detector_for(config: ReceiverConfig) -> Detector:
     except KeyError:
         raise ValueError(f"receiver {config.name!r}: unknown detector class "
                          f"{config.detector_class!r}; known: {', '.join(DETECTOR_CLASSES)}") from None
+    if config.pipeline is not None:
+        piped = PIPELINES.get(config.pipeline)
+        if piped is None:
+            raise ValueError(f"receiver {config.name!r}: unknown pipeline {config.pipeline!r}; "
+                             f"known: {', '.join(PIPELINES)}")
+        if cls not in (Detector, piped):
+            raise ValueError(f"receiver {config.name!r}: pipeline {config.pipeline} is class "
+                             f"{piped.__name__}; it cannot run in class {cls.__name__}")
+        cls = piped
+    unused = [key for key in IMAGE_OPTIONS if getattr(config, key) and key not in cls.options]
+    if unused:
+        raise ValueError(f"receiver {config.name!r}: {', '.join(unused)} would be ignored by "
+                         f"class {cls.__name__}; only Pilatus (pipeline PilatusPipeline) "
+                         f"applies it")
     return cls(config)
 
 
 # --- helpers shared by the decoders ---------------------------------------------------------
+def internal_pixels(spec: Mapping[str, Any], blob: Any) -> np.ndarray:
+    """One internal-format plane as pixels, whatever its compression."""
+    shape, dtype = _shape_dtype(spec)
+    compression = spec.get("compression", "none")
+    if compression == "bslz4":
+        try:
+            return bslz4.decode_chunk(blob, shape, dtype)
+        except ValueError as exc:
+            raise InvalidMessage(str(exc)) from None
+    if compression != "none":
+        raise InvalidMessage(f"unknown compression {compression!r}")
+    size, expected = memoryview(blob).nbytes, int(np.prod(shape)) * dtype.itemsize
+    if size != expected:
+        raise InvalidMessage(f"blob of {size} bytes for shape {list(shape)} {dtype.name} "
+                             f"({expected} bytes)")
+    return np.frombuffer(blob, dtype=dtype).reshape(shape)
+
+
+def scaler_channel(name: str, dtype: np.dtype, values: Any, count: int, frame: int) -> Channel:
+    """One number per detector channel, checked against the type it is stored as."""
+    numbers = isinstance(values, list) and len(values) == count and all(
+        type(v) is int or (type(v) is float and dtype.kind == "f") for v in values)
+    if numbers and dtype.kind == "u":
+        numbers = all(0 <= v <= np.iinfo(dtype).max for v in values)
+    if not numbers:
+        raise InvalidMessage(f"frame {frame}: scaler {name!r} must be {count} {dtype.name} "
+                             f"values, one per channel, got {values!r:.80}")
+    return Channel(name, (count,), dtype.name, "none", np.array(values, dtype=dtype))
+
+
+def _single_blob(parts: Parts, frame: int) -> Any:
+    if len(parts) != 2:
+        raise InvalidMessage(f"frame {frame}: {len(parts)} parts, expected a header and one blob")
+    return parts[1]
+
+
+def _describe(head: Mapping[str, Any]) -> str:
+    """A message as errors name it: ``image 4 (frame 3)``."""
+    text = f"{head.get('htype')} {head.get('msg_number')}"
+    return f"{text} (frame {head.get('frame')})" if head.get("htype") == "image" else text
+
+
 def json_part(parts: Parts, index: int, what: str) -> dict[str, Any]:
     if index >= len(parts):
         raise InvalidMessage(f"{what}: missing part {index}")

@@ -17,7 +17,8 @@ from tango_receiver.messages import InvalidMessage
 from tango_receiver.sim.formats import series_for
 
 SEEDS = {  # a valid series per wire format, to mutate
-    "Detector": "stins", "Eiger": "eiger", "DectrisStream2": "stream2",
+    "Detector": "stins", "Eiger": "eiger", "DectrisStream2": "stream2", "Pilatus": "pilatus",
+    "OrcaLightning": "orca", "Xspress3": "xspress3",
 }
 
 

@@ -11,6 +11,7 @@ import numpy as np
 from ..codecs.bslz4 import encode_chunk
 from ..sim.eiger_v1 import eiger_v1_series
 from ..sim.frames import synthetic_frames
+from ..sim.pilatus import pilatus_series
 from ..sim.stins import stins_series
 from ..sim.stream_v2 import stream_v2_series
 
@@ -22,7 +23,7 @@ class Scenario:
     name: str
     title: str
     detector_class: str
-    wire: str  # "eiger" | "stream2" | "stins"
+    wire: str  # "eiger" | "stream2" | "stins" | "pilatus"
     shape: tuple[int, int]
     dtype: str
     frames: int
@@ -50,6 +51,8 @@ class Scenario:
             return eiger_v1_series(frames, filename, count=count)
         if self.wire == "stream2":
             return stream_v2_series({"threshold_1": frames}, filename, count=count)
+        if self.wire == "pilatus":
+            return pilatus_series(frames, filename, count=count)
         return stins_series(frames, filename, compression=self.compression, count=count)
 
 
@@ -67,6 +70,10 @@ SCENARIOS: list[Scenario] = [
     Scenario("3-zyla-2w", "Zyla raw uint16, compressed on the way, 2 workers", "Detector", "stins",
              (2160, 2560), "uint16", frames=400, quick_frames=80, photons=100.0,
              compression="none", nworkers=2),
+    Scenario("4-pilatus-1w", "Pilatus 2M CBF -> bitshuffle-LZ4, 1 worker", "Pilatus", "pilatus",
+             (1679, 1475), "int32", frames=1000, quick_frames=200, photons=1.0, nworkers=1),
+    Scenario("4-pilatus-2w", "Pilatus 2M CBF -> bitshuffle-LZ4, 2 workers", "Pilatus", "pilatus",
+             (1679, 1475), "int32", frames=1000, quick_frames=200, photons=1.0, nworkers=2),
     Scenario("5-eiger-slow-consumer", "scenario 1 + secondary consumer at 1/10 rate", "Eiger",
              "eiger", (1065, 1030), "uint32", frames=40000, quick_frames=10000, photons=0.002,
              consumer_fraction=0.1),

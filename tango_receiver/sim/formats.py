@@ -6,10 +6,16 @@ from collections.abc import Callable, Iterator
 
 from .eiger_v1 import eiger_v1_series
 from .frames import synthetic_frames
+from .lambda_ import first_module_series
+from .orca import orca_series
+from .pilatus import pilatus_series
+from .profiles import PROFILES
 from .stins import stins_series
 from .stream_v2 import stream_v2_series
+from .xspress3 import xspress3_series
 
 DISTINCT_FRAMES = 8  # cycled through: generating every frame would cost more than sending it
+TWELVE_BIT = 4095  # where a 12-bit (Mono12p) sensor saturates
 
 SERIES: dict[str, Callable[..., Iterator[list]]] = {
     "stins": lambda frames, filename, count, series: stins_series(
@@ -18,10 +24,25 @@ SERIES: dict[str, Callable[..., Iterator[list]]] = {
         frames, filename, series=series, count=count),
     "stream2": lambda frames, filename, count, series: stream_v2_series(
         {"threshold_1": frames}, filename, series_id=series, count=count),
+    "pilatus": lambda frames, filename, count, series: pilatus_series(
+        frames, filename, metadata={"series": series}, count=count),
+    "orca": lambda frames, filename, count, series: orca_series(
+        [f.clip(0, TWELVE_BIT) for f in frames], filename, metadata={"series": series},
+        count=count),
+    "lambda": lambda frames, filename, count, series: first_module_series(
+        frames, filename, count=count),
+    "xspress3": lambda frames, filename, count, series: xspress3_series(
+        frames, filename, metadata={"series": series}, count=count),
 }
+#: what ``tango-receiver simulate`` takes: a wire format, or a detector profile
+FORMATS = sorted(SERIES) + sorted(PROFILES)
 
 
 def series_for(fmt: str, shape: tuple[int, ...], dtype: str, count: int, filename: str = "",
                series: int = 0) -> Iterator[list]:
+    """A profile's shape and dtype replace those given."""
+    if fmt in PROFILES:
+        profile = PROFILES[fmt]
+        fmt, shape, dtype = profile.format, profile.shape, profile.dtype
     frames = synthetic_frames(min(count, DISTINCT_FRAMES) or 1, shape, dtype, seed=series)
     return SERIES[fmt](frames, filename, count, series)

@@ -1,0 +1,31 @@
+"""A series in the internal format around images that a simulator encodes its own way.
+
+The header / series_end framing and the ``msg_number`` sequence are the same for every detector
+that speaks the internal format (Pilatus, Orca, Lambda modules, Xspress3): only an image's
+header fields and blobs differ, and those come from the simulator.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+Encoded = tuple[dict[str, Any], list[bytes]]  # image header fields (shape, type, ...), blobs
+
+
+def internal_series(images: Sequence[Encoded], filename: str = "",
+                    metadata: dict[str, Any] | None = None,
+                    count: int | None = None) -> Iterator[list[bytes]]:
+    """header, ``count`` images cycling through ``images``, series_end; msg_number 0, 1, ..."""
+    count = len(images) if count is None else count
+    head = {"htype": "header", "msg_number": 0, "filename": filename, "nimages": count}
+    yield [_j(head)] + ([_j(metadata)] if metadata else [])
+    for i in range(count):
+        fields, blobs = images[i % len(images)]
+        yield [_j({"htype": "image", "msg_number": i + 1, "frame": i} | fields), *blobs]
+    yield [_j({"htype": "series_end", "msg_number": count + 1})]
+
+
+def _j(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj).encode()

@@ -1,0 +1,20 @@
+"""A DECTRIS Pilatus as the existing deployments receive it: every image a whole CBF file."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..codecs.cbf import encode_cbf
+from .internal import internal_series
+
+
+def pilatus_series(frames: Sequence[np.ndarray], filename: str = "",
+                   metadata: dict[str, Any] | None = None,
+                   count: int | None = None) -> Iterator[list[bytes]]:
+    """header, ``count`` CBF images (int32, cycling through ``frames``), series_end."""
+    images = [({"shape": list(f.shape), "type": "int32", "compression": "cbf"}, [encode_cbf(f)])
+              for f in frames]
+    return internal_series(images, filename, metadata, count)

@@ -1,0 +1,45 @@
+"""Detector profiles: a wire format with a real detector's frame shape, pixel type and rate.
+
+``tango-receiver simulate <profile>`` streams that detector's frames (the profile's shape and
+type replace ``--shape`` and ``--dtype``); detectors.yaml's entry for the same detector states
+the same shape and type, and a test keeps the two equal. ``rate`` is the detector's full-frame
+rate, for choosing ``--rate``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Profile:
+    format: str  # a key of sim.formats.SERIES
+    shape: tuple[int, ...]
+    dtype: str
+    rate: float  # frames/s
+    title: str
+
+
+PROFILES: dict[str, Profile] = {
+    "pi-mte3": Profile("stins", (2048, 2048), "uint16", 1.0,
+                       "Teledyne Princeton Instruments PI-MTE3 2048B (PICam), 16-bit CCD"),
+    "dhyana": Profile("stins", (2048, 2048), "uint16", 24.0,
+                      "Tucsen Dhyana 95 V2, back-illuminated sCMOS"),
+    "ximea": Profile("stins", (3008, 4112), "uint16", 30.0,
+                     "XIMEA xiC MC124MG, 12-bit sCMOS in 16-bit pixels"),
+    "fastcam-nova": Profile("stins", (256, 256), "uint16", 20000.0,
+                            "Photron FASTCAM Nova S16, high frame rate at reduced resolution"),
+    "rigaku": Profile("stins", (385, 775), "uint32", 100.0,
+                      "Rigaku HyPix-6000HE, photon counting"),
+    "zyla": Profile("stins", (2160, 2560), "uint16", 100.0, "Andor Zyla 5.5 sCMOS"),
+    "pilatus-2m": Profile("pilatus", (1679, 1475), "int32", 250.0,
+                          "DECTRIS PILATUS3 2M, CBF files"),
+    "pilatus-6m": Profile("pilatus", (2527, 2463), "int32", 100.0,
+                          "DECTRIS PILATUS3 6M, CBF files"),
+    "orca-lightning": Profile("orca", (2592, 4608), "uint16", 121.0,
+                              "Hamamatsu ORCA-Lightning, 12-bit Mono12p"),
+    "lambda-4x750k": Profile("lambda", (4, 516, 1556), "uint16", 2000.0,
+                      "X-Spectrum LAMBDA, four 750K modules, 12-bit"),
+    "xspress3-4ch": Profile("xspress3", (4, 4096), "uint32", 1000.0,
+                        "Quantum Detectors Xspress3, 4 channels x 4096 bins"),
+}
