@@ -92,3 +92,20 @@ def run_series(config: ReceiverConfig, sender: Sender, messages: Iterable[list],
     receiver.start()
     sender.send(messages)
     return receiver, wait_series_done(receiver, series_count)
+
+
+def run_with_consumer(config: ReceiverConfig, sender: Sender,
+                      messages: Iterable[list]) -> tuple[StatsSnapshot, list[list[bytes]]]:
+    """One series with a secondary-port consumer connected first: (snapshot, what it got)."""
+    receiver = Receiver(config)
+    receiver.open()
+    consumer = Consumer(receiver.secondary_port)
+    try:
+        receiver.start()
+        sender.send(messages)
+        snap = wait_series_done(receiver)
+        forwarded = consumer.receive_all()
+    finally:
+        consumer.close()
+        receiver.close()
+    return snap, forwarded

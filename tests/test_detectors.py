@@ -16,7 +16,7 @@ import hdf5plugin  # noqa: F401
 import numpy as np
 import pytest
 
-from conftest import Consumer, make_config, run_series, wait_for, wait_series_done
+from conftest import Consumer, make_config, run_series, run_with_consumer, wait_for, wait_series_done
 from tango_receiver.codecs.bslz4 import encode_chunk
 from tango_receiver.codecs.cbf import MARKER
 from tango_receiver.codecs.mono12p import pack
@@ -52,22 +52,6 @@ def forwarded_pixels(parts: list[bytes]) -> list[np.ndarray]:
         else:
             planes.append(np.frombuffer(blob, dtype).reshape(shape))
     return planes
-
-
-def stream(config, sender, messages) -> tuple:
-    """Run one series with a secondary consumer: (snapshot, forwarded messages)."""
-    receiver = Receiver(config)
-    receiver.open()
-    consumer = Consumer(receiver.secondary_port)
-    try:
-        receiver.start()
-        sender.send(messages)
-        snap = wait_series_done(receiver)
-        forwarded = consumer.receive_all()
-    finally:
-        consumer.close()
-        receiver.close()
-    return snap, forwarded
 
 
 def assert_clean(snap, frames: int, forwarded: bool = True) -> None:
@@ -143,7 +127,7 @@ def test_pilatus_cbf_series(tmp_path, sender, tot_table, case):
         options = {"compress": False}
     config = make_config(sender.port, tmp_path, cls, dset_name=dset, **options)
     assert isinstance(detector_for(config), Pilatus)
-    snap, forwarded = stream(config, sender, pilatus_series(frames, str(target), META))
+    snap, forwarded = run_with_consumer(config, sender, pilatus_series(frames, str(target), META))
     assert_clean(snap, 5)
     with h5py.File(target, "r") as f:
         data = f["/entry/data/data"]
@@ -206,7 +190,7 @@ def test_orca_mono12p_series(tmp_path, sender, cls, options):
     target = tmp_path / "orca.h5"
     config = make_config(sender.port, tmp_path, cls, dset_name="/entry/instrument/orca/data",
                          **options)
-    snap, forwarded = stream(config, sender, orca_series(frames, str(target), META))
+    snap, forwarded = run_with_consumer(config, sender, orca_series(frames, str(target), META))
     assert_clean(snap, 6)
     with h5py.File(target, "r") as f:
         data = f["/entry/data/data"]
@@ -380,7 +364,7 @@ def test_xspress3_spectra_and_scalers(tmp_path, sender):
     target = tmp_path / "xspress3.h5"
     config = make_config(sender.port, tmp_path, "Xspress3",
                          dset_name="/entry/instrument/xspress3/data")
-    snap, forwarded = stream(config, sender, xspress3_series(frames, str(target), META))
+    snap, forwarded = run_with_consumer(config, sender, xspress3_series(frames, str(target), META))
     assert_clean(snap, 5)
     with h5py.File(target, "r") as f:
         det = f["/entry/instrument/xspress3"]

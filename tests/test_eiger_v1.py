@@ -11,9 +11,8 @@ import lz4.block
 import numpy as np
 import pytest
 
-from conftest import Consumer, make_config, run_series, wait_series_done
+from conftest import make_config, run_series, run_with_consumer
 from tango_receiver.codecs.bslz4 import decode_chunk
-from tango_receiver.engine.receiver import Receiver
 from tango_receiver.sim.eiger_v1 import capture_v1, eiger_v1_series
 from tango_receiver.sim.frames import synthetic_frames
 
@@ -47,17 +46,7 @@ def test_captured_eiger_1m_series_bit_exact(tmp_path, sender, fixtures_dir):
     expected = [decode_chunk(m[2], (1065, 1030), np.dtype("<u4")) for m in messages[1:-1]]
     assert len(expected) == 9
     config = make_config(sender.port, tmp_path, "Eiger", dset_name="/entry/instrument/eiger/data")
-    receiver = Receiver(config)
-    receiver.open()
-    consumer = Consumer(receiver.secondary_port)
-    try:
-        receiver.start()
-        sender.send(messages)
-        snap = wait_series_done(receiver)
-        forwarded = consumer.receive_all()
-    finally:
-        consumer.close()
-        receiver.close()
+    snap, forwarded = run_with_consumer(config, sender, messages)
     assert (snap.frames_received, snap.frames_written, snap.frames_invalid) == (9, 9, 0)
     assert snap.series_id == "14" and snap.compression_ratio > 50
     with h5py.File(target, "r") as f:

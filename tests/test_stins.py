@@ -10,7 +10,7 @@ import hdf5plugin  # noqa: F401
 import numpy as np
 import pytest
 
-from conftest import Consumer, make_config, run_series, wait_series_done
+from conftest import make_config, run_series, run_with_consumer, wait_series_done
 from tango_receiver.engine.receiver import Receiver
 from tango_receiver.sim.frames import synthetic_frames
 from tango_receiver.sim.stins import stins_series
@@ -20,19 +20,9 @@ from tango_receiver.sim.stins import stins_series
 def test_series_written_bit_exact_and_forwarded(tmp_path, sender, compression):
     frames = synthetic_frames(7, (64, 80), "uint32", rate=2.0)
     target = tmp_path / "scan_001.h5"
-    config = make_config(sender.port, tmp_path)
-    receiver = Receiver(config)
-    receiver.open()
-    consumer = Consumer(receiver.secondary_port)
-    try:
-        receiver.start()
-        sender.send(stins_series(frames, str(target), compression=compression,
-                                 metadata={"sample": "lysozyme", "beam": {"energy_eV": 12400}}))
-        snap = wait_series_done(receiver)
-        got = consumer.receive_all()
-    finally:
-        consumer.close()
-        receiver.close()
+    snap, got = run_with_consumer(make_config(sender.port, tmp_path), sender, stins_series(
+        frames, str(target), compression=compression,
+        metadata={"sample": "lysozyme", "beam": {"energy_eV": 12400}}))
     assert (snap.frames_received, snap.frames_written, snap.frames_forwarded) == (7, 7, 7)
     assert snap.frames_missing == snap.frames_invalid == snap.forward_dropped == 0
     assert snap.forward_no_consumer == 0 and not snap.alarm

@@ -8,9 +8,8 @@ import h5py
 import hdf5plugin  # noqa: F401
 import numpy as np
 
-from conftest import Consumer, make_config, run_series, wait_series_done
+from conftest import make_config, run_series, run_with_consumer
 from tango_receiver.codecs import cbor_v2
-from tango_receiver.engine.receiver import Receiver
 from tango_receiver.sim.frames import synthetic_frames
 from tango_receiver.sim.stream_v2 import capture_v2, stream_v2_series
 
@@ -55,17 +54,7 @@ def test_multichannel_dectris_set(tmp_path, sender, fixtures_dir):
     target = tmp_path / "r500k.h5"
     config = make_config(sender.port, tmp_path, "DectrisStream2",
                          dset_name="/entry/instrument/eiger2/data")
-    receiver = Receiver(config)
-    receiver.open()
-    consumer = Consumer(receiver.secondary_port)
-    try:
-        receiver.start()
-        sender.send([start] + [[m] for m in images] + [[end]])
-        snap = wait_series_done(receiver)
-        forwarded = consumer.receive_all()
-    finally:
-        consumer.close()
-        receiver.close()
+    snap, forwarded = run_with_consumer(config, sender, [start] + [[m] for m in images] + [[end]])
     assert (snap.frames_received, snap.frames_written, snap.frames_invalid) == (10, 10, 0)
     with h5py.File(target, "r") as f:
         assert list(f["/entry/instrument/eiger2"].attrs["channels"]) == names

@@ -6,6 +6,7 @@ compete for the two cores exactly as a detector's receiver does.
 from __future__ import annotations
 
 import multiprocessing as mp
+import statistics
 import threading
 import time
 from pathlib import Path
@@ -137,7 +138,8 @@ def _receive(name: str, quick: bool, port: int, directory: str, baseline_fps: fl
              "wire_bytes": snap.bytes_wire, "stored_bytes": snap.bytes_stored,
              "raw_bytes": snap.bytes_raw, "forward_dropped": snap.forward_dropped,
              "rss_mb": peak_rss_mb(),
-             "liveview_ms": max(latencies) * 1000 if latencies else None})
+             "liveview_ms": (statistics.median(latencies) * 1000, max(latencies) * 1000)
+             if latencies else None})
 
 
 def _probe_liveview(receiver: Any, latencies: list[float]) -> None:

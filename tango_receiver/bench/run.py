@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 COLUMNS = ("scenario", "frames", "raw kB/frame", "wire kB/frame", "receiver f/s", "raw GB/s",
            "wire GB/s", "PULL f/s", "recv/PULL", "h5py f/s", "recv/h5py", "peak RSS MB",
-           "lost", "fwd dropped", "liveview ms")
+           "lost", "fwd dropped", "liveview ms (median/max)")
 
 
 def run_bench(quick: bool, directory: Path | None, output: Path, only: list[str]) -> list[dict]:
@@ -52,7 +52,8 @@ def _row(name: str, pull: dict, h5: dict, recv: dict) -> dict[str, Any]:
         "h5py f/s": h5_fps, "recv/h5py": fps / h5_fps,
         "peak RSS MB": recv["rss_mb"], "lost": recv["lost"],
         "fwd dropped": recv["forward_dropped"],
-        "liveview ms": recv["liveview_ms"],
+        "liveview ms (median/max)": "/".join(f"{v:.0f}" for v in recv["liveview_ms"])
+        if recv["liveview_ms"] else None,
     }
 
 

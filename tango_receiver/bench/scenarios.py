@@ -62,7 +62,7 @@ EIGER_1M = Scenario("1-eiger-v1", "EIGER 1M stream v1, bslz4, sparse", "Eiger", 
 SCENARIOS: list[Scenario] = [
     EIGER_1M,
     Scenario("2-eiger2-16m", "EIGER2 16M stream v2, bslz4", "DectrisStream2", "stream2",
-             (4362, 4148), "uint32", frames=300, quick_frames=60, photons=0.05,
+             (4362, 4148), "uint32", frames=600, quick_frames=200, photons=0.05,
              probe_liveview=True),
     Scenario("3-zyla-1w", "Zyla raw uint16, compressed on the way, 1 worker", "Detector", "stins",
              (2160, 2560), "uint16", frames=400, quick_frames=80, photons=100.0,
