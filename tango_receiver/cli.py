@@ -1,4 +1,4 @@
-"""tango-receiver run | simulate | demo."""
+"""tango-receiver serve | run | simulate | demo | bench | stitch | split."""
 
 from __future__ import annotations
 
@@ -93,6 +93,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     from .scaleout import add_parser as add_stitch
+    from .split import add_parser as add_split
     from .sim.formats import FORMATS
 
     p = argparse.ArgumentParser(prog="tango-receiver", description=__doc__)
@@ -131,6 +132,7 @@ def parser() -> argparse.ArgumentParser:
     demo.set_defaults(fn=cmd_demo)
 
     add_stitch(sub)
+    add_split(sub)
 
     bench = sub.add_parser("bench", help="throughput, memory and live view beside baselines")
     bench.add_argument("--quick", action="store_true", help="small series: under a minute")
