@@ -91,6 +91,12 @@ class Image:
         return sum(memoryview(c.stored).nbytes for c in self.channels)
 
     @property
+    def nbytes_held(self) -> int:
+        """Memory this image keeps alive: its blobs, and the chunks made from them."""
+        return sum(memoryview(c.blob).nbytes + (0 if c.chunk is None else memoryview(c.chunk).nbytes)
+                   for c in self.channels)
+
+    @property
     def nbytes_raw(self) -> int:
         return sum(_nbytes(c.shape, c.dtype) for c in self.channels)
 

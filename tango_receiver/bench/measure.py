@@ -111,6 +111,7 @@ def _receive(name: str, quick: bool, port: int, directory: str, baseline_fps: fl
     config = parse_entry(f"bench-{name}", {
         "class": scenario.detector_class, "upstream": [f"tcp://127.0.0.1:{port}"],
         "nworkers": scenario.nworkers, "data_host": "127.0.0.1", "data_port": 0,
+        "shape": list(scenario.shape), "dtype": scenario.dtype,  # as a deployment's entry says
         "write_roots": [directory], **scenario.config})
     receiver = Receiver(config)
     receiver.open()

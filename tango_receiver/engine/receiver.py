@@ -24,8 +24,9 @@ from dataclasses import dataclass, replace
 import zmq
 
 from ..config import ReceiverConfig
-from ..detector import BATCH_MESSAGES, Detector, Source, detector_for
+from ..detector import Detector, Source, detector_for
 from ..messages import Header, Image, InvalidMessage, Message, SeriesEnd
+from .budget import ByteBudget
 from .forwarder import DROPPED, NO_CONSUMER, SENT, Forwarder
 from .liveview import LiveView
 from .ordering import Ordering, OrderingCounts
@@ -54,9 +55,9 @@ class Receiver:
         self.liveview = LiveView()
         self.save_enabled = True
         self._ctx = zmq.Context()
-        # batches of decoded messages; bounded so that memory is (see detector.BATCH_*)
-        self._queue: queue.Queue[list[Message | Rejected]] = queue.Queue(
-            maxsize=max(2, config.queue_size // BATCH_MESSAGES))
+        # batches of decoded messages and their size; the byte budget bounds the memory
+        self._queue: queue.SimpleQueue[tuple[list[Message | Rejected], int]] = queue.SimpleQueue()
+        self._budget = ByteBudget(config.queue_mb << 20)
         self._control: queue.SimpleQueue[tuple[Callable[[], None], threading.Event]] = \
             queue.SimpleQueue()
         self._ordering = Ordering(config.gap_timeout_s, expect_gaps=bool(config.file_suffix))
@@ -194,9 +195,11 @@ class Receiver:
         if self._source is not None:
             return [self._decode(parts) for parts in self._source.receive(int(TICK_S * 1000))]
         try:
-            return self._queue.get(timeout=TICK_S)
+            batch, size = self._queue.get(timeout=TICK_S)
         except queue.Empty:
             return []
+        self._budget.give(size)  # handled below before the next batch: close enough
+        return batch
 
     # --- decoder workers -----------------------------------------------------------------
     def _run_worker(self) -> None:
@@ -204,15 +207,16 @@ class Receiver:
         try:
             while not self._stopping.is_set():
                 batch = [self._decode(parts) for parts in source.receive(POLL_MS)]
-                while batch:
-                    try:
-                        self._queue.put(batch, timeout=POLL_MS / 1000)
-                        batch = []
-                    except queue.Full:
-                        if self._stopping.is_set():
-                            self.stats.warn(f"stopped with a full queue: {len(batch)} messages "
-                                            f"not taken")
-                            break
+                if not batch:
+                    continue
+                size = sum(m.nbytes_held for m in batch if isinstance(m, Image))
+                while not self._budget.take(size, POLL_MS / 1000):
+                    if self._stopping.is_set():
+                        self.stats.warn(f"stopped with the queue full: {len(batch)} messages "
+                                        f"not taken")
+                        break
+                else:
+                    self._queue.put((batch, size))
         finally:
             source.close()
 
