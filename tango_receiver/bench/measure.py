@@ -81,8 +81,9 @@ def _pull(name: str, quick: bool, port: int, out: Any) -> None:
 def measure_pull(scenario: Scenario, quick: bool) -> dict[str, Any]:
     """A bare pyzmq PULL loop (copy=False) taking the same messages and discarding them."""
     sender, port = start_sender(scenario, quick, "")
-    return _collect(CTX.Process(target=_pull, args=(scenario.name, quick, port, out := CTX.Queue())),
-                    out, sender)
+    out = CTX.Queue()
+    return _collect([CTX.Process(target=_pull, args=(scenario.name, quick, port, out))], out,
+                    sender)[0]
 
 
 def measure_h5(scenario: Scenario, quick: bool, directory: Path) -> dict[str, Any]:
@@ -103,7 +104,7 @@ def measure_h5(scenario: Scenario, quick: bool, directory: Path) -> dict[str, An
 
 # --- the receiver --------------------------------------------------------------------------
 def _receive(name: str, quick: bool, port: int, directory: str, baseline_fps: float,
-             out: Any) -> None:
+             out: Any, file_suffix: str = "") -> None:
     from ..config import parse_entry
     from ..engine.receiver import Receiver
 
@@ -112,7 +113,7 @@ def _receive(name: str, quick: bool, port: int, directory: str, baseline_fps: fl
         "class": scenario.detector_class, "upstream": [f"tcp://127.0.0.1:{port}"],
         "nworkers": scenario.nworkers, "data_host": "127.0.0.1", "data_port": 0,
         "shape": list(scenario.shape), "dtype": scenario.dtype,  # as a deployment's entry says
-        "write_roots": [directory], **scenario.config})
+        "write_roots": [directory], "file_suffix": file_suffix, **scenario.config})
     receiver = Receiver(config)
     receiver.open()
     consumer, stop = None, CTX.Event()
@@ -135,7 +136,6 @@ def _receive(name: str, quick: bool, port: int, directory: str, baseline_fps: fl
     if consumer is not None:
         consumer.join(10)
     out.put({"seconds": snap.series_duration_s, "frames": snap.frames_written,
-             "lost": scenario.count(quick) - snap.frames_written,
              "wire_bytes": snap.bytes_wire, "stored_bytes": snap.bytes_stored,
              "raw_bytes": snap.bytes_raw, "forward_dropped": snap.forward_dropped,
              "rss_mb": peak_rss_mb(),
@@ -152,30 +152,67 @@ def _probe_liveview(receiver: Any, latencies: list[float]) -> None:
         time.sleep(0.2)
 
 
+def _split(name: str, port: int, ports: Any, ready: Any, stop: Any) -> None:
+    """The scale-out relay in a process of its own, as it runs in a deployment."""
+    from ..split import Splitter
+
+    splitter = Splitter([f"tcp://127.0.0.1:{port}"], scenario_named(name).detector_class,
+                        len(ports))
+    ports[:] = splitter.ports
+    ready.set()
+    relay = threading.Thread(target=splitter.run, daemon=True)
+    relay.start()
+    stop.wait(TIMEOUT_S)
+    splitter.stop()
+    relay.join()
+    splitter.close()
+
+
 def measure_receiver(scenario: Scenario, quick: bool, directory: Path,
                      baseline_fps: float) -> dict[str, Any]:
+    """One receiver process, or ``scenario.parts`` of them behind the splitter (scale-out)."""
     filename = str(directory / f"receiver_{scenario.name}.h5")
     sender, port = start_sender(scenario, quick, filename)
+    upstreams, splitter, stop = [port], None, CTX.Event()
+    if scenario.parts > 1:
+        ports, ready = CTX.Array("i", scenario.parts), CTX.Event()
+        splitter = CTX.Process(target=_split, args=(scenario.name, port, ports, ready, stop),
+                               daemon=True)
+        splitter.start()
+        if not ready.wait(TIMEOUT_S):
+            raise RuntimeError(f"{scenario.name}: splitter did not start")
+        upstreams = list(ports)
     out = CTX.Queue()
-    proc = CTX.Process(target=_receive,
-                       args=(scenario.name, quick, port, str(directory), baseline_fps, out))
+    procs = [CTX.Process(target=_receive, args=(
+        scenario.name, quick, upstream, str(directory), baseline_fps, out,
+        f"_part{i}" if splitter else "")) for i, upstream in enumerate(upstreams)]
     try:
-        return _collect(proc, out, sender)
+        parts = _collect(procs, out, sender)
     finally:
-        Path(filename).unlink(missing_ok=True)
+        stop.set()
+        if splitter is not None:
+            splitter.join(30)
+        for path in directory.glob(f"receiver_{scenario.name}*.h5"):
+            path.unlink()
+    frames = sum(p["frames"] for p in parts)
+    return {"seconds": max(p["seconds"] for p in parts), "frames": frames,
+            "lost": scenario.count(quick) - frames,
+            **{key: sum(p[key] for p in parts)
+               for key in ("wire_bytes", "stored_bytes", "raw_bytes", "forward_dropped")},
+            "rss_mb": max(p["rss_mb"] for p in parts), "liveview_ms": parts[0]["liveview_ms"]}
 
 
-def _collect(proc: Any, out: Any, sender: Any) -> dict[str, Any]:
-    proc.start()
+def _collect(procs: list[Any], out: Any, sender: Any) -> list[dict[str, Any]]:
+    """Each process's result; every process is gone when this returns."""
+    for proc in procs:
+        proc.start()
     try:
-        result = out.get(timeout=TIMEOUT_S)
+        return [out.get(timeout=TIMEOUT_S) for _ in procs]
     finally:
-        proc.join(30)
-        sender.join(30)
-        for p in (proc, sender):
-            if p.is_alive():
-                p.kill()
-    return result
+        for proc in (*procs, sender):
+            proc.join(30)
+            if proc.is_alive():
+                proc.kill()
 
 
 def frames_per_s(result: dict[str, Any]) -> float:
