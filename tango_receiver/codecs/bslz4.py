@@ -39,7 +39,7 @@ def encode_chunk(array: np.ndarray) -> bytes:
     block_elements = default_block_elements(data.dtype.itemsize)
     blocks = bitshuffle.compress_lz4(data, block_elements)
     header = HEADER.pack(data.nbytes, block_elements * data.dtype.itemsize)
-    return header + blocks.tobytes()
+    return b"".join((header, blocks))  # one copy: tobytes() then + would be two
 
 
 def chunk_header(chunk: Any) -> tuple[int, int]:
