@@ -101,6 +101,7 @@ def run_with_consumer(config: ReceiverConfig, sender: Sender,
     receiver.open()
     consumer = Consumer(receiver.secondary_port)
     try:
+        wait_for(lambda: receiver.snapshot().consumers == 1, 10, "the consumer to connect")
         receiver.start()
         sender.send(messages)
         snap = wait_series_done(receiver)

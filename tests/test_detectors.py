@@ -257,6 +257,7 @@ def test_lambda_modules_into_one_dataset(tmp_path, modules, compression):
     receiver.open()
     consumer = Consumer(receiver.secondary_port)
     try:
+        wait_for(lambda: receiver.snapshot().consumers == 1, 10, "the consumer to connect")
         receiver.start()
         modules.send(lambda_series(frames, str(target), META, compression=compression))
         snap = wait_series_done(receiver)

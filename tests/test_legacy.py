@@ -118,6 +118,9 @@ def test_streaming_receiver_serves_existing_clients(tmp_path):
                 except OSError:
                     assert time.monotonic() < deadline and proc.poll() is None, "REST never came up"
                     time.sleep(0.1)
+            while get(f"http://127.0.0.1:{api}/stats")["consumers"] != 1:  # ZMQ reconnects
+                assert time.monotonic() < deadline, "the secondary consumer never connected"
+                time.sleep(0.05)
             messages = list(eiger_v1_series(frames, str(tmp_path / "scan.h5")))
             sender.send(messages[:1] + messages[1:-1])  # armed: header and frames, no end yet
             deadline = time.monotonic() + 5
