@@ -208,3 +208,17 @@ def test_sigterm_on_the_cli_process_is_exit_zero(tmp_path, sender):
         proc.kill()
         output = proc.communicate()[0]
     assert "closed cleanly" in output, output
+
+
+def test_a_failing_command_reaches_its_caller_and_the_engine_goes_on(tmp_path, sender):
+    frames = synthetic_frames(3, (16, 16), "uint32")
+    receiver = Receiver(make_config(sender.port, tmp_path))
+    receiver.start()
+    try:
+        with pytest.raises(ZeroDivisionError):
+            receiver._call(lambda: 1 / 0)  # what any command that breaks in the engine does
+        sender.send(stins_series(frames, str(tmp_path / "after_command.h5")))
+        snap = wait_series_done(receiver)
+    finally:
+        receiver.close()
+    assert snap.frames_written == 3 and snap.series_complete

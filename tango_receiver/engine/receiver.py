@@ -58,8 +58,8 @@ class Receiver:
         # batches of decoded messages and their size; the byte budget bounds the memory
         self._queue: queue.SimpleQueue[tuple[list[Message | Rejected], int]] = queue.SimpleQueue()
         self._budget = ByteBudget(config.queue_mb << 20)
-        self._control: queue.SimpleQueue[tuple[Callable[[], None], threading.Event]] = \
-            queue.SimpleQueue()
+        self._control: queue.SimpleQueue[
+            tuple[Callable[[], None], threading.Event, list[Exception]]] = queue.SimpleQueue()
         self._ordering = Ordering(config.gap_timeout_s, expect_gaps=bool(config.file_suffix))
         self._base = OrderingCounts()
         self._forwarder: Forwarder | None = None
@@ -173,10 +173,12 @@ class Receiver:
         if self._engine is None or not self._engine.is_alive():
             fn()
             return
-        done = threading.Event()
-        self._control.put((fn, done))
+        done, failed = threading.Event(), []
+        self._control.put((fn, done, failed))
         if not done.wait(10):
             raise TimeoutError(f"{self.config.name}: engine did not take the command in 10 s")
+        if failed:
+            raise failed[0]  # in the caller's thread: the engine goes on
 
     # --- decoding in the engine thread (nworkers == 1) ------------------------------------
     def _connect(self) -> None:
@@ -198,7 +200,7 @@ class Receiver:
             batch, size = self._queue.get(timeout=TICK_S)
         except queue.Empty:
             return []
-        self._budget.give(size)  # handled below before the next batch: close enough
+        self._budget.give(size)  # freed when taken: memory is queue_mb plus the batch in hand
         return batch
 
     # --- decoder workers -----------------------------------------------------------------
@@ -248,9 +250,11 @@ class Receiver:
                     for ready in self._ordering.push(msg):
                         self._handle_safely(ready)
             while not self._control.empty():
-                fn, done = self._control.get()
+                fn, done, failed = self._control.get()
                 try:
                     fn()
+                except Exception as exc:  # the command's caller hears of it, not the engine
+                    failed.append(exc)
                 finally:
                     done.set()
             now = time.monotonic()
