@@ -12,6 +12,7 @@ import zmq
 from tango_receiver.config import ReceiverConfig, parse_entry
 from tango_receiver.engine.receiver import Receiver
 from tango_receiver.engine.stats import StatsSnapshot
+from tango_receiver.sim.lambda_ import ModuleSenders
 from tango_receiver.sim.sender import Sender
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
@@ -94,8 +95,8 @@ def run_series(config: ReceiverConfig, sender: Sender, messages: Iterable[list],
     return receiver, wait_series_done(receiver, series_count)
 
 
-def run_with_consumer(config: ReceiverConfig, sender: Sender,
-                      messages: Iterable[list]) -> tuple[StatsSnapshot, list[list[bytes]]]:
+def run_with_consumer(config: ReceiverConfig, sender: Sender | ModuleSenders,
+                      messages: Iterable) -> tuple[StatsSnapshot, list[list[bytes]]]:
     """One series with a secondary-port consumer connected first: (snapshot, what it got)."""
     receiver = Receiver(config)
     receiver.open()

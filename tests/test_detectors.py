@@ -16,7 +16,7 @@ import hdf5plugin  # noqa: F401
 import numpy as np
 import pytest
 
-from conftest import Consumer, make_config, run_series, run_with_consumer, wait_for, wait_series_done
+from conftest import make_config, run_series, run_with_consumer, wait_for, wait_series_done
 from tango_receiver.codecs.bslz4 import encode_chunk
 from tango_receiver.codecs.cbf import MARKER
 from tango_receiver.codecs.mono12p import pack
@@ -252,19 +252,8 @@ def run_lambda(config, modules, streams, series_count: int = 1):
 def test_lambda_modules_into_one_dataset(tmp_path, modules, compression):
     frames = module_frames(5)
     target = tmp_path / "lambda.h5"
-    config = lambda_config(tmp_path, modules)
-    receiver = Receiver(config)
-    receiver.open()
-    consumer = Consumer(receiver.secondary_port)
-    try:
-        wait_for(lambda: receiver.snapshot().consumers == 1, 10, "the consumer to connect")
-        receiver.start()
-        modules.send(lambda_series(frames, str(target), META, compression=compression))
-        snap = wait_series_done(receiver)
-        forwarded = consumer.receive_all()
-    finally:
-        consumer.close()
-        receiver.close()
+    snap, forwarded = run_with_consumer(lambda_config(tmp_path, modules), modules, lambda_series(
+        frames, str(target), META, compression=compression))
     assert_clean(snap, 5)
     with h5py.File(target, "r") as f:
         data = f["/entry/data/data"]
