@@ -15,11 +15,14 @@ Encoded = tuple[dict[str, Any], list[bytes]]  # image header fields (shape, type
 
 
 def internal_series(images: Sequence[Encoded], filename: str = "",
-                    metadata: dict[str, Any] | None = None,
-                    count: int | None = None) -> Iterator[list[bytes]]:
+                    metadata: dict[str, Any] | None = None, count: int | None = None,
+                    save_raw: bool = True) -> Iterator[list[bytes]]:
     """header, ``count`` images cycling through ``images``, series_end; msg_number 0, 1, ..."""
     count = len(images) if count is None else count
-    head = {"htype": "header", "msg_number": 0, "filename": filename, "nimages": count}
+    head: dict[str, Any] = {"htype": "header", "msg_number": 0, "filename": filename,
+                            "nimages": count}
+    if not save_raw:
+        head["save_raw"] = False
     yield [_j(head)] + ([_j(metadata)] if metadata else [])
     for i in range(count):
         fields, blobs = images[i % len(images)]
