@@ -19,8 +19,6 @@ import numpy as np
 
 Buffer = Any  # bytes, memoryview, numpy array or zmq.Frame: anything with the buffer protocol
 
-COMPRESSIONS = ("bslz4", "none")
-
 
 class InvalidMessage(ValueError):
     """A message that cannot be taken; counted as invalid, the receiver goes on."""
