@@ -27,6 +27,7 @@ from typing import Any
 
 import zmq
 
+from .codecs.cbor_view import BYTES, MAP, NINT, SIMPLE, TEXT, UINT, item_head
 from .config import ReceiverConfig, load_receiver
 from .detector import detector_for
 
@@ -88,8 +89,6 @@ def stream_v2_kind(parts: Parts) -> Kind:
 
 # --- the head of a CBOR map (RFC 8949), enough to find a stream v2 message's "type" ----------
 SELF_DESCRIBE = b"\xd9\xd9\xf7"  # tag 55799, which DECTRIS puts before every message
-UINT, NINT, BYTES, TEXT, MAP, SIMPLE = 0, 1, 2, 3, 5, 7  # CBOR major types
-ARGUMENT_BYTES = {24: 1, 25: 2, 26: 4, 27: 8}
 MAX_KEYS = 8  # DECTRIS writes "type" first; a few keys more tolerate another encoder's order
 
 
@@ -105,15 +104,17 @@ def cbor_type(message: Any) -> str | None:
     view = memoryview(message)
     try:
         pos = len(SELF_DESCRIBE) if view[:len(SELF_DESCRIBE)] == SELF_DESCRIBE else 0
-        major, count, pos = _item_head(view, pos)
+        major, count, pos = item_head(view, pos)
         if major != MAP:
             return None
         for _ in range(MAX_KEYS if count is None else min(count, MAX_KEYS)):
-            major, length, pos = _item_head(view, pos)
-            if major != TEXT:
+            major, length, pos = item_head(view, pos)
+            if major != TEXT or length is None:
                 return None
             key, pos = view[pos:pos + length], pos + length
-            major, value, pos = _item_head(view, pos)
+            major, value, pos = item_head(view, pos)
+            if value is None:
+                return None
             if key == b"type":
                 end = pos + value
                 return bytes(view[pos:end]).decode() if major == TEXT and end <= len(view) \
@@ -125,21 +126,6 @@ def cbor_type(message: Any) -> str | None:
     except (IndexError, ValueError):  # truncated, or not CBOR at all
         return None
     return None
-
-
-def _item_head(view: memoryview, pos: int) -> tuple[int, int | None, int]:
-    """(major type, argument, position after the head); None: an indefinite-length map.
-    A float's argument is its bits, which nobody reads: the head is all there is to skip."""
-    initial = view[pos]
-    major, info = initial >> 5, initial & 0x1F
-    if info < 24:
-        return major, info, pos + 1
-    if info == 31 and major == MAP:
-        return major, None, pos + 1
-    size = ARGUMENT_BYTES.get(info)
-    if size is None or pos + 1 + size > len(view):
-        raise ValueError(f"CBOR head {initial:#04x} at byte {pos}")
-    return major, int.from_bytes(view[pos + 1:pos + 1 + size], "big"), pos + 1 + size
 
 
 #: detector class -> how its messages are told apart (the wire format it speaks)

@@ -1,8 +1,9 @@
 """DECTRIS stream v2: CBOR messages whose images are RFC 8746 typed arrays.
 
 Decoding keeps arrays as small descriptions (:class:`MultiDimArray`, :class:`TypedArray`,
-:class:`Compressed`) instead of numpy arrays, so a bitshuffle-LZ4 image can go to HDF5 as the
-compressed chunk it arrived as; :func:`to_numpy` decompresses only when pixels are needed.
+:class:`Compressed`) over the message's own memory (cbor_view.py) instead of numpy arrays, so a
+bitshuffle-LZ4 image goes to HDF5 as the compressed chunk it arrived as, uncopied;
+:func:`to_numpy` decompresses only when pixels are needed. Encoding (the simulators) is cbor2's.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import cbor2
 import numpy as np
 
 from . import bslz4
+from . import cbor_view
 from .dectris import decode_lz4_chunk, encode_lz4_chunk
 from .limits import byte_view, check_shape, dtype_of
 
@@ -24,6 +26,7 @@ SELF_DESCRIBE = 55799
 MULTI_DIM = 40
 COMPRESSED = 56500
 _TYPED_FIRST, _TYPED_LAST, _TYPED_RESERVED = 64, 87, 76
+_AS_IS = (0, 1)  # date/time as RFC 3339 text or epoch seconds: kept as sent
 _FRAMED_SIZE = struct.Struct(">Q")  # both chunk framings start with the uncompressed size
 
 
@@ -31,13 +34,13 @@ _FRAMED_SIZE = struct.Struct(">Q")  # both chunk framings start with the uncompr
 class Compressed:
     algorithm: str
     elem_size: int
-    data: bytes
+    data: memoryview | bytes
 
 
 @dataclass(frozen=True, slots=True)
 class TypedArray:
     dtype: np.dtype
-    data: bytes | Compressed
+    data: memoryview | bytes | Compressed
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,14 +50,12 @@ class MultiDimArray:
 
 
 def decode(data: Any) -> Mapping[str, Any]:
-    """Decode one message from any buffer (cbor2 itself refuses a zmq.Frame); malformed CBOR
-    or tags raise ValueError."""
-    view = byte_view(data)
+    """Decode one message from any buffer, which its byte strings keep referring to; malformed
+    CBOR or tags raise ValueError."""
     try:
-        message = cbor2.loads(view, tag_hook=_tag_hook)
-    except cbor2.CBORError as exc:
-        cause = exc.__cause__
-        raise ValueError(f"invalid stream v2 message: {cause or exc}") from exc
+        message = cbor_view.loads(data, tag_hook=_tag_hook)
+    except ValueError as exc:
+        raise ValueError(f"invalid stream v2 message: {exc}") from None
     if not isinstance(message, Mapping):
         raise ValueError(f"stream v2 message is a {type(message).__name__}, not a map")
     return message
@@ -106,25 +107,26 @@ def encode(message: Mapping[str, Any], compression: str | None = "bslz4") -> byt
         raise ValueError(f"cannot encode stream v2 message: {exc}") from exc
 
 
-def _tag_hook(tag: cbor2.CBORTag, immutable: bool) -> Any:
-    # cbor2 unwraps 55799 (self-describe) itself, decoding its content immutable: messages
-    # come back as frozendict with tuples for lists.
-    if tag.tag == COMPRESSED:
-        return _compressed(tag.value)
-    if _TYPED_FIRST <= tag.tag <= _TYPED_LAST:
-        if not isinstance(tag.value, (bytes, Compressed)):
-            raise ValueError(f"typed array tag {tag.tag} holds a {type(tag.value).__name__}")
-        return TypedArray(_typed_dtype(tag.tag), tag.value)
-    if tag.tag == MULTI_DIM:
-        return _multi_dim(tag.value)
-    return tag
+def _tag_hook(tag: int, value: Any) -> Any:
+    if tag == COMPRESSED:
+        return _compressed(value)
+    if _TYPED_FIRST <= tag <= _TYPED_LAST:
+        if not isinstance(value, (memoryview, bytes, Compressed)):
+            raise ValueError(f"typed array tag {tag} holds a {type(value).__name__}")
+        return TypedArray(_typed_dtype(tag), value)
+    if tag == MULTI_DIM:
+        return _multi_dim(value)
+    if tag in _AS_IS:
+        return value
+    return cbor2.CBORTag(tag, value)
 
 
 def _compressed(value: Any) -> Compressed:
     if not (isinstance(value, Sequence) and len(value) == 3):
         raise ValueError("tag 56500 must hold [algorithm, elem_size, bytes]")
     algorithm, elem_size, data = value
-    if not (isinstance(algorithm, str) and type(elem_size) is int and isinstance(data, bytes)):
+    if not (isinstance(algorithm, str) and type(elem_size) is int
+            and isinstance(data, (memoryview, bytes))):
         raise ValueError("tag 56500 must hold [algorithm, elem_size, bytes]")
     return Compressed(algorithm, elem_size, data)
 
