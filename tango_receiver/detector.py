@@ -8,6 +8,7 @@ every method here is a pure function of the message it is given.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Mapping
@@ -17,7 +18,7 @@ import numpy as np
 import zmq
 
 from .codecs import bslz4, cbf, cbor_v2, dectris, mono12p
-from .codecs.limits import check_shape, dtype_of
+from .codecs.limits import check_shape, dtype_name, dtype_of
 from .config import ReceiverConfig
 from .messages import Channel, Header, Image, InvalidMessage, Message, SeriesEnd
 from .modules import ModuleAligner, ModuleGap, ModuleSet, Position
@@ -191,15 +192,16 @@ class Detector:
         chunk = None
         if self.config.compress:
             chunk = bslz4.encode_chunk(np.frombuffer(blob, dtype=dtype).reshape(shape))
-        return Channel(name, shape, dtype.name, "none", blob, chunk)
+        return Channel(name, shape, dtype_name(dtype), "none", blob, chunk)
 
     def pixels_channel(self, name: str, pixels: np.ndarray) -> Channel:
         """Pixels made here (decoded, unpacked, put together) are forwarded as they are stored:
         one bitshuffle-LZ4 chunk when ``compress`` is on, raw otherwise (see Internals.md)."""
         if self.config.compress:
-            return Channel(name, pixels.shape, pixels.dtype.name, "bslz4",
+            return Channel(name, pixels.shape, dtype_name(pixels.dtype), "bslz4",
                            bslz4.encode_chunk(pixels))
-        return Channel(name, pixels.shape, pixels.dtype.name, "none", np.ascontiguousarray(pixels))
+        return Channel(name, pixels.shape, dtype_name(pixels.dtype), "none",
+                       np.ascontiguousarray(pixels))
 
 
 def bslz4_channel(name: str, shape: tuple[int, ...], dtype: np.dtype, blob: Any,
@@ -209,7 +211,7 @@ def bslz4_channel(name: str, shape: tuple[int, ...], dtype: np.dtype, blob: Any,
         bslz4.check_chunk(blob, shape, dtype, walk)
     except ValueError as exc:
         raise InvalidMessage(f"channel {name}: {exc}") from None
-    return Channel(name, shape, dtype.name, "bslz4", blob)
+    return Channel(name, shape, dtype_name(dtype), "bslz4", blob)
 
 
 class Eiger(Detector):
@@ -256,10 +258,9 @@ class Eiger(Detector):
         frame = _int(head, "frame")
         desc = json_part(parts, 1, "dimage_d-1.0")
         try:
-            encoding = dectris.parse_encoding(str(desc.get("encoding", "<")))
             x, y = desc["shape"]
-            shape = check_shape((int(y), int(x)))  # DECTRIS gives [x, y]
-            dtype = dtype_of(str(desc.get("type")), encoding.byteorder)
+            encoding, shape, dtype = _v1_format(str(desc.get("encoding", "<")), x, y,
+                                                str(desc.get("type")))
         except (ValueError, TypeError, KeyError) as exc:
             raise InvalidMessage(f"frame {frame}: bad dimage_d-1.0 {desc}: {exc}") from None
         blob = parts[2]
@@ -269,8 +270,8 @@ class Eiger(Detector):
         else:
             channel = self.raw_channel("data", shape, dtype.newbyteorder("<"),
                                        _v1_pixels(encoding, blob, shape, dtype))
-        meta = json_part(parts, 3, "dconfig-1.0") if len(parts) > 3 else {}
-        return Image(msg_number=frame + 1, frame=frame, channels=[channel], metadata=meta)
+        # parts[3], dconfig-1.0, holds the frame's timing, which the file does not keep
+        return Image(msg_number=frame + 1, frame=frame, channels=[channel])
 
 
 class DectrisStream2(Detector):
@@ -316,8 +317,7 @@ class DectrisStream2(Detector):
         if not isinstance(data, Mapping) or not data:
             raise InvalidMessage(f"image {image_id}: no data channels")
         channels = [self.v2_channel(str(name), value) for name, value in data.items()]
-        meta = {k: _v2_metadata(v) for k, v in msg.items() if k not in ("type", "data")}
-        return Image(msg_number=image_id + 1, frame=image_id, channels=channels, metadata=meta)
+        return Image(msg_number=image_id + 1, frame=image_id, channels=channels)
 
     def v2_channel(self, name: str, value: Any) -> Channel:
         if not isinstance(value, cbor_v2.MultiDimArray):
@@ -578,11 +578,22 @@ def _describe(head: Mapping[str, Any]) -> str:
     return f"{text} (frame {head.get('frame')})" if head.get("htype") == "image" else text
 
 
+@functools.lru_cache(maxsize=64, typed=True)
+def _v1_format(encoding: str, x: Any, y: Any, type_name: str,
+               ) -> tuple[dectris.Encoding, tuple[int, ...], np.dtype]:
+    """A stream v1 frame description, the same for every frame of a series: parsed once."""
+    parsed = dectris.parse_encoding(encoding)
+    shape = check_shape((int(y), int(x)))  # DECTRIS gives [x, y]
+    return parsed, shape, dtype_of(type_name, parsed.byteorder)
+
+
 def json_part(parts: Parts, index: int, what: str) -> dict[str, Any]:
+    """A JSON object part, read as UTF-8 text: given bytes, json.loads would first guess
+    between UTF-8, -16 and -32, which no detector sends (a microsecond a part)."""
     if index >= len(parts):
         raise InvalidMessage(f"{what}: missing part {index}")
     try:
-        value = json.loads(memoryview(parts[index]).tobytes())
+        value = json.loads(str(memoryview(parts[index]), "utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidMessage(f"{what}: not JSON ({exc})") from None
     if not isinstance(value, dict):

@@ -65,7 +65,6 @@ class Channel:
     compression: str
     blob: Buffer
     chunk: Buffer | None = None  # bslz4 chunk with its 12-byte header, or raw bytes
-    metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
     def stored(self) -> Buffer:
@@ -77,7 +76,6 @@ class Image:
     msg_number: int
     frame: int
     channels: list[Channel]
-    metadata: dict[str, Any] = field(default_factory=dict)
     wire: list[Buffer] | None = None  # the parts as received, when they are already this format
 
     @property

@@ -12,7 +12,7 @@ from __future__ import annotations
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from ..messages import Buffer
+from ..messages import Message
 
 SENT, DROPPED, NO_CONSUMER = "sent", "dropped", "no_consumer"
 
@@ -35,15 +35,16 @@ class Forwarder:
         self._monitor = self.socket.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
         self.consumers = 0
 
-    def send(self, parts: list[Buffer]) -> str:
+    def send(self, message: Message) -> str:
         """Queue one message without waiting: SENT, DROPPED (a consumer could not take it) or
         NO_CONSUMER.
 
-        Asking whether the socket can take a message first costs 1-2 us; a send that fails costs
-        8 us (pyzmq raises), and with no or a slow consumer most sends would fail."""
+        Asking whether the socket can take a message first costs 1-2 us; a send that fails
+        costs 8 us (pyzmq raises), and with no or a slow consumer most sends would fail. The
+        message is put into wire form only when it can go."""
         if self.socket.get(zmq.EVENTS) & zmq.POLLOUT:
             try:
-                self.socket.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
+                self.socket.send_multipart(message.to_wire(), flags=zmq.NOBLOCK, copy=False)
                 return SENT
             except zmq.Again:  # the consumer went between the question and the send
                 pass
@@ -51,8 +52,9 @@ class Forwarder:
         return DROPPED if self.consumers else NO_CONSUMER
 
     def watch(self) -> None:
-        """Count consumers from the monitor's connect and disconnect events."""
-        while self._monitor.poll(0):
+        """Count consumers from the monitor's connect and disconnect events (asked of the
+        socket's state: a poll would cost a Poller per frame)."""
+        while self._monitor.get(zmq.EVENTS) & zmq.POLLIN:
             event = recv_monitor_message(self._monitor)["event"]
             self.consumers += 1 if event == zmq.EVENT_ACCEPTED else -1
 

@@ -303,7 +303,7 @@ class Receiver:
         elif isinstance(msg, Header):
             self._header(msg)
         elif isinstance(msg, SeriesEnd):
-            self._forward_control(msg.to_wire(), "series_end")
+            self._forward_control(msg, "series_end")
             self._sync_counts()
             snap = self.stats
             complete = not (snap.frames_missing or self._discarding or snap.frames_invalid)
@@ -325,7 +325,7 @@ class Receiver:
                 log.info("%s: series %s -> %s", self.config.name, series_id, self._writer.path)
             except WriteRefused as exc:
                 self._fault(f"file refused: {exc}")
-        self._forward_control(header.to_wire(), "header")
+        self._forward_control(header, "header")
 
     def _image(self, image: Image) -> None:
         stats = self.stats
@@ -347,7 +347,7 @@ class Receiver:
             except (WriteFailed, WriteRefused) as exc:
                 self._fault(str(exc))
                 self._close_writer(complete=False)
-        outcome = self._forwarder.send(image.to_wire()) if self._forwarder else NO_CONSUMER
+        outcome = self._forwarder.send(image) if self._forwarder else NO_CONSUMER
         if outcome == SENT:
             stats.frames_forwarded += 1
         elif outcome == DROPPED:
@@ -356,8 +356,8 @@ class Receiver:
             stats.forward_no_consumer += 1
         self.liveview.update(image, stats.series_id)
 
-    def _forward_control(self, parts: list, what: str) -> None:
-        if self._forwarder is None or self._forwarder.send(parts) != SENT:
+    def _forward_control(self, msg: Header | SeriesEnd, what: str) -> None:
+        if self._forwarder is None or self._forwarder.send(msg) != SENT:
             self.stats.warn(f"{self.config.name}: {what} of series {self.stats.series_id} not "
                             f"forwarded: no secondary consumer ready")
 
