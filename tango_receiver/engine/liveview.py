@@ -18,6 +18,7 @@ from ..codecs.downsample import block_mean
 from ..messages import Channel, Image
 
 FRESH_WAIT_S = 0.03  # how long a viewer waits for the newest frame before taking the last one
+AHEAD_WAIT_S = 5.0  # ... and for the decode already running when there is no last one
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,10 @@ class LiveView:
     """Holds the newest image; written by the engine thread, read by any viewer thread.
 
     ``view()`` answers from the last decode at once and decodes the newest frame in the
-    background: a 16M frame takes a few hundred ms to decode, a viewer must not wait that long,
-    and nothing is decoded while nobody looks.
+    background: a 16M frame takes a few hundred ms to decode, a viewer must not wait that long.
+    The first frame of each series is decoded ahead (once, at ``downsample``), so that the first
+    viewer of a series is answered at once too; beyond that, nothing is decoded while nobody
+    looks.
     """
 
     def __init__(self) -> None:
@@ -77,11 +80,16 @@ class LiveView:
         self._changed = threading.Condition()
         self._wanted = threading.Event()
         self._refresher: threading.Thread | None = None
+        self._series: str | None = None
+        self._decoding: LiveFrame | None = None  # what the background thread decodes now
         self.downsample = 1
 
     def update(self, image: Image, series_id: str) -> None:
-        # A plain reference swap: cheap enough for every frame on the hot path.
+        # A reference swap and a comparison: cheap enough for every frame on the hot path.
         self._latest = (image, series_id)
+        if series_id != self._series:
+            self._series = series_id
+            self._refresh_soon()
 
     def latest(self) -> LiveFrame | None:
         """The newest frame, undecoded; the same object until a newer frame arrives."""
@@ -89,11 +97,12 @@ class LiveView:
         if latest is None:
             return None
         image, series_id = latest
-        frame = self._frame
-        if frame is None or frame.msg_number != image.msg_number or frame.series_id != series_id \
-                or frame.channels[0] is not image.channels[0]:
-            frame = self._frame = LiveFrame(image.msg_number, image.frame, series_id,
-                                            tuple(image.channels))
+        with self._changed:  # one object per frame, whichever thread asks first
+            frame = self._frame
+            if frame is None or frame.msg_number != image.msg_number \
+                    or frame.series_id != series_id or frame.channels[0] is not image.channels[0]:
+                frame = self._frame = LiveFrame(image.msg_number, image.frame, series_id,
+                                                tuple(image.channels))
         return frame
 
     def view(self, downsample: int = 1) -> tuple[LiveFrame, tuple[np.ndarray, ...]] | None:
@@ -102,6 +111,9 @@ class LiveView:
         if frame is None:
             return None
         with self._changed:
+            if downsample not in self._views and self._decoding is frame:  # decoded ahead now
+                self._changed.wait_for(lambda: downsample in self._views
+                                       or self._decoding is not frame, AHEAD_WAIT_S)
             cached = self._views.get(downsample)
             if cached is not None and cached[0] is not frame:
                 self._refresh_soon()
@@ -131,7 +143,9 @@ class LiveView:
             started = time.monotonic()
             frame = self.latest()
             with self._changed:
-                stale = [k for k, (f, _) in self._views.items() if f is not frame]
+                self._decoding = frame
+                stale = [k for k in {*self._views, self.downsample}
+                         if k not in self._views or self._views[k][0] is not frame]
             for downsample in stale:
                 try:
                     result = (frame, frame.arrays(downsample))
@@ -140,6 +154,9 @@ class LiveView:
                 with self._changed:
                     self._views[downsample] = result
                     self._changed.notify_all()
+            with self._changed:
+                self._decoding = None
+                self._changed.notify_all()
             # at most a quarter of a core: a 16M frame takes ~0.2 s to decode, and a viewer
             # polling fast must not take the CPU the receive path needs
             time.sleep(3 * (time.monotonic() - started))

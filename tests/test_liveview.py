@@ -1,0 +1,50 @@
+"""Live view: what is decoded, when, and in which thread."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from tango_receiver.codecs.bslz4 import encode_chunk
+from tango_receiver.codecs.downsample import block_mean
+from tango_receiver.engine import liveview
+from tango_receiver.engine.liveview import LiveView
+from tango_receiver.messages import Channel, Image
+from tango_receiver.sim.frames import synthetic_frames
+
+FRAMES = synthetic_frames(3, (64, 48), "uint32", rate=3.0, seed=1)
+
+
+def image(number: int) -> Image:
+    pixels = FRAMES[number % len(FRAMES)]
+    return Image(msg_number=number + 1, frame=number, channels=[
+        Channel("data", pixels.shape, "uint32", "bslz4", encode_chunk(pixels))])
+
+
+def wait_for(condition, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_first_frame_of_each_series_is_decoded_before_anyone_asks(monkeypatch):
+    decoded = []
+    real = liveview.decode_plane
+    monkeypatch.setattr(liveview, "decode_plane", lambda c: decoded.append(c) or real(c))
+    view = LiveView()
+    view.downsample = 2
+    view.update(image(0), "series-1")
+    wait_for(lambda: len(decoded) == 1)
+    frame, planes = view.view(2)  # answered from what was decoded ahead: no decode here
+    assert len(decoded) == 1 and frame.frame == 0
+    np.testing.assert_array_equal(planes[0], block_mean(FRAMES[0], 2))
+
+    view.update(image(1), "series-1")  # the same series: nothing decoded until asked
+    time.sleep(0.3)
+    assert len(decoded) == 1
+    view.update(image(2), "series-2")
+    wait_for(lambda: len(decoded) == 2)
+    assert view.view(2)[0].frame == 2
+    assert len(decoded) == 2
