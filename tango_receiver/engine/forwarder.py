@@ -15,6 +15,8 @@ from zmq.utils.monitor import recv_monitor_message
 from ..messages import Message
 
 SENT, DROPPED, NO_CONSUMER = "sent", "dropped", "no_consumer"
+# plain ints: pyzmq's enum members cost an Enum construction per ``&`` (a few us a frame)
+EVENTS, POLLIN, POLLOUT = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.POLLOUT)
 
 
 class Forwarder:
@@ -42,7 +44,7 @@ class Forwarder:
         Asking whether the socket can take a message first costs 1-2 us; a send that fails
         costs 8 us (pyzmq raises), and with no or a slow consumer most sends would fail. The
         message is put into wire form only when it can go."""
-        if self.socket.get(zmq.EVENTS) & zmq.POLLOUT:
+        if self.socket.get(EVENTS) & POLLOUT:
             try:
                 self.socket.send_multipart(message.to_wire(), flags=zmq.NOBLOCK, copy=False)
                 return SENT
@@ -54,7 +56,7 @@ class Forwarder:
     def watch(self) -> None:
         """Count consumers from the monitor's connect and disconnect events (asked of the
         socket's state: a poll would cost a Poller per frame)."""
-        while self._monitor.get(zmq.EVENTS) & zmq.POLLIN:
+        while self._monitor.get(EVENTS) & POLLIN:
             event = recv_monitor_message(self._monitor)["event"]
             self.consumers += 1 if event == zmq.EVENT_ACCEPTED else -1
 
