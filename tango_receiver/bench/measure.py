@@ -69,11 +69,11 @@ def _pull(name: str, quick: bool, port: int, out: Any) -> None:
     sock.connect(f"tcp://127.0.0.1:{port}")
     nbytes = 0
     sock.recv_multipart(copy=False)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(total - 1):
         nbytes += sum(len(p) for p in sock.recv_multipart(copy=False))
     out.put({"seconds": time.perf_counter() - start, "frames": scenario.count(quick),
-             "wire_bytes": nbytes, "rss_mb": peak_rss_mb()})
+             "cpu_s": time.process_time() - cpu, "wire_bytes": nbytes, "rss_mb": peak_rss_mb()})
     sock.close()
     ctx.term()
 
@@ -122,6 +122,7 @@ def _receive(name: str, quick: bool, port: int, directory: str, baseline_fps: fl
         consumer = CTX.Process(target=drain, args=(receiver.secondary_port, delay, stop))
         consumer.start()
     latencies: list[float] = []
+    cpu = time.process_time()  # every thread of this process: engine, workers, ZMQ I/O
     receiver.start()
     if scenario.probe_liveview:
         threading.Thread(target=_probe_liveview, args=(receiver, latencies), daemon=True).start()
@@ -131,11 +132,12 @@ def _receive(name: str, quick: bool, port: int, directory: str, baseline_fps: fl
         if snap.series_count and not snap.in_series and snap.queue_depth == 0:
             break
         time.sleep(0.01)
+    cpu = time.process_time() - cpu
     receiver.close()
     stop.set()
     if consumer is not None:
         consumer.join(10)
-    out.put({"seconds": snap.series_duration_s, "frames": snap.frames_written,
+    out.put({"seconds": snap.series_duration_s, "frames": snap.frames_written, "cpu_s": cpu,
              "wire_bytes": snap.bytes_wire, "stored_bytes": snap.bytes_stored,
              "raw_bytes": snap.bytes_raw, "forward_dropped": snap.forward_dropped,
              "rss_mb": peak_rss_mb(),
@@ -200,7 +202,8 @@ def measure_receiver(scenario: Scenario, quick: bool, directory: Path,
     return {"seconds": max(p["seconds"] for p in parts), "frames": frames,
             "lost": scenario.count(quick) - frames,
             **{key: sum(p[key] for p in parts)
-               for key in ("wire_bytes", "stored_bytes", "raw_bytes", "forward_dropped")},
+               for key in ("cpu_s", "wire_bytes", "stored_bytes", "raw_bytes",
+                           "forward_dropped")},
             "rss_mb": max(p["rss_mb"] for p in parts), "liveview_ms": parts[0]["liveview_ms"]}
 
 

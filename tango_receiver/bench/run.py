@@ -15,8 +15,8 @@ from .scenarios import SCENARIOS
 log = logging.getLogger(__name__)
 
 COLUMNS = ("scenario", "frames", "raw kB/frame", "wire kB/frame", "receiver f/s", "raw GB/s",
-           "wire GB/s", "PULL f/s", "recv/PULL", "h5py f/s", "recv/h5py", "peak RSS MB",
-           "lost", "fwd dropped", "liveview ms (median/max)")
+           "wire GB/s", "PULL f/s", "recv/PULL", "h5py f/s", "recv/h5py", "CPU us/frame",
+           "PULL CPU us/frame", "peak RSS MB", "lost", "fwd dropped", "liveview ms (median/max)")
 
 
 def run_bench(quick: bool, directory: Path | None, output: Path, only: list[str]) -> list[dict]:
@@ -50,6 +50,10 @@ def _row(name: str, pull: dict, h5: dict, recv: dict) -> dict[str, Any]:
         "wire GB/s": recv["wire_bytes"] / recv["seconds"] / 1e9 if recv["seconds"] else 0.0,
         "PULL f/s": pull_fps, "recv/PULL": fps / pull_fps,
         "h5py f/s": h5_fps, "recv/h5py": fps / h5_fps,
+        # what the receiver's process spends per frame, beside the bare loop's: the receiver's
+        # own cost, apart from the cores it shares with the sender (and a consumer)
+        "CPU us/frame": recv["cpu_s"] / frames * 1e6,
+        "PULL CPU us/frame": pull["cpu_s"] / max(pull["frames"], 1) * 1e6,
         "peak RSS MB": recv["rss_mb"], "lost": recv["lost"],
         "fwd dropped": recv["forward_dropped"],
         "liveview ms (median/max)": "/".join(f"{v:.0f}" for v in recv["liveview_ms"])
