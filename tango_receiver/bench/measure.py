@@ -102,19 +102,47 @@ def measure_h5(scenario: Scenario, quick: bool, directory: Path) -> dict[str, An
     return {"seconds": seconds, "frames": count}
 
 
-# --- the receiver --------------------------------------------------------------------------
-def _receive(name: str, quick: bool, port: int, directory: str, baseline_fps: float,
-             out: Any, file_suffix: str = "") -> None:
-    from ..config import parse_entry
-    from ..engine.receiver import Receiver
+def measure_decode(scenario: Scenario, quick: bool) -> dict[str, Any]:
+    """The decoders alone, in ``scenario.nworkers`` threads of this process, on the sender's
+    messages: what the workers reach when the cores are theirs (no sender, no ZMQ, no file)."""
+    from ..detector import detector_for
 
-    scenario = scenario_named(name)
-    config = parse_entry(f"bench-{name}", {
+    messages = list(scenario.messages("", quick))[1:-1]
+    detector = detector_for(_config(scenario, port=1, directory="/dev/shm"))  # never opened
+    decoded = [0] * scenario.nworkers  # a decoder that fails stops its thread short
+
+    def work(index: int) -> None:
+        for parts in messages[index::scenario.nworkers]:
+            detector.decode(parts)
+            decoded[index] += 1
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(scenario.nworkers)]
+    detector.decode(messages[0])  # first-use costs (imports, caches) are not the rate
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return {"seconds": time.perf_counter() - start, "frames": sum(decoded)}
+
+
+# --- the receiver --------------------------------------------------------------------------
+def _config(scenario: Scenario, port: int, directory: str, file_suffix: str = "") -> Any:
+    from ..config import parse_entry
+
+    return parse_entry(f"bench-{scenario.name}", {
         "class": scenario.detector_class, "upstream": [f"tcp://127.0.0.1:{port}"],
         "nworkers": scenario.nworkers, "data_host": "127.0.0.1", "data_port": 0,
         "shape": list(scenario.shape), "dtype": scenario.dtype,  # as a deployment's entry says
         "write_roots": [directory], "file_suffix": file_suffix, **scenario.config})
-    receiver = Receiver(config)
+
+
+def _receive(name: str, quick: bool, port: int, directory: str, baseline_fps: float,
+             out: Any, file_suffix: str = "") -> None:
+    from ..engine.receiver import Receiver
+
+    scenario = scenario_named(name)
+    receiver = Receiver(_config(scenario, port, directory, file_suffix))
     receiver.open()
     consumer, stop = None, CTX.Event()
     if scenario.consumer_fraction:

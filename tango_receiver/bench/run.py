@@ -9,13 +9,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .measure import frames_per_s, measure_h5, measure_pull, measure_receiver
+from .measure import frames_per_s, measure_decode, measure_h5, measure_pull, measure_receiver
 from .scenarios import SCENARIOS
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ("scenario", "frames", "raw kB/frame", "wire kB/frame", "receiver f/s", "raw GB/s",
-           "wire GB/s", "PULL f/s", "recv/PULL", "h5py f/s", "recv/h5py", "CPU us/frame",
+           "wire GB/s", "PULL f/s", "recv/PULL", "h5py f/s", "recv/h5py", "decode f/s",
+           "CPU us/frame",
            "PULL CPU us/frame", "peak RSS MB", "lost", "fwd dropped", "liveview ms (median/max)")
 
 
@@ -28,8 +29,9 @@ def run_bench(quick: bool, directory: Path | None, output: Path, only: list[str]
             log.info("%s: %s, %d frames", scenario.name, scenario.title, scenario.count(quick))
             pull = measure_pull(scenario, quick)
             h5 = measure_h5(scenario, quick, where)
+            decode = measure_decode(scenario, quick)
             recv = measure_receiver(scenario, quick, where, baseline_fps=frames_per_s(pull))
-            rows.append(_row(scenario.name, pull, h5, recv))
+            rows.append(_row(scenario.name, pull, h5, decode, recv))
             log.info("%s", rows[-1])
     output.write_text(json.dumps({"quick": quick, "directory": str(directory or "/dev/shm"),
                                   "when": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows},
@@ -38,7 +40,7 @@ def run_bench(quick: bool, directory: Path | None, output: Path, only: list[str]
     return rows
 
 
-def _row(name: str, pull: dict, h5: dict, recv: dict) -> dict[str, Any]:
+def _row(name: str, pull: dict, h5: dict, decode: dict, recv: dict) -> dict[str, Any]:
     frames = max(recv["frames"], 1)
     fps, pull_fps, h5_fps = frames_per_s(recv), frames_per_s(pull), frames_per_s(h5)
     return {
@@ -50,6 +52,7 @@ def _row(name: str, pull: dict, h5: dict, recv: dict) -> dict[str, Any]:
         "wire GB/s": recv["wire_bytes"] / recv["seconds"] / 1e9 if recv["seconds"] else 0.0,
         "PULL f/s": pull_fps, "recv/PULL": fps / pull_fps,
         "h5py f/s": h5_fps, "recv/h5py": fps / h5_fps,
+        "decode f/s": frames_per_s(decode),
         # what the receiver's process spends per frame, beside the bare loop's: the receiver's
         # own cost, apart from the cores it shares with the sender (and a consumer)
         "CPU us/frame": recv["cpu_s"] / frames * 1e6,

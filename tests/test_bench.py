@@ -1,0 +1,28 @@
+"""The benchmark suite runs end to end (real processes, sockets and files); its numbers are not
+judged here (they belong to `make bench` on a quiet machine), only that every column is there and
+no frame is lost."""
+
+from __future__ import annotations
+
+import json
+
+from tango_receiver.bench.measure import measure_decode, scenario_named
+from tango_receiver.bench.run import COLUMNS, run_bench
+
+
+def test_quick_scenario_1_runs_and_loses_nothing(tmp_path):
+    output = tmp_path / "bench.json"
+    rows = run_bench(quick=True, directory=tmp_path, output=output, only=["1-eiger"])
+    assert [r["scenario"] for r in rows] == ["1-eiger-v1"]
+    row = rows[0]
+    assert set(row) == set(COLUMNS)
+    assert row["frames"] == scenario_named("1-eiger-v1").quick_frames and row["lost"] == 0
+    assert row["receiver f/s"] > 0 and row["PULL f/s"] > 0 and row["CPU us/frame"] > 0
+    assert json.loads(output.read_text())["rows"] == rows
+    assert not list(tmp_path.glob("*.h5"))  # the suite's files are removed
+
+
+def test_decoders_alone_take_every_frame_in_each_thread():
+    scenario = scenario_named("4-pilatus-2w")
+    result = measure_decode(scenario, quick=True)
+    assert result["frames"] == scenario.quick_frames and result["seconds"] > 0
