@@ -101,6 +101,12 @@ def _drain(sock: zmq.Socket) -> list[Parts]:
     return batch
 
 
+def wire_nbytes(parts: Parts | ModuleSet) -> int:
+    """Bytes of a message as it arrived (a module set: of all its modules' messages)."""
+    return sum(wire_nbytes(p) if isinstance(p, list) else
+               0 if isinstance(p, ModuleGap) else memoryview(p).nbytes for p in parts)
+
+
 def _position(parts: Parts) -> Position | None:
     """Where a module's message stands in its stream, or None when its header part does not say."""
     try:

@@ -77,10 +77,7 @@ class Image:
     frame: int
     channels: list[Channel]
     wire: list[Buffer] | None = None  # the parts as received, when they are already this format
-
-    @property
-    def nbytes_wire(self) -> int:
-        return sum(memoryview(c.blob).nbytes for c in self.channels)
+    nbytes_wire: int = 0  # every byte of the message(s) it came in: set by the receiver
 
     @property
     def nbytes_stored(self) -> int:

@@ -60,6 +60,11 @@ def assert_clean(snap, frames: int, forwarded: bool = True) -> None:
     assert snap.frames_invalid == snap.frames_missing == 0 and snap.series_complete
 
 
+def image_bytes(messages: list[list[bytes]]) -> int:
+    """What ``bytes_wire`` must count: the image messages as sent, before any decoding."""
+    return sum(len(part) for message in messages if b'"image"' in message[0] for part in message)
+
+
 def assert_metadata(f: h5py.File, group: str) -> None:
     assert f[f"{group}/metadata/sample"][()] == b"lysozyme"
     assert f[f"{group}/metadata/beam/energy_eV"][()] == 12400
@@ -127,8 +132,10 @@ def test_pilatus_cbf_series(tmp_path, sender, tot_table, case):
         options = {"compress": False}
     config = make_config(sender.port, tmp_path, cls, dset_name=dset, **options)
     assert isinstance(detector_for(config), Pilatus)
-    snap, forwarded = run_with_consumer(config, sender, pilatus_series(frames, str(target), META))
+    messages = list(pilatus_series(frames, str(target), META))
+    snap, forwarded = run_with_consumer(config, sender, messages)
     assert_clean(snap, 5)
+    assert snap.bytes_wire == image_bytes(messages)  # the CBF files, not what was stored
     with h5py.File(target, "r") as f:
         data = f["/entry/data/data"]
         assert data.shape == (5, *expected[0].shape) and data.dtype == expected[0].dtype
@@ -252,9 +259,11 @@ def run_lambda(config, modules, streams, series_count: int = 1):
 def test_lambda_modules_into_one_dataset(tmp_path, modules, compression):
     frames = module_frames(5)
     target = tmp_path / "lambda.h5"
-    snap, forwarded = run_with_consumer(lambda_config(tmp_path, modules), modules, lambda_series(
-        frames, str(target), META, compression=compression))
+    streams = [list(stream) for stream in lambda_series(frames, str(target), META,
+                                                         compression=compression)]
+    snap, forwarded = run_with_consumer(lambda_config(tmp_path, modules), modules, streams)
     assert_clean(snap, 5)
+    assert snap.bytes_wire == sum(image_bytes(stream) for stream in streams)  # all 4 modules
     with h5py.File(target, "r") as f:
         data = f["/entry/data/data"]
         assert data.shape == (5, 4, 12, 20)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 import zmq
 
 from ..config import ReceiverConfig
-from ..detector import Detector, Source, detector_for
+from ..detector import Detector, Source, detector_for, wire_nbytes
 from ..messages import Header, Image, InvalidMessage, Message, SeriesEnd
 from .budget import ByteBudget
 from .forwarder import DROPPED, NO_CONSUMER, SENT, Forwarder
@@ -224,7 +224,10 @@ class Receiver:
 
     def _decode(self, parts: list) -> Message | Rejected:
         try:
-            return self.detector.decode(parts)
+            message = self.detector.decode(parts)
+            if isinstance(message, Image):  # what arrived, whatever the decoder made of it
+                message.nbytes_wire = wire_nbytes(parts)
+            return message
         except InvalidMessage as exc:
             text = f"{self.config.name}: invalid message ({len(parts)} parts): {exc}"
         except Exception as exc:  # a decoder bug must not take the receiver down
