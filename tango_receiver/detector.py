@@ -8,10 +8,11 @@ every method here is a pure function of the message it is given.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -156,7 +157,8 @@ class Detector:
         htype = head.get("htype")
         number = _int(head, "msg_number")
         if htype == "image":
-            return self.decode_image(head, number, parts)
+            with numbered(head, "msg_number"):
+                return self.decode_image(head, number, parts)
         if htype == "header":
             meta = json_part(parts, 1, "header metadata") if len(parts) > 1 else {}
             return Header(msg_number=number, filename=str(head.get("filename") or ""),
@@ -231,7 +233,8 @@ class Eiger(Detector):
         head = json_part(parts, 0, "message header")
         htype = head.get("htype")
         if htype == "dimage-1.0":
-            return self.decode_v1_image(head, parts)
+            with numbered(head, "frame", 1):
+                return self.decode_v1_image(head, parts)
         if htype == "dheader-1.0":
             return self.decode_v1_header(head, parts)
         if htype == "dseries_end-1.0":
@@ -294,7 +297,8 @@ class DectrisStream2(Detector):
             raise InvalidMessage(f"CBOR message is a {type(msg).__name__}, not a map")
         mtype = msg.get("type")
         if mtype == "image":
-            return self.decode_v2_image(msg)
+            with numbered(msg, "image_id", 1):
+                return self.decode_v2_image(msg)
         if mtype == "start":
             return self.decode_v2_start(msg)
         if mtype == "end":
@@ -420,7 +424,8 @@ class Lambda(Detector):
         heads = self.module_heads(parts)
         htype = heads[0].get("htype")
         if htype == "image":
-            return self.decode_modules_image(heads, parts)
+            with numbered(heads[0], "msg_number"):
+                return self.decode_modules_image(heads, parts)
         message = super().decode(parts[0])
         if isinstance(message, Header):
             message.metadata = message.metadata | self.geometry(parts)
@@ -591,6 +596,19 @@ def _v1_format(encoding: str, x: Any, y: Any, type_name: str,
     parsed = dectris.parse_encoding(encoding)
     shape = check_shape((int(y), int(x)))  # DECTRIS gives [x, y]
     return parsed, shape, dtype_of(type_name, parsed.byteorder)
+
+
+@contextlib.contextmanager
+def numbered(head: Mapping[str, Any], key: str, offset: int = 0) -> Iterator[None]:
+    """An image refused in the block is told by its place in the stream (``head[key] +
+    offset``) when its head gives one, so that ordering does not count it missing as well."""
+    try:
+        yield
+    except InvalidMessage as exc:
+        value = head.get(key)
+        if type(value) is int and value >= 0:
+            exc.msg_number = value + offset
+        raise
 
 
 def json_part(parts: Parts, index: int, what: str) -> dict[str, Any]:

@@ -23,6 +23,8 @@ Buffer = Any  # bytes, memoryview, numpy array or zmq.Frame: anything with the b
 class InvalidMessage(ValueError):
     """A message that cannot be taken; counted as invalid, the receiver goes on."""
 
+    msg_number: int | None = None  # its place in the stream, when the decoder got that far
+
 
 @dataclass(slots=True)
 class Header:

@@ -109,3 +109,38 @@ def test_unnumbered_end_after_more_images_than_announced():
     out = order.push(image(1)) + order.push(image(2)) + order.push(SeriesEnd(None))
     assert numbers(out) == [1, 2, 3] and not order.in_series
     assert order.counts.duplicate == 0
+
+
+def test_a_refused_message_is_not_counted_missing_as_well():
+    clock = Clock()
+    order = Ordering(gap_timeout_s=1.0, clock=clock)
+    out = order.push(Header(0)) + order.push(image(1))
+    order.reject(2)  # undecodable, counted invalid by the engine
+    order.reject(4)
+    out += order.push(image(5)) + order.push(SeriesEnd(6))
+    assert numbers(out) == [0, 1]
+    clock.now = 1.1
+    out = order.poll()  # 2 refused, 3 missing, 4 refused
+    assert numbers(out) == [5, 6] and not order.in_series
+    assert order.counts.missing == 1
+
+
+def test_a_valid_message_after_a_refused_one_of_its_number_is_written():
+    order = Ordering(gap_timeout_s=1.0, clock=Clock())
+    order.push(Header(0))
+    order.reject(1)
+    assert numbers(order.push(image(1)) + order.push(SeriesEnd(2))) == [1, 2]
+    assert (order.counts.missing, order.counts.duplicate) == (0, 0)
+
+
+def test_refused_numbers_are_forgotten_with_their_series():
+    clock = Clock()
+    order = Ordering(gap_timeout_s=1.0, clock=clock)
+    order.push(Header(0))
+    order.reject(2)
+    order.push(Header(0))  # the detector restarted: 2 belongs to the old series
+    order.push(image(1))
+    order.push(image(3))
+    clock.now = 1.1
+    assert numbers(order.poll()) == [3]
+    assert order.counts.missing == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import bitshuffle
+import cbor2
 import h5py
 import hdf5plugin  # noqa: F401
 import numpy as np
@@ -12,8 +13,10 @@ import pytest
 
 from conftest import make_config, run_series, run_with_consumer, wait_series_done
 from tango_receiver.engine.receiver import Receiver
+from tango_receiver.sim.eiger_v1 import eiger_v1_series
 from tango_receiver.sim.frames import synthetic_frames
 from tango_receiver.sim.stins import stins_series
+from tango_receiver.sim.stream_v2 import stream_v2_series
 
 
 @pytest.mark.parametrize("compression", ["bslz4", "none"])
@@ -119,3 +122,32 @@ def test_no_consumer_is_counted_apart_and_raises_no_alarm(tmp_path, sender):
     receiver.close()
     assert (snap.frames_written, snap.frames_forwarded, snap.forward_no_consumer) == (3, 0, 3)
     assert snap.forward_dropped == 0 and not snap.alarm
+
+
+def cut_v2_chunk(message: list[bytes]) -> list[bytes]:
+    """A stream v2 image whose CBOR is sound but whose compressed frame stops after 14 bytes."""
+    def cut(tag: cbor2.CBORTag, immutable: bool) -> object:
+        if tag.tag == 56500:
+            algorithm, size, chunk = tag.value
+            return cbor2.CBORTag(56500, [algorithm, size, chunk[:14]])
+        return tag
+    return [cbor2.dumps(cbor2.loads(message[0], tag_hook=cut))]
+
+
+@pytest.mark.parametrize("cls, series, corrupt", [
+    ("Detector", lambda frames, target: stins_series(frames, target),
+     lambda m: [m[0], m[1][:14]]),
+    ("Eiger", lambda frames, target: eiger_v1_series(frames, target),
+     lambda m: [*m[:2], m[2][:14], *m[3:]]),
+    ("DectrisStream2", lambda frames, target: stream_v2_series({"threshold_1": frames}, target),
+     cut_v2_chunk),
+])
+def test_an_invalid_image_is_counted_once(tmp_path, sender, cls, series, corrupt):
+    """Refused in the middle of its series, it is invalid, not also missing."""
+    frames = synthetic_frames(4, (32, 40), "uint32", rate=2.0)
+    messages = list(series(frames, str(tmp_path / f"{cls}.h5")))
+    messages[2] = corrupt(messages[2])  # the second image: its frame data cut short
+    receiver, snap = run_series(make_config(sender.port, tmp_path, cls), sender, messages)
+    receiver.close()
+    assert (snap.frames_written, snap.frames_invalid, snap.frames_missing) == (3, 1, 0)
+    assert not snap.series_complete

@@ -19,6 +19,9 @@ from ..messages import Header, Message, SeriesEnd
 
 #: After a series_end has arrived, stragglers from other workers get at most this long.
 END_GRACE_S = 0.25
+#: Undecodable messages remembered per series so that they are not counted missing as well;
+#: beyond (a stream of garbage), the rest may be counted twice, never held without bound.
+MAX_REJECTED = 65536
 
 
 @dataclass
@@ -43,6 +46,7 @@ class Ordering:
     _blocked_since: float | None = None
     _end_seen_at: float | None = None
     _early: list[tuple[float, Message]] = field(default_factory=list)
+    _rejected: set[int] = field(default_factory=set)
     _tiebreak: int = 0
 
     @property
@@ -77,6 +81,15 @@ class Ordering:
         heapq.heappush(self._heap, (number, self._tiebreak, msg))
         return self._release()
 
+    def reject(self, number: int) -> None:
+        """A message numbered ``number`` arrived but could not be decoded (counted invalid by
+        the caller): a gap over its number is not also counted missing.
+
+        Its place is not taken: were a valid message with the same number to come after it,
+        that one is written."""
+        if self.in_series and number >= self._expected and len(self._rejected) < MAX_REJECTED:
+            self._rejected.add(number)
+
     def poll(self) -> list[Message]:
         """Give up on gaps that waited too long; drop early messages no header claimed."""
         now = self.clock()
@@ -106,7 +119,7 @@ class Ordering:
         self.in_series = True
         self._expected = header.msg_number + 1
         self._end_number = header.nimages + 1 if header.nimages else None
-        self._heap, self._numbers = [], set()
+        self._heap, self._numbers, self._rejected = [], set(), set()
         self._blocked_since = self._end_seen_at = None
         early, self._early = self._early, []
         out.append(header)
@@ -129,7 +142,9 @@ class Ordering:
     def _skip_to(self, head: int) -> None:
         """Move past a gap: missing frames, unless the gap's frames went to other parts."""
         if not self.expect_gaps:
-            self.counts.missing += head - self._expected
+            refused = {n for n in self._rejected if n < head}
+            self._rejected -= refused
+            self.counts.missing += head - self._expected - len(refused)
         self._expected = head
 
     def _last_number(self) -> int:
@@ -154,5 +169,5 @@ class Ordering:
     def _end_series(self) -> None:
         self.in_series = False
         self.counts.outside += len(self._heap)  # numbered after the end: not of this series
-        self._heap, self._numbers = [], set()
+        self._heap, self._numbers, self._rejected = [], set(), set()
         self._blocked_since = self._end_seen_at = None

@@ -44,6 +44,7 @@ class Rejected:
     """A message the decoder refused, passed to the engine so it counts in the right series."""
 
     text: str
+    msg_number: int | None  # where it stood in the stream, when the decoder could tell
 
 
 class Receiver:
@@ -230,11 +231,13 @@ class Receiver:
             return message
         except InvalidMessage as exc:
             text = f"{self.config.name}: invalid message ({len(parts)} parts): {exc}"
+            number = exc.msg_number
         except Exception as exc:  # a decoder bug must not take the receiver down
             log.exception("%s: decoder failed", self.config.name)
             text = f"{self.config.name}: decoder error ({type(exc).__name__}): {exc}"
+            number = None
         log.warning(text)
-        return Rejected(text)
+        return Rejected(text, number)
 
     # --- engine thread -------------------------------------------------------------------
     def _run_engine(self) -> None:
@@ -249,6 +252,8 @@ class Receiver:
                 if isinstance(msg, Rejected):
                     self.stats.add("frames_invalid")  # counted in order with its series
                     self.stats.warn(msg.text)
+                    if msg.msg_number is not None:
+                        self._ordering.reject(msg.msg_number)
                 else:
                     for ready in self._ordering.push(msg):
                         self._handle_safely(ready)
