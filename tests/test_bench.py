@@ -18,6 +18,7 @@ def test_quick_scenario_1_runs_and_loses_nothing(tmp_path):
     assert set(row) == set(COLUMNS)
     assert row["frames"] == scenario_named("1-eiger-v1").quick_frames and row["lost"] == 0
     assert row["receiver f/s"] > 0 and row["PULL f/s"] > 0 and row["CPU us/frame"] > 0
+    assert row["sender CPU us/frame"] > 0  # known once the sender has ended
     assert json.loads(output.read_text())["rows"] == rows
     assert not list(tmp_path.glob("*.h5"))  # the suite's files are removed
 

@@ -36,7 +36,7 @@ def test_first_frame_of_each_series_is_decoded_before_anyone_asks(monkeypatch):
     view = LiveView()
     view.downsample = 2
     view.update(image(0), "series-1")
-    wait_for(lambda: len(decoded) == 1)
+    wait_for(lambda: view.view(2) is not None)  # nothing to show until the decode ahead is done
     frame, planes = view.view(2)  # answered from what was decoded ahead: no decode here
     assert len(decoded) == 1 and frame.frame == 0
     np.testing.assert_array_equal(planes[0], block_mean(FRAMES[0], 2))
@@ -45,6 +45,21 @@ def test_first_frame_of_each_series_is_decoded_before_anyone_asks(monkeypatch):
     time.sleep(0.3)
     assert len(decoded) == 1
     view.update(image(2), "series-2")
-    wait_for(lambda: len(decoded) == 2)
-    assert view.view(2)[0].frame == 2
-    assert len(decoded) == 2
+    wait_for(lambda: view.view(2)[0].frame == 2)
+    time.sleep(0.2)
+    assert len(decoded) == 2  # decoded ahead, and not again for the viewer
+
+
+def test_a_newer_frame_is_decoded_once_for_the_binnings_asked_for(monkeypatch):
+    decoded = []
+    real = liveview.decode_plane
+    monkeypatch.setattr(liveview, "decode_plane", lambda c: decoded.append(c) or real(c))
+    view = LiveView()  # downsample 1: the first frame is decoded ahead at full resolution
+    view.update(image(0), "series-1")
+    wait_for(lambda: view.view(1) is not None)
+    assert view.view(2)[0].frame == 0 and len(decoded) == 2  # a new binning: decoded here
+    view.update(image(1), "series-1")
+    wait_for(lambda: view.view(2)[0].frame == 1)  # refreshed in the background ...
+    time.sleep(0.2)
+    assert len(decoded) == 3  # ... once, and only at the binning asked for since
+    np.testing.assert_array_equal(view.view(2)[1][0], block_mean(FRAMES[1], 2))

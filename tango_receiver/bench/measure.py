@@ -21,6 +21,7 @@ from .scenarios import SCENARIOS, Scenario
 
 CTX = mp.get_context("spawn")
 TIMEOUT_S = 300
+LIVEVIEW_BINNING = 4  # 16M frames are viewed binned; 4 x 4 gives about 1000 x 1000
 
 
 def scenario_named(name: str) -> Scenario:
@@ -36,7 +37,7 @@ def peak_rss_mb() -> float:
 
 
 # --- the detector --------------------------------------------------------------------------
-def _send(name: str, quick: bool, filename: str, port: Any, ready: Any) -> None:
+def _send(name: str, quick: bool, filename: str, port: Any, ready: Any, cpu: Any) -> None:
     scenario = scenario_named(name)
     messages = list(scenario.messages(filename, quick))
     ctx = zmq.Context()
@@ -44,20 +45,30 @@ def _send(name: str, quick: bool, filename: str, port: Any, ready: Any) -> None:
     sock.setsockopt(zmq.SNDHWM, 1000)
     port.value = sock.bind_to_random_port("tcp://127.0.0.1")
     ready.set()
+    start = time.process_time()
     for parts in messages:
         sock.send_multipart(parts, copy=False)
     sock.close(linger=TIMEOUT_S * 1000)
-    ctx.term()
+    ctx.term()  # returns once ZMQ's I/O thread has sent everything: its CPU is counted too
+    cpu.value = time.process_time() - start
 
 
-def start_sender(scenario: Scenario, quick: bool, filename: str) -> tuple[Any, int]:
-    port, ready = CTX.Value("i", 0), CTX.Event()
-    proc = CTX.Process(target=_send, args=(scenario.name, quick, filename, port, ready), daemon=True)
-    proc.start()
-    if not ready.wait(TIMEOUT_S):
-        proc.kill()
-        raise RuntimeError(f"{scenario.name}: sender did not start")
-    return proc, port.value
+class Sender:
+    """The detector's process, and the CPU it spent sending (known once it has ended)."""
+
+    def __init__(self, scenario: Scenario, quick: bool, filename: str) -> None:
+        port, ready, self._cpu = CTX.Value("i", 0), CTX.Event(), CTX.Value("d", float("nan"))
+        self.process = CTX.Process(target=_send, args=(scenario.name, quick, filename, port,
+                                                       ready, self._cpu), daemon=True)
+        self.process.start()
+        if not ready.wait(TIMEOUT_S):
+            self.process.kill()
+            raise RuntimeError(f"{scenario.name}: sender did not start")
+        self.port = port.value
+
+    @property
+    def cpu_s(self) -> float:
+        return self._cpu.value
 
 
 # --- baselines -----------------------------------------------------------------------------
@@ -80,10 +91,11 @@ def _pull(name: str, quick: bool, port: int, out: Any) -> None:
 
 def measure_pull(scenario: Scenario, quick: bool) -> dict[str, Any]:
     """A bare pyzmq PULL loop (copy=False) taking the same messages and discarding them."""
-    sender, port = start_sender(scenario, quick, "")
+    sender = Sender(scenario, quick, "")
     out = CTX.Queue()
-    return _collect([CTX.Process(target=_pull, args=(scenario.name, quick, port, out))], out,
-                    sender)[0]
+    result = _collect([CTX.Process(target=_pull, args=(scenario.name, quick, sender.port, out))],
+                      out, sender.process)[0]
+    return result | {"sender_cpu_s": sender.cpu_s}
 
 
 def measure_h5(scenario: Scenario, quick: bool, directory: Path) -> dict[str, Any]:
@@ -150,10 +162,13 @@ def _receive(name: str, quick: bool, port: int, directory: str, baseline_fps: fl
         consumer = CTX.Process(target=drain, args=(receiver.secondary_port, delay, stop))
         consumer.start()
     latencies: list[float] = []
+    empty = [0]
+    if scenario.probe_liveview:
+        receiver.downsample = LIVEVIEW_BINNING  # set up before the series, as an operator does
+        threading.Thread(target=_probe_liveview, args=(receiver, latencies, empty),
+                         daemon=True).start()
     cpu = time.process_time()  # every thread of this process: engine, workers, ZMQ I/O
     receiver.start()
-    if scenario.probe_liveview:
-        threading.Thread(target=_probe_liveview, args=(receiver, latencies), daemon=True).start()
     deadline = time.monotonic() + TIMEOUT_S
     while time.monotonic() < deadline:
         snap = receiver.snapshot()
@@ -169,19 +184,21 @@ def _receive(name: str, quick: bool, port: int, directory: str, baseline_fps: fl
              "wire_bytes": snap.bytes_wire, "stored_bytes": snap.bytes_stored,
              "raw_bytes": snap.bytes_raw, "forward_dropped": snap.forward_dropped,
              "rss_mb": peak_rss_mb(),
-             "liveview_ms": (statistics.median(latencies) * 1000, max(latencies) * 1000)
-             if latencies else None})
+             "liveview_ms": (statistics.median(latencies) * 1000, max(latencies) * 1000,
+                             len(latencies), empty[0]) if latencies else None})
 
 
-def _probe_liveview(receiver: Any, latencies: list[float]) -> None:
-    """What a live-view client costs and waits: the latest frame a few times a second, binned
-    4 x 4 as the REST and Tango live views ask for it (the receiver's ``downsample``)."""
-    receiver.downsample = 4
+def _probe_liveview(receiver: Any, latencies: list[float], empty: list[int]) -> None:
+    """What a live-view client costs and waits: the latest frame 10 times a second, binned
+    as the REST and Tango live views ask for it (the receiver's ``downsample``). Every answer
+    once frames arrive is timed; ``empty`` counts those that had no frame to show yet."""
     while receiver.snapshot().series_count == 0 or receiver.snapshot().in_series:
-        start = time.perf_counter()
-        if receiver.liveview.view(receiver.downsample) is not None:
+        if receiver.snapshot().frames_received:
+            start = time.perf_counter()
+            if receiver.liveview.view(receiver.downsample) is None:
+                empty[0] += 1
             latencies.append(time.perf_counter() - start)
-        time.sleep(0.2)
+        time.sleep(0.1)
 
 
 def _split(name: str, port: int, ports: Any, ready: Any, stop: Any) -> None:
@@ -204,7 +221,8 @@ def measure_receiver(scenario: Scenario, quick: bool, directory: Path,
                      baseline_fps: float) -> dict[str, Any]:
     """One receiver process, or ``scenario.parts`` of them behind the splitter (scale-out)."""
     filename = str(directory / f"receiver_{scenario.name}.h5")
-    sender, port = start_sender(scenario, quick, filename)
+    sender = Sender(scenario, quick, filename)
+    port = sender.port
     upstreams, splitter, stop = [port], None, CTX.Event()
     if scenario.parts > 1:
         ports, ready = CTX.Array("i", scenario.parts), CTX.Event()
@@ -219,7 +237,7 @@ def measure_receiver(scenario: Scenario, quick: bool, directory: Path,
         scenario.name, quick, upstream, str(directory), baseline_fps, out,
         f"_part{i}" if splitter else "")) for i, upstream in enumerate(upstreams)]
     try:
-        parts = _collect(procs, out, sender)
+        parts = _collect(procs, out, sender.process)
     finally:
         stop.set()
         if splitter is not None:
@@ -232,7 +250,8 @@ def measure_receiver(scenario: Scenario, quick: bool, directory: Path,
             **{key: sum(p[key] for p in parts)
                for key in ("cpu_s", "wire_bytes", "stored_bytes", "raw_bytes",
                            "forward_dropped")},
-            "rss_mb": max(p["rss_mb"] for p in parts), "liveview_ms": parts[0]["liveview_ms"]}
+            "rss_mb": max(p["rss_mb"] for p in parts), "liveview_ms": parts[0]["liveview_ms"],
+            "sender_cpu_s": sender.cpu_s}
 
 
 def _collect(procs: list[Any], out: Any, sender: Any) -> list[dict[str, Any]]:

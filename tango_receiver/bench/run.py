@@ -16,8 +16,8 @@ log = logging.getLogger(__name__)
 
 COLUMNS = ("scenario", "frames", "raw kB/frame", "wire kB/frame", "receiver f/s", "raw GB/s",
            "wire GB/s", "PULL f/s", "recv/PULL", "h5py f/s", "recv/h5py", "decode f/s",
-           "CPU us/frame",
-           "PULL CPU us/frame", "peak RSS MB", "lost", "fwd dropped", "liveview ms (median/max)")
+           "CPU us/frame", "PULL CPU us/frame", "sender CPU us/frame", "peak RSS MB", "lost",
+           "fwd dropped", "liveview ms (median/max)")
 
 
 def run_bench(quick: bool, directory: Path | None, output: Path, only: list[str]) -> list[dict]:
@@ -57,11 +57,18 @@ def _row(name: str, pull: dict, h5: dict, decode: dict, recv: dict) -> dict[str,
         # own cost, apart from the cores it shares with the sender (and a consumer)
         "CPU us/frame": recv["cpu_s"] / frames * 1e6,
         "PULL CPU us/frame": pull["cpu_s"] / max(pull["frames"], 1) * 1e6,
+        "sender CPU us/frame": recv["sender_cpu_s"] / frames * 1e6,
         "peak RSS MB": recv["rss_mb"], "lost": recv["lost"],
         "fwd dropped": recv["forward_dropped"],
-        "liveview ms (median/max)": "/".join(f"{v:.0f}" for v in recv["liveview_ms"])
-        if recv["liveview_ms"] else None,
+        "liveview ms (median/max)": _liveview(recv["liveview_ms"]),
     }
+
+
+def _liveview(result: tuple[float, float, int, int] | None) -> str | None:
+    if result is None:
+        return None
+    median, longest, answers, empty = result
+    return f"{median:.0f}/{longest:.0f} ({answers} answers, {empty} nothing yet)"
 
 
 def table(rows: list[dict[str, Any]]) -> str:

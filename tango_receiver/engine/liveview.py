@@ -18,7 +18,6 @@ from ..codecs.downsample import block_mean
 from ..messages import Channel, Image
 
 FRESH_WAIT_S = 0.03  # how long a viewer waits for the newest frame before taking the last one
-AHEAD_WAIT_S = 5.0  # ... and for the decode already running when there is no last one
 
 
 @dataclass(frozen=True)
@@ -40,12 +39,15 @@ class LiveFrame:
 
     def array(self, channel: int = 0, downsample: int = 1) -> np.ndarray:
         """The plane as numpy, block-mean binned by ``downsample`` (1 = full resolution)."""
-        plane = decode_plane(self.channels[channel])
-        factor = effective_downsample(plane.shape, downsample)
-        return block_mean(plane, factor) if factor > 1 else plane
+        return binned(decode_plane(self.channels[channel]), downsample)
 
     def arrays(self, downsample: int = 1) -> tuple[np.ndarray, ...]:
         return tuple(self.array(i, downsample) for i in range(len(self.channels)))
+
+
+def binned(plane: np.ndarray, downsample: int) -> np.ndarray:
+    factor = effective_downsample(plane.shape, downsample)
+    return block_mean(plane, factor) if factor > 1 else plane
 
 
 def effective_downsample(shape: tuple[int, ...], factor: int) -> int:
@@ -67,10 +69,10 @@ class LiveView:
     """Holds the newest image; written by the engine thread, read by any viewer thread.
 
     ``view()`` answers from the last decode at once and decodes the newest frame in the
-    background: a 16M frame takes a few hundred ms to decode, a viewer must not wait that long.
-    The first frame of each series is decoded ahead (once, at ``downsample``), so that the first
-    viewer of a series is answered at once too; beyond that, nothing is decoded while nobody
-    looks.
+    background, once for every binning asked for since the last decode: a 16M frame takes a
+    few hundred ms to decode, a viewer must not wait that long. The first frame of each series
+    is decoded ahead (once, at ``downsample``), so that the first viewer of a series is answered
+    at once too; beyond that, nothing is decoded while nobody looks.
     """
 
     def __init__(self) -> None:
@@ -81,7 +83,8 @@ class LiveView:
         self._wanted = threading.Event()
         self._refresher: threading.Thread | None = None
         self._series: str | None = None
-        self._decoding: LiveFrame | None = None  # what the background thread decodes now
+        self._in_flight: set[int] = set()  # binnings the background thread decodes now
+        self._asked: set[int] = set()  # binnings wanted from the next background decode
         self.downsample = 1
 
     def update(self, image: Image, series_id: str) -> None:
@@ -89,7 +92,7 @@ class LiveView:
         self._latest = (image, series_id)
         if series_id != self._series:
             self._series = series_id
-            self._refresh_soon()
+            self._refresh_soon(self.downsample)
 
     def latest(self) -> LiveFrame | None:
         """The newest frame, undecoded; the same object until a newer frame arrives."""
@@ -106,17 +109,20 @@ class LiveView:
         return frame
 
     def view(self, downsample: int = 1) -> tuple[LiveFrame, tuple[np.ndarray, ...]] | None:
-        """A recent frame's planes: the newest already decoded, or the newest if none is."""
+        """A recent frame's planes: the newest already decoded, or the newest if none is;
+        None when there is no frame, or while the first one is still being decoded ahead."""
         frame = self.latest()
         if frame is None:
             return None
         with self._changed:
-            if downsample not in self._views and self._decoding is frame:  # decoded ahead now
-                self._changed.wait_for(lambda: downsample in self._views
-                                       or self._decoding is not frame, AHEAD_WAIT_S)
+            if downsample not in self._views and (downsample in self._asked
+                                                  or downsample in self._in_flight):
+                # the first frame of a series, being decoded ahead: not decoded twice
+                if not self._changed.wait_for(lambda: downsample in self._views, FRESH_WAIT_S):
+                    return None  # the series' first frame, not decoded yet: nothing to show
             cached = self._views.get(downsample)
             if cached is not None and cached[0] is not frame:
-                self._refresh_soon()
+                self._refresh_soon(downsample)
                 # a small frame decodes within the wait: exact; a huge one answers stale at once
                 self._changed.wait_for(lambda: self._views[downsample][0] is frame, FRESH_WAIT_S)
                 return self._views[downsample]
@@ -130,7 +136,9 @@ class LiveView:
             self._views[downsample] = result
         return result
 
-    def _refresh_soon(self) -> None:
+    def _refresh_soon(self, downsample: int) -> None:
+        with self._changed:
+            self._asked.add(downsample)
         self._wanted.set()
         if self._refresher is None:
             self._refresher = threading.Thread(target=self._refresh, name="liveview-refresh",
@@ -143,19 +151,21 @@ class LiveView:
             started = time.monotonic()
             frame = self.latest()
             with self._changed:
-                self._decoding = frame
-                stale = [k for k in {*self._views, self.downsample}
+                stale = [k for k in self._asked
                          if k not in self._views or self._views[k][0] is not frame]
-            for downsample in stale:
-                try:
-                    result = (frame, frame.arrays(downsample))
-                except ValueError:
-                    continue  # a frame that cannot be shown: keep showing the last good one
+                self._asked.clear()
+                self._in_flight = set(stale)
+            try:
+                planes = [decode_plane(c) for c in frame.channels] if stale else []
+            except ValueError:
+                stale = []  # a frame that cannot be shown: keep showing the last good one
+            for downsample in stale:  # one decode, binned as each viewer asked
+                result = (frame, tuple(binned(p, downsample) for p in planes))
                 with self._changed:
                     self._views[downsample] = result
                     self._changed.notify_all()
             with self._changed:
-                self._decoding = None
+                self._in_flight = set()
                 self._changed.notify_all()
             # at most a quarter of a core: a 16M frame takes ~0.2 s to decode, and a viewer
             # polling fast must not take the CPU the receive path needs
