@@ -8,11 +8,10 @@ every method here is a pure function of the message it is given.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -104,8 +103,9 @@ def _drain(sock: zmq.Socket) -> list[Parts]:
 
 def wire_nbytes(parts: Parts | ModuleSet) -> int:
     """Bytes of a message as it arrived (a module set: of all its modules' messages)."""
-    return sum(wire_nbytes(p) if isinstance(p, list) else
-               0 if isinstance(p, ModuleGap) else memoryview(p).nbytes for p in parts)
+    if parts and isinstance(parts[0], (list, ModuleGap)):
+        return sum(0 if isinstance(p, ModuleGap) else wire_nbytes(p) for p in parts)
+    return sum(map(len, parts))  # zmq.Frame and bytes: len is the size in bytes
 
 
 def _position(parts: Parts) -> Position | None:
@@ -598,17 +598,25 @@ def _v1_format(encoding: str, x: Any, y: Any, type_name: str,
     return parsed, shape, dtype_of(type_name, parsed.byteorder)
 
 
-@contextlib.contextmanager
-def numbered(head: Mapping[str, Any], key: str, offset: int = 0) -> Iterator[None]:
+class numbered:  # noqa: N801 - used as ``with numbered(...)``, like a function
     """An image refused in the block is told by its place in the stream (``head[key] +
-    offset``) when its head gives one, so that ordering does not count it missing as well."""
-    try:
-        yield
-    except InvalidMessage as exc:
-        value = head.get(key)
-        if type(value) is int and value >= 0:
-            exc.msg_number = value + offset
-        raise
+    offset``) when its head gives one, so that ordering does not count it missing as well.
+    (A class: contextlib's generator form costs 1 us a frame, this 0.3.)"""
+
+    __slots__ = ("head", "key", "offset")
+
+    def __init__(self, head: Mapping[str, Any], key: str, offset: int = 0) -> None:
+        self.head, self.key, self.offset = head, key, offset
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type | None, exc: BaseException | None, trace: Any) -> bool:
+        if isinstance(exc, InvalidMessage):
+            value = self.head.get(self.key)
+            if type(value) is int and value >= 0:
+                exc.msg_number = value + self.offset
+        return False
 
 
 def json_part(parts: Parts, index: int, what: str) -> dict[str, Any]:
