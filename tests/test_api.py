@@ -93,7 +93,7 @@ def test_last_frame_is_404_with_a_reason_before_any_frame(idle_client, fmt):
     response = idle_client.get("/last_frame", params={"format": fmt} if fmt else {})
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/json"
-    assert response.json() == {"detail": "no frame received yet"}
+    assert response.json() == {"detail": "no frame to show yet"}
 
 
 def test_downsample_get_and_set(idle_receiver, idle_client):

@@ -160,7 +160,7 @@ def test_live_view_shows_new_frames_counters_and_state(browser, tmp_path, sender
         browser.call("Page.navigate", url=f"{sidecar.url}/live")
         browser.wait_for("document.querySelector('#state')?.textContent === 'idle'")
         browser.wait_for("document.querySelector('#frame-info').textContent"
-                         ".includes('no frame received yet')")
+                         ".includes('no frame to show yet')")
         assert browser.text("[data-field=frames_received]") == "0"
 
         sender.send(stins_series(synthetic_frames(3, SHAPE, "uint16", rate=20.0, seed=1),

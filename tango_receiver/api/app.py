@@ -131,7 +131,8 @@ async def set_downsample(
     responses={
         200: {"description": "the latest frame, binned by /downsample",
               "content": {media: {} for media in MEDIA_TYPES.values()}},
-        404: {"model": Problem, "description": "no frame received yet, or no such channel"},
+        404: {"model": Problem, "description": "no frame to show yet (none received, or the "
+                                                "first still being decoded), or no such channel"},
         406: {"model": Problem, "description": "Accept names no format served here"},
     },
 )
@@ -155,7 +156,7 @@ def last_frame(
                                  f"{', '.join(MEDIA_TYPES.values())} (or ?format=...)")
     view = receiver.liveview.view(receiver.downsample)
     if view is None:
-        raise HTTPException(404, "no frame received yet")
+        raise HTTPException(404, "no frame to show yet")
     frame, arrays = view
     if chosen is FrameFormat.pickle:
         return Response(pickled(frame, arrays, receiver.downsample),

@@ -108,7 +108,7 @@ async function refreshImage() {
   const response = await fetch(`last_frame?format=png&log=${$("log").checked}`,
                                {cache: "no-store"});
   if (response.status === 404) {
-    $("frame-info").textContent = "no frame received yet";
+    $("frame-info").textContent = "no frame to show yet";
     return;
   }
   if (!response.ok) throw new Error(`last_frame: HTTP ${response.status}`);
