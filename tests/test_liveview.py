@@ -63,3 +63,20 @@ def test_a_newer_frame_is_decoded_once_for_the_binnings_asked_for(monkeypatch):
     time.sleep(0.2)
     assert len(decoded) == 3  # ... once, and only at the binning asked for since
     np.testing.assert_array_equal(view.view(2)[1][0], block_mean(FRAMES[1], 2))
+
+
+def test_a_failing_decode_does_not_end_live_view(monkeypatch, caplog):
+    real = liveview.binned
+    failures = [RuntimeError("a bug")]
+
+    def binned_once_failing(plane, downsample):
+        if failures:
+            raise failures.pop()
+        return real(plane, downsample)
+
+    monkeypatch.setattr(liveview, "binned", binned_once_failing)
+    view = LiveView()
+    view.update(image(0), "series-1")  # decoded ahead: fails
+    wait_for(lambda: "decoding frame 0 of series series-1 failed" in caplog.text)
+    view.update(image(1), "series-2")  # the next series' first frame is shown
+    wait_for(lambda: (v := view.view(1)) is not None and v[0].frame == 1)

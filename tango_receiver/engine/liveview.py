@@ -7,6 +7,7 @@ difference between live view costing nothing and live view costing a core.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ import numpy as np
 from ..codecs.bslz4 import decode_chunk
 from ..codecs.downsample import block_mean
 from ..messages import Channel, Image
+
+log = logging.getLogger(__name__)
 
 FRESH_WAIT_S = 0.03  # how long a viewer waits for the newest frame before taking the last one
 
@@ -69,8 +72,8 @@ class LiveView:
     """Holds the newest image; written by the engine thread, read by any viewer thread.
 
     ``view()`` answers from the last decode at once and decodes the newest frame in the
-    background, once for every binning asked for since the last decode: a 16M frame takes a
-    few hundred ms to decode, a viewer must not wait that long. The first frame of each series
+    background, once for every binning asked for since the last decode: a 16M frame takes
+    80 ms here to decode and bin, a viewer must not wait that long. The first frame of each series
     is decoded ahead (once, at ``downsample``), so that the first viewer of a series is answered
     at once too; beyond that, nothing is decoded while nobody looks.
     """
@@ -117,7 +120,8 @@ class LiveView:
         with self._changed:
             if downsample not in self._views and (downsample in self._asked
                                                   or downsample in self._in_flight):
-                # the first frame of a series, being decoded ahead: not decoded twice
+                # nothing at this binning yet, but a decode of it is on its way (the first
+                # frame of a series, decoded ahead): not decoded twice
                 if not self._changed.wait_for(lambda: downsample in self._views, FRESH_WAIT_S):
                     return None  # the series' first frame, not decoded yet: nothing to show
             cached = self._views.get(downsample)
@@ -145,6 +149,15 @@ class LiveView:
                                                daemon=True)
             self._refresher.start()
 
+    def _decode(self, frame: LiveFrame, binnings: list[int]) -> None:
+        """One decode of the frame, binned as each viewer asked."""
+        planes = [decode_plane(c) for c in frame.channels] if binnings else []
+        for downsample in binnings:
+            result = (frame, tuple(binned(p, downsample) for p in planes))
+            with self._changed:
+                self._views[downsample] = result
+                self._changed.notify_all()
+
     def _refresh(self) -> None:
         while self._wanted.wait():
             self._wanted.clear()
@@ -156,17 +169,16 @@ class LiveView:
                 self._asked.clear()
                 self._in_flight = set(stale)
             try:
-                planes = [decode_plane(c) for c in frame.channels] if stale else []
+                self._decode(frame, stale)
             except ValueError:
-                stale = []  # a frame that cannot be shown: keep showing the last good one
-            for downsample in stale:  # one decode, binned as each viewer asked
-                result = (frame, tuple(binned(p, downsample) for p in planes))
+                pass  # a frame that cannot be shown: keep showing the last good one
+            except Exception:  # live view must outlive a bug: the next frame is tried again
+                log.exception("live view: decoding frame %d of series %s failed", frame.frame,
+                              frame.series_id)
+            finally:
                 with self._changed:
-                    self._views[downsample] = result
+                    self._in_flight = set()
                     self._changed.notify_all()
-            with self._changed:
-                self._in_flight = set()
-                self._changed.notify_all()
-            # at most a quarter of a core: a 16M frame takes ~0.2 s to decode, and a viewer
-            # polling fast must not take the CPU the receive path needs
+            # at most a quarter of a core: a 16M frame takes 80 ms to decode and bin here, and
+            # a viewer polling fast must not take the CPU the receive path needs
             time.sleep(3 * (time.monotonic() - started))
