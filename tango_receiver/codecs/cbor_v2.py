@@ -17,8 +17,7 @@ from typing import Any
 import cbor2
 import numpy as np
 
-from . import bslz4
-from . import cbor_view
+from . import bslz4, cbor_view
 from .dectris import decode_lz4_chunk, encode_lz4_chunk
 from .limits import byte_view, check_shape, dtype_of
 
