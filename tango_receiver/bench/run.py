@@ -29,7 +29,7 @@ def run_bench(quick: bool, directory: Path | None, output: Path, only: list[str]
             log.info("%s: %s, %d frames", scenario.name, scenario.title, scenario.count(quick))
             pull = measure_pull(scenario, quick)
             h5 = measure_h5(scenario, quick, where)
-            decode = measure_decode(scenario, quick)
+            decode = measure_decode(scenario, quick) if scenario.time_decoders else None
             recv = measure_receiver(scenario, quick, where, baseline_fps=frames_per_s(pull))
             rows.append(_row(scenario.name, pull, h5, decode, recv))
             log.info("%s", rows[-1])
@@ -40,7 +40,7 @@ def run_bench(quick: bool, directory: Path | None, output: Path, only: list[str]
     return rows
 
 
-def _row(name: str, pull: dict, h5: dict, decode: dict, recv: dict) -> dict[str, Any]:
+def _row(name: str, pull: dict, h5: dict, decode: dict | None, recv: dict) -> dict[str, Any]:
     frames = max(recv["frames"], 1)
     fps, pull_fps, h5_fps = frames_per_s(recv), frames_per_s(pull), frames_per_s(h5)
     return {
@@ -52,7 +52,7 @@ def _row(name: str, pull: dict, h5: dict, decode: dict, recv: dict) -> dict[str,
         "wire GB/s": recv["wire_bytes"] / recv["seconds"] / 1e9 if recv["seconds"] else 0.0,
         "PULL f/s": pull_fps, "recv/PULL": fps / pull_fps,
         "h5py f/s": h5_fps, "recv/h5py": fps / h5_fps,
-        "decode f/s": frames_per_s(decode),
+        "decode f/s": frames_per_s(decode) if decode else None,
         # what the receiver's process spends per frame, beside the bare loop's: the receiver's
         # own cost, apart from the cores it shares with the sender (and a consumer)
         "CPU us/frame": recv["cpu_s"] / frames * 1e6,

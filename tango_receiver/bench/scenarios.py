@@ -34,6 +34,7 @@ class Scenario:
     consumer_fraction: float = 0.0  # a secondary consumer reading at this fraction of the rate
     probe_liveview: bool = False  # a live-view client asking for the latest frame 5 times a second
     parts: int = 1  # scale-out: receiver processes behind `tango-receiver split`
+    time_decoders: bool = False  # the decoders alone too (where decoding is the work: 3, 4)
     config: dict[str, Any] = field(default_factory=dict)
 
     def count(self, quick: bool) -> int:
@@ -70,14 +71,16 @@ SCENARIOS: list[Scenario] = [
              photons=0.05, parts=2),
     Scenario("3-zyla-1w", "Zyla raw uint16, compressed on the way, 1 worker", "Detector", "stins",
              (2160, 2560), "uint16", frames=400, quick_frames=80, photons=100.0,
-             compression="none", nworkers=1),
+             compression="none", nworkers=1, time_decoders=True),
     Scenario("3-zyla-2w", "Zyla raw uint16, compressed on the way, 2 workers", "Detector", "stins",
              (2160, 2560), "uint16", frames=400, quick_frames=80, photons=100.0,
-             compression="none", nworkers=2),
+             compression="none", nworkers=2, time_decoders=True),
     Scenario("4-pilatus-1w", "Pilatus 2M CBF -> bitshuffle-LZ4, 1 worker", "Pilatus", "pilatus",
-             (1679, 1475), "int32", frames=1000, quick_frames=200, photons=1.0, nworkers=1),
+             (1679, 1475), "int32", frames=1000, quick_frames=200, photons=1.0, nworkers=1,
+             time_decoders=True),
     Scenario("4-pilatus-2w", "Pilatus 2M CBF -> bitshuffle-LZ4, 2 workers", "Pilatus", "pilatus",
-             (1679, 1475), "int32", frames=1000, quick_frames=200, photons=1.0, nworkers=2),
+             (1679, 1475), "int32", frames=1000, quick_frames=200, photons=1.0, nworkers=2,
+             time_decoders=True),
     Scenario("5-eiger-slow-consumer", "scenario 1 + secondary consumer at 1/10 rate", "Eiger",
              "eiger", (1065, 1030), "uint32", frames=40000, quick_frames=10000, photons=0.002,
              consumer_fraction=0.1),
