@@ -29,9 +29,9 @@ class SeriesCounters:
     frames_duplicate: int
     frames_outside: int
     frames_discarded: int
-    bytes_wire: int
-    bytes_stored: int
-    bytes_raw: int
+    bytes_wire: int  # the image messages as they arrived (CBF, packed 12-bit, every module)
+    bytes_stored: int  # the chunks written
+    bytes_raw: int  # the pixels they hold, uncompressed
 
 
 SERIES_COUNTERS = tuple(f.name for f in fields(SeriesCounters))
