@@ -58,11 +58,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from .sim.formats import series_for
+    from .sim.formats import default_port, series_for
     from .sim.sender import Sender
 
     shape = tuple(int(v) for v in args.shape.lower().split("x"))
-    with Sender(port=args.port, host=args.host, timeout_s=args.timeout) as sender:
+    port = default_port(args.format) if args.port is None else args.port
+    with Sender(port=port, host=args.host, timeout_s=args.timeout) as sender:
         log.info("simulated %s detector on %s: %d frames %s %s at %s frames/s", args.format,
                  sender.endpoint, args.frames, args.shape, args.dtype, args.rate or "max")
         for series in range(args.series):
@@ -109,7 +110,9 @@ def parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="stream simulated frames like a detector")
     sim.add_argument("format", choices=FORMATS, help="a wire format or a detector profile")
     sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=9999)
+    sim.add_argument("--port", type=int, default=None,
+                     help="default: where a receiver of this format looks (its class's port: "
+                          "eiger 9999, stream2 31001, lambda 9010 with its modules above, ...)")
     sim.add_argument("--frames", type=int, default=100)
     sim.add_argument("--series", type=int, default=1)
     sim.add_argument("--rate", type=float, default=None, help="frames/s (default: as fast as taken)")

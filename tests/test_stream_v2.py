@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import h5py
 import hdf5plugin  # noqa: F401
 import numpy as np
 
-from conftest import make_config, run_series, run_with_consumer
+from conftest import make_config, run_series, run_with_consumer, wait_series_done
 from tango_receiver.codecs import cbor_v2
+from tango_receiver.config import parse_entry
+from tango_receiver.engine.receiver import Receiver
 from tango_receiver.sim.frames import synthetic_frames
 from tango_receiver.sim.stream_v2 import capture_v2, stream_v2_series
 
@@ -89,3 +93,20 @@ def test_garbage_cbor_is_counted(tmp_path, sender):
                                 [msgs[0], *bad, *msgs[1:]])
     receiver.close()
     assert (snap.frames_written, snap.frames_invalid) == (2, 4)
+
+
+def test_simulator_and_receiver_meet_on_the_default_port(tmp_path):
+    """Neither names a port: `simulate stream2` sends where a DectrisStream2 entry looks."""
+    config = parse_entry("defaults", {"class": "DectrisStream2", "upstream": ["tcp://127.0.0.1"],
+                                      "data_port": 0, "data_host": "127.0.0.1",
+                                      "write_roots": [str(tmp_path)]})
+    target = tmp_path / "defaults.h5"
+    with Receiver(config) as receiver:
+        result = subprocess.run(
+            [sys.executable, "-m", "tango_receiver.cli", "simulate", "stream2", "--frames", "3",
+             "--shape", "16x24", "--dtype", "uint16", "--filename", str(target), "--quiet",
+             "--timeout", "20"], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        snap = wait_series_done(receiver)
+    assert snap.frames_written == 3 and snap.series_complete
+    assert "tcp://127.0.0.1:31001" in snap.upstream

@@ -36,13 +36,30 @@ SERIES: dict[str, Callable[..., Iterator[list]]] = {
 }
 #: what ``tango-receiver simulate`` takes: a wire format, or a detector profile
 FORMATS = sorted(SERIES) + sorted(PROFILES)
+#: the detector class (detectors.yaml ``class``) that receives each wire format
+READERS: dict[str, str] = {
+    "stins": "Detector", "eiger": "Eiger", "stream2": "DectrisStream2", "pilatus": "Pilatus",
+    "orca": "OrcaLightning", "lambda": "Lambda", "xspress3": "Xspress3",
+}
+
+
+def wire_format(fmt: str) -> str:
+    """A format's own name, or the format a profile streams."""
+    return PROFILES[fmt].format if fmt in PROFILES else fmt
+
+
+def default_port(fmt: str) -> int:
+    """The port a receiver of this format connects to when its entry names none, so that the
+    simulator and a receiver on defaults find each other (EIGER 9999, stream v2 31001, ...)."""
+    from ..detector import DETECTOR_CLASSES
+
+    return DETECTOR_CLASSES[READERS[wire_format(fmt)]].default_port
 
 
 def series_for(fmt: str, shape: tuple[int, ...], dtype: str, count: int, filename: str = "",
                series: int = 0) -> Iterator[list]:
     """A profile's shape and dtype replace those given."""
     if fmt in PROFILES:
-        profile = PROFILES[fmt]
-        fmt, shape, dtype = profile.format, profile.shape, profile.dtype
+        shape, dtype = PROFILES[fmt].shape, PROFILES[fmt].dtype
     frames = synthetic_frames(min(count, DISTINCT_FRAMES) or 1, shape, dtype, seed=series)
-    return SERIES[fmt](frames, filename, count, series)
+    return SERIES[wire_format(fmt)](frames, filename, count, series)

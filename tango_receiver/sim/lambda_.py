@@ -79,7 +79,7 @@ class ModuleSenders:
 def first_module_series(frames: Sequence[np.ndarray], filename: str = "",
                         count: int | None = None) -> Iterator[list[bytes]]:
     """For ``tango-receiver simulate lambda``, which has one socket: module 0's messages go out
-    through it (give it ``--port 9010``); modules 1, 2, ... are sent from here, in step, on
+    through it (port 9010 by default); modules 1, 2, ... are sent from here, in step, on
     127.0.0.1:9011, 9012, ... (the Lambda's default ports)."""
     first, *others = lambda_series(frames, filename, count=count)
     ports = [Lambda.default_port + m for m in range(1, len(others) + 1)]
