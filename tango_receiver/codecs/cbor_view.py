@@ -127,7 +127,7 @@ class _Decoder:
             return values
         self._check_count(count)
         values = [self.item(depth) for _ in range(count)]
-        if _BREAK in values:
+        if any(value is _BREAK for value in values):  # identity: values may define ==
             raise ValueError("CBOR break code inside a definite-length array")
         return values
 
