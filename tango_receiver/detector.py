@@ -20,6 +20,8 @@ import zmq
 from .codecs import bslz4, cbf, cbor_v2, dectris, mono12p
 from .codecs.limits import check_shape, dtype_name, dtype_of
 from .config import ReceiverConfig
+from .lane import AVAILABLE as LANE_BUILT
+from .lane import Candidate, LaneForm, LaneSource
 from .messages import Channel, Header, Image, InvalidMessage, Message, SeriesEnd
 from .modules import ModuleAligner, ModuleGap, ModuleSet, Position
 from .transforms import ImageTransform
@@ -228,6 +230,29 @@ class Eiger(Detector):
     default_port = 9999
     #: parts of a dheader-1.0 message per header_detail, not counting the optional appendix
     HEADER_PARTS: ClassVar[dict[str, int]] = {"all": 8, "basic": 2, "none": 1}
+
+    def open(self, ctx: zmq.Context) -> Source | LaneSource:
+        """Through the compiled lane (lane.py) where it is built and the entry allows it."""
+        source = super().open(ctx)
+        if not (LANE_BUILT and self.config.fast_lane):
+            return source
+        return LaneSource(source, self.lane_form, self.config.verify_chunks, BATCH_MESSAGES,
+                          BATCH_BYTES)
+
+    def lane_form(self, candidate: Candidate) -> LaneForm | None:
+        """The form of the frames the lane may take for an image described as ``candidate``:
+        exactly those that ``decode_v1_image`` stores as they came (bitshuffle-LZ4, little
+        endian), with the chunk header that ``bslz4_channel`` accepts for them."""
+        x, y, type_name, encoding, header = candidate
+        try:
+            parsed, shape, dtype = _v1_format(encoding, x, y, type_name)
+            if not (dectris.is_bslz4(parsed) and dtype.byteorder in "=<|"):
+                return None
+            dtype = dtype.newbyteorder("<")
+            _, n_blocks, tail = bslz4.block_table(header, shape, dtype)
+        except (ValueError, TypeError, KeyError):
+            return None
+        return LaneForm(shape, dtype_name(dtype), n_blocks, tail)
 
     def decode(self, parts: Parts) -> Message:
         head = json_part(parts, 0, "message header")

@@ -116,6 +116,45 @@ class SeriesEnd:
         return [json.dumps({"htype": "series_end", "msg_number": self.msg_number}).encode()]
 
 
+@dataclass(slots=True)
+class FrameRun:
+    """Frames ``first``, ``first + 1``, ... of one form, one bitshuffle-LZ4 channel "data" each,
+    as the compiled stream v1 lane took them (lane.py): the engine handles a run as one item
+    when it continues the series exactly, and as its images otherwise."""
+
+    first: int
+    chunks: list[Buffer]
+    wires: list[int]  # bytes each frame arrived in
+    shape: tuple[int, ...]
+    dtype: str
+    nbytes_wire: int
+    nbytes_stored: int
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    @property
+    def msg_number(self) -> int:
+        return self.first + 1
+
+    @property
+    def nbytes_held(self) -> int:
+        return self.nbytes_stored
+
+    @property
+    def nbytes_raw(self) -> int:
+        return len(self.chunks) * _nbytes(self.shape, self.dtype)
+
+    def image(self, index: int) -> Image:
+        frame = self.first + index
+        return Image(msg_number=frame + 1, frame=frame,
+                     channels=[Channel("data", self.shape, self.dtype, "bslz4", self.chunks[index])],
+                     nbytes_wire=self.wires[index])
+
+    def images(self) -> list[Image]:
+        return [self.image(i) for i in range(len(self.chunks))]
+
+
 Message = Union[Header, Image, SeriesEnd]
 
 

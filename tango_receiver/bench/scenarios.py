@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -63,6 +63,9 @@ EIGER_1M = Scenario("1-eiger-v1", "EIGER 1M stream v1, bslz4, sparse", "Eiger", 
 
 SCENARIOS: list[Scenario] = [
     EIGER_1M,
+    replace(EIGER_1M, name="1-eiger-v1-python",
+            title="scenario 1 without the compiled lane: every frame through Python",
+            config={"fast_lane": False}),
     Scenario("2-eiger2-16m", "EIGER2 16M stream v2, bslz4", "DectrisStream2", "stream2",
              (4362, 4148), "uint32", frames=600, quick_frames=200, photons=0.05,
              probe_liveview=True),

@@ -83,13 +83,21 @@ def _validate(chunk: Any, shape: Sequence[int], dtype: Any,
               walk: bool = True) -> tuple[memoryview, tuple[int, ...], np.dtype, int]:
     dims = check_shape(shape)
     dt = np.dtype(dtype)
+    view = byte_view(chunk)
+    block_elements, n_blocks, tail = block_table(view, dims, dt)
+    _check_block_table(view, n_blocks, tail, walk)
+    return view, dims, dt, block_elements
+
+
+def block_table(chunk: Any, shape: tuple[int, ...], dt: np.dtype) -> tuple[int, int, int]:
+    """(elements per block, blocks, raw tail bytes) that a chunk with this header holds for a
+    frame of ``shape`` x ``dt``: what a decoder will read, so every other check follows it."""
     if dt.kind not in "uif":
         raise ValueError(f"cannot bitshuffle dtype {dt}")
-    view = byte_view(chunk)
-    nbytes, block_bytes = chunk_header(view)
-    expected = math.prod(dims) * dt.itemsize
+    nbytes, block_bytes = chunk_header(chunk)
+    expected = math.prod(shape) * dt.itemsize
     if nbytes != expected:
-        raise ValueError(f"bitshuffle-LZ4 chunk holds {nbytes} bytes but shape {dims} of {dt} "
+        raise ValueError(f"bitshuffle-LZ4 chunk holds {nbytes} bytes but shape {shape} of {dt} "
                          f"needs {expected}")
     if block_bytes % (_BLOCKED_MULT * dt.itemsize):
         raise ValueError(f"bitshuffle-LZ4 block size {block_bytes} bytes is not a multiple of "
@@ -99,21 +107,19 @@ def _validate(chunk: Any, shape: Sequence[int], dtype: Any,
     # capping it keeps a corrupt 4 GiB block size from overflowing bitshuffle's C int.
     whole_data = -(-n_elements // _BLOCKED_MULT) * _BLOCKED_MULT
     block_elements = min(block_bytes // dt.itemsize, whole_data)
-    _check_block_table(view, n_elements, dt.itemsize, block_elements, walk)
-    return view, dims, dt, block_elements
+    full_blocks, rest = divmod(n_elements, block_elements)
+    last_block = rest - rest % _BLOCKED_MULT
+    n_blocks = full_blocks + (1 if last_block else 0)
+    tail = (n_elements % _BLOCKED_MULT) * dt.itemsize
+    return block_elements, n_blocks, tail
 
 
-def _check_block_table(view: memoryview, n_elements: int, itemsize: int,
-                       block_elements: int, walk: bool) -> None:
+def _check_block_table(view: memoryview, n_blocks: int, tail: int, walk: bool) -> None:
     """Follow the block lengths the way bitshuffle will, refusing any that runs off the end.
 
     Lengths are never negative, so a position past the end makes the next read fail: one
     check per block is enough (this loop is the receive path's most expensive line).
     """
-    full_blocks, rest = divmod(n_elements, block_elements)
-    last_block = rest - rest % _BLOCKED_MULT
-    n_blocks = full_blocks + (1 if last_block else 0)
-    tail = (n_elements % _BLOCKED_MULT) * itemsize
     end = len(view)
     pos = HEADER.size
     if walk:

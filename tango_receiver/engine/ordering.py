@@ -81,6 +81,15 @@ class Ordering:
         heapq.heappush(self._heap, (number, self._tiebreak, msg))
         return self._release()
 
+    def take_run(self, first: int, count: int) -> bool:
+        """Take ``count`` messages numbered from ``first`` at once when they are exactly what
+        comes next (nothing held, no gap): a fast-lane run in a running series. False: nothing
+        was taken, push them one by one."""
+        if not self.in_series or self.expect_gaps or self._heap or first != self._expected:
+            return False
+        self._expected += count
+        return True
+
     def reject(self, number: int) -> None:
         """A message numbered ``number`` arrived but could not be decoded (counted invalid by
         the caller): a gap over its number is not also counted missing.

@@ -25,7 +25,7 @@ import zmq
 
 from ..config import ReceiverConfig
 from ..detector import Detector, Source, detector_for, wire_nbytes
-from ..messages import Header, Image, InvalidMessage, Message, SeriesEnd
+from ..messages import FrameRun, Header, Image, InvalidMessage, Message, SeriesEnd
 from .budget import ByteBudget
 from .forwarder import DROPPED, NO_CONSUMER, SENT, Forwarder
 from .liveview import LiveView
@@ -47,6 +47,9 @@ class Rejected:
     msg_number: int | None  # where it stood in the stream, when the decoder could tell
 
 
+Item = Message | FrameRun | Rejected  # what the engine takes from a decoder
+
+
 class Receiver:
     def __init__(self, config: ReceiverConfig, detector: Detector | None = None) -> None:
         self.config = config
@@ -57,7 +60,7 @@ class Receiver:
         self.save_enabled = True
         self._ctx = zmq.Context()
         # batches of decoded messages and their size; the byte budget bounds the memory
-        self._queue: queue.SimpleQueue[tuple[list[Message | Rejected], int]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[list[Item], int]] = queue.SimpleQueue()
         self._budget = ByteBudget(config.queue_mb << 20)
         self._control: queue.SimpleQueue[
             tuple[Callable[[], None], threading.Event, list[Exception]]] = queue.SimpleQueue()
@@ -193,10 +196,10 @@ class Receiver:
             self._source = None
         self.stats.connected = False
 
-    def _next_batch(self) -> list[Message | Rejected]:
+    def _next_batch(self) -> list[Item]:
         """Decoded messages from the own socket, or from the workers' queue; [] after a tick."""
         if self._source is not None:
-            return [self._decode(parts) for parts in self._source.receive(int(TICK_S * 1000))]
+            return self._decode_all(self._source.receive(int(TICK_S * 1000)))
         try:
             batch, size = self._queue.get(timeout=TICK_S)
         except queue.Empty:
@@ -209,10 +212,10 @@ class Receiver:
         source = self.detector.open(self._ctx)
         try:
             while not self._stopping.is_set():
-                batch = [self._decode(parts) for parts in source.receive(POLL_MS)]
+                batch = self._decode_all(source.receive(POLL_MS))
                 if not batch:
                     continue
-                size = sum(m.nbytes_held for m in batch if isinstance(m, Image))
+                size = sum(m.nbytes_held for m in batch if isinstance(m, (Image, FrameRun)))
                 while not self._budget.take(size, POLL_MS / 1000):
                     if self._stopping.is_set():
                         self.stats.warn(f"stopped with the queue full: {len(batch)} messages "
@@ -222,6 +225,10 @@ class Receiver:
                     self._queue.put((batch, size))
         finally:
             source.close()
+
+    def _decode_all(self, received: list) -> list[Item]:
+        """Fast-lane runs are decoded already (lane.py); every other message is decoded here."""
+        return [item if isinstance(item, FrameRun) else self._decode(item) for item in received]
 
     def _decode(self, parts: list) -> Message | Rejected:
         try:
@@ -249,7 +256,9 @@ class Receiver:
             if batch:
                 self._last_data = time.monotonic()
             for msg in batch:
-                if isinstance(msg, Rejected):
+                if isinstance(msg, FrameRun):
+                    self._handle_safely(msg)  # ordered by the run itself
+                elif isinstance(msg, Rejected):
                     self.stats.add("frames_invalid")  # counted in order with its series
                     self.stats.warn(msg.text)
                     if msg.msg_number is not None:
@@ -298,15 +307,17 @@ class Receiver:
         self.stats.frames_duplicate = counts.duplicate - self._base.duplicate
         self.stats.frames_outside = counts.outside - self._base.outside
 
-    def _handle_safely(self, msg: Message) -> None:
+    def _handle_safely(self, msg: Message | FrameRun) -> None:
         try:
             self._handle(msg)
         except Exception as exc:  # a bug must cost one message, not the receiver
             log.exception("%s: message %s", self.config.name, msg.msg_number)
             self._fault(f"internal error on message {msg.msg_number}: {exc!r}")
 
-    def _handle(self, msg: Message) -> None:
-        if isinstance(msg, Image):
+    def _handle(self, msg: Message | FrameRun) -> None:
+        if isinstance(msg, FrameRun):
+            self._frame_run(msg)
+        elif isinstance(msg, Image):
             self._image(msg)
         elif isinstance(msg, Header):
             self._header(msg)
@@ -340,11 +351,7 @@ class Receiver:
         if self._discarding:
             stats.frames_discarded += 1
             return
-        stats.frames_received += 1
-        stats.bytes_wire += image.nbytes_wire
-        stats.bytes_stored += image.nbytes_stored
-        stats.bytes_raw += image.nbytes_raw
-        stats.last_frame_number = image.frame
+        self._received(1, image.nbytes_wire, image.nbytes_stored, image.nbytes_raw, image.frame)
         if self._writer is not None:
             try:
                 self._writer.write(image)
@@ -356,13 +363,52 @@ class Receiver:
                 self._fault(str(exc))
                 self._close_writer(complete=False)
         outcome = self._forwarder.send(image) if self._forwarder else NO_CONSUMER
-        if outcome == SENT:
-            stats.frames_forwarded += 1
-        elif outcome == DROPPED:
-            stats.forward_dropped += 1
-        else:
-            stats.forward_no_consumer += 1
+        sent = int(outcome == SENT)
+        self._forwarded(sent, 1 - sent, outcome)
         self.liveview.update(image, stats.series_id)
+
+    def _frame_run(self, run: FrameRun) -> None:
+        """A run that continues the series exactly is counted, written and forwarded as one
+        item. Any other (after a gap, the first frames of a file, an aborted series) goes
+        through as its images, by the same rules as every image."""
+        writer = self._writer
+        if (self._discarding or (writer is not None and not writer.takes(run))
+                or not self._ordering.take_run(run.first + 1, len(run))):
+            for image in run.images():
+                for ready in self._ordering.push(image):
+                    self._handle_safely(ready)
+            return
+        count = len(run)
+        self._received(count, run.nbytes_wire, run.nbytes_stored, run.nbytes_raw,
+                       run.first + count - 1)
+        if writer is not None:
+            before = writer.written
+            try:
+                writer.write_run(run)
+            except WriteFailed as exc:
+                self._fault(str(exc))
+                self._close_writer(complete=False)
+            finally:
+                self.stats.frames_written += writer.written - before
+        sent, outcome = self._forwarder.send_run(run) if self._forwarder else (0, NO_CONSUMER)
+        self._forwarded(sent, count - sent, outcome)
+        self.liveview.update(run.image(count - 1), self.stats.series_id)
+
+    def _received(self, count: int, wire: int, stored: int, raw: int, last_frame: int) -> None:
+        stats = self.stats
+        stats.frames_received += count
+        stats.bytes_wire += wire
+        stats.bytes_stored += stored
+        stats.bytes_raw += raw
+        stats.last_frame_number = last_frame
+
+    def _forwarded(self, sent: int, unsent: int, outcome: str) -> None:
+        """Count frames sent on the secondary port, and the others by why they were not."""
+        self.stats.frames_forwarded += sent
+        if outcome == DROPPED:
+            self.stats.forward_dropped += unsent
+        elif outcome == NO_CONSUMER:
+            self.stats.forward_no_consumer += unsent
 
     def _forward_control(self, msg: Header | SeriesEnd, what: str) -> None:
         if self._forwarder is None or self._forwarder.send(msg) != SENT:

@@ -1,0 +1,115 @@
+"""The stream v1 fast lane: a running series' frames taken in runs by compiled code (_v1lane.c).
+
+At 38 kB frames the Python path spends about 66 us a frame; two thirds of it is pyzmq's objects,
+JSON and h5py's call overhead, the same work again for every frame of a series. The lane does
+that in C: it receives, reads the two small JSON parts, checks the chunk against the form Python
+found sound, and hands the engine one ``FrameRun`` for many frames; the engine writes a run with
+one call. What the lane does not take (headers, ends, the first frame of a form, anything odd)
+comes back as received and goes through the Python decoder, which stays the one place that
+knows the format and words its errors. Internals.md ("The stream v1 fast lane") says what is
+checked where.
+
+``AVAILABLE`` is False where the extension was not built (``setup.py`` builds it optionally):
+the receiver then runs the Python path for every frame, as before.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import h5py
+import h5py.h5d
+import zmq.backend.cython._zmq as zmq_extension
+from h5py._objects import phil
+
+from .messages import Buffer, FrameRun
+
+if TYPE_CHECKING:
+    from .detector import Source
+
+log = logging.getLogger(__name__)
+
+try:
+    from . import _v1lane
+except ImportError as exc:  # a build without a C compiler
+    log.info("stream v1 fast lane not built (%s): every frame takes the Python path", exc)
+    _v1lane = None
+
+
+def _bind() -> bool:
+    if _v1lane is None:
+        return False
+    try:
+        _v1lane.bind(zmq_extension.__file__, h5py.h5d.__file__)
+    except ImportError as exc:
+        log.warning("stream v1 fast lane off: %s", exc)
+        return False
+    return True
+
+
+AVAILABLE = _bind()
+
+#: what a lane candidate is: the (x, y, type, encoding, chunk header) of an image message
+Candidate = tuple[int, int, str, str, bytes]
+
+
+@dataclass(frozen=True)
+class LaneForm:
+    """A form Python decoded once and found sound: what the lane's runs carry."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    n_blocks: int  # blocks in the chunk's table, for its header
+    tail: int  # raw bytes after the blocks
+
+
+class LaneSource:
+    """Receives through the lane from a plain Source's socket (same interface as a Source)."""
+
+    def __init__(self, source: Source, form_of: Callable[[Candidate], LaneForm | None],
+                 walk: bool, max_messages: int, max_bytes: int) -> None:
+        self._source = source
+        self.socket = source.socket
+        self._lane = _v1lane.Lane()
+        self._form_of = form_of
+        self._walk = walk
+        self._limits = (max_messages, max_bytes)
+        self._candidate: Candidate | None = None  # the last one looked at, sound or not
+        self._form: LaneForm | None = None
+
+    def receive(self, timeout_ms: int) -> list[list[Buffer] | FrameRun]:
+        """The messages waiting now, after up to ``timeout_ms`` for the first: runs of frames of
+        the lane's form, and every other message as its parts."""
+        form = self._form  # the lane classified the whole batch with this one
+        out: list[list[Buffer] | FrameRun] = []
+        for item in self._lane.receive(self.socket.underlying, timeout_ms, *self._limits):
+            if type(item[0]) is int:
+                first, chunks, wires, wire, stored = item
+                out.append(FrameRun(first, chunks, wires, form.shape, form.dtype, wire, stored))
+                continue
+            parts, candidate = item
+            if candidate is not None and candidate != self._candidate:
+                self._learn(candidate)
+            out.append(parts)
+        return out
+
+    def _learn(self, candidate: Candidate) -> None:
+        """A new form: the lane takes it from the next batch on when Python finds it sound."""
+        self._candidate = candidate
+        form = self._form_of(candidate)
+        if form is not None:
+            self._lane.set_form(*candidate, form.n_blocks, form.tail, self._walk)
+            self._form = form
+
+    def close(self) -> None:
+        self._source.close()
+
+
+def write_chunks(dataset: h5py.Dataset, first: int, chunks: list[Buffer]) -> tuple[int, int]:
+    """(chunks written, errno of the failure or 0): ``H5Dwrite_chunk`` of each chunk at frame
+    ``first + i``, under h5py's lock, without the GIL."""
+    with phil:
+        return _v1lane.write_chunks(dataset.id.id, dataset.ndim, first, chunks)

@@ -1,0 +1,288 @@
+"""The compiled stream v1 lane (lane.py, _v1lane.c): it takes a message only when the Python
+decoder would store the same image, and a receiver with it writes the same file as without."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import h5py
+import hdf5plugin  # noqa: F401  (reads the bitshuffle chunks back)
+import numpy as np
+import pytest
+import zmq
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import make_config, wait_series_done
+from tango_receiver import lane
+from tango_receiver.codecs.bslz4 import encode_chunk
+from tango_receiver.detector import Eiger, detector_for
+from tango_receiver.engine.receiver import Receiver
+from tango_receiver.engine.writer import SeriesWriter
+from tango_receiver.messages import FrameRun, InvalidMessage
+from tango_receiver.sim.eiger_v1 import eiger_v1_series
+from tango_receiver.sim.frames import synthetic_frames
+from tango_receiver.sim.sender import Sender
+
+pytestmark = pytest.mark.skipif(not lane.AVAILABLE, reason="the compiled lane is not built")
+
+SHAPE = (40, 30)  # y, x
+FRAMES = synthetic_frames(4, SHAPE, "uint32", rate=1.0)
+CHUNKS = [encode_chunk(f) for f in FRAMES]
+
+
+def dimage(frame: int, chunk: bytes = CHUNKS[0], head: bytes | None = None,
+           desc: bytes | None = None, extra: tuple[bytes, ...] = (b'{"htype": "dconfig-1.0"}',)
+           ) -> list[bytes]:
+    head = head if head is not None else json.dumps(
+        {"htype": "dimage-1.0", "series": 1, "frame": frame, "hash": "ab"}).encode()
+    desc = desc if desc is not None else json.dumps(
+        {"htype": "dimage_d-1.0", "shape": [SHAPE[1], SHAPE[0]], "type": "uint32",
+         "encoding": "bs32-lz4<", "size": len(chunk)}).encode()
+    return [head, desc, chunk, *extra]
+
+
+class Pair:
+    """A PUSH socket and an Eiger receiver's lane source on 127.0.0.1."""
+
+    def __init__(self, tmp_path, verify: bool = False) -> None:
+        self.ctx = zmq.Context()
+        self.push = self.ctx.socket(zmq.PUSH)
+        port = self.push.bind_to_random_port("tcp://127.0.0.1")
+        self.detector = detector_for(make_config(port, tmp_path, "Eiger", verify_chunks=verify))
+        self.source = self.detector.open(self.ctx)
+        assert isinstance(self.source, lane.LaneSource)
+
+    def exchange(self, messages: list[list[bytes]]) -> list:
+        """Send, then receive until every message came back (as parts or in runs)."""
+        for parts in messages:
+            self.push.send_multipart(parts)
+        items, count, deadline = [], 0, time.monotonic() + 10
+        while count < len(messages) and time.monotonic() < deadline:
+            for item in self.source.receive(100):
+                items.append(item)
+                count += len(item) if isinstance(item, FrameRun) else 1
+        assert count == len(messages)
+        return items
+
+    def teach(self) -> None:
+        """The first frame of a form goes through Python; the lane takes its form after it."""
+        self.exchange([dimage(0)])
+
+    def close(self) -> None:
+        self.source.close()
+        self.push.close(linger=0)
+        self.ctx.term()
+
+
+@pytest.fixture
+def pair(tmp_path):
+    p = Pair(tmp_path)
+    yield p
+    p.close()
+
+
+def check_items(detector: Eiger, sent: list[list[bytes]], items: list) -> int:
+    """Every frame the lane took equals what the Python decoder makes of the message; every
+    other message came back as sent. Returns how many the lane took."""
+    taken, position = 0, 0
+    for item in items:
+        if isinstance(item, FrameRun):
+            for i, image in enumerate(item.images()):
+                parts = sent[position + i]
+                expected = detector.decode(parts)  # raises if Python would refuse it
+                assert (image.msg_number, image.frame) == (expected.msg_number, expected.frame)
+                (got,), (want,) = image.channels, expected.channels
+                assert (got.name, got.shape, got.dtype, got.compression) == \
+                       (want.name, want.shape, want.dtype, want.compression)
+                assert bytes(got.blob) == bytes(want.blob) == parts[2]
+                assert image.nbytes_wire == sum(map(len, parts))
+            assert item.nbytes_wire == sum(item.wires)
+            assert item.nbytes_stored == sum(len(c) for c in item.chunks)
+            taken += len(item)
+            position += len(item)
+        else:
+            assert [bytes(p) for p in item] == sent[position]
+            position += 1
+    return taken
+
+
+def test_steady_frames_come_in_runs(pair):
+    pair.teach()
+    sent = [dimage(i, CHUNKS[i % 4]) for i in range(1, 41)]
+    items = pair.exchange(sent)
+    assert all(isinstance(item, FrameRun) for item in items)
+    assert check_items(pair.detector, sent, items) == 40
+
+
+def test_a_form_is_taken_only_after_python_saw_it(pair):
+    sent = [dimage(i) for i in range(3)]
+    for parts in sent:  # one at a time: the first teaches the lane, the next two are taken
+        (item,) = pair.exchange([parts])
+        assert isinstance(item, list) == (parts is sent[0])
+
+
+def _json(obj: object, **kw) -> bytes:
+    return json.dumps(obj, **kw).encode()
+
+
+HEAD = {"htype": "dimage-1.0", "series": 1, "frame": 7, "hash": "ab"}
+DESC = {"htype": "dimage_d-1.0", "shape": [SHAPE[1], SHAPE[0]], "type": "uint32",
+        "encoding": "bs32-lz4<", "size": 1}
+
+# (message, taken): what the lane takes, and everything it must leave to Python
+VARIANTS = [
+    (dimage(7, head=_json(HEAD, separators=(",", ":"))), True),
+    (dimage(7, head=b' \n{ "frame" : 7 ,\t"htype":"dimage-1.0" }\r\n'), True),
+    (dimage(7, extra=()), True),  # three parts: Python needs no more
+    (dimage(7, extra=(b"{}", b"x")), True),
+    (dimage(7, desc=_json({k: v for k, v in DESC.items() if k != "htype"})), True),
+    (dimage(7, head=_json(HEAD | {"frame": 7.0})), False),
+    (dimage(7, head=_json(HEAD | {"frame": -1})), False),
+    (dimage(7, head=_json(HEAD | {"frame": True})), False),
+    (dimage(7, head=_json(HEAD | {"frame": "7"})), False),
+    (dimage(7, head=b'{"htype": "dimage-1.0", "frame": 7, "frame": 8}'), False),
+    (dimage(7, head=b'{"htype": "dimage-1.0", "frame": 07}'), False),
+    (dimage(7, head=b'{"htype": "dimage-1.0", "frame": 7}x'), False),
+    (dimage(7, head=b'{"htype": "dimage-1.0", "frame": 7'), False),
+    (dimage(7, head=b'{"htype": "dimage\\u002d1.0", "frame": 7}'), False),  # valid, for Python
+    (dimage(7, head=_json(HEAD | {"extra": {"nested": 1}})), False),  # valid, for Python
+    (dimage(7, head=_json(HEAD | {"htype": "dimage-1.1"})), False),
+    (dimage(7, head=_json(HEAD | {"frame": 2 ** 60})), False),
+    (dimage(7, head=b'{"htype": "dimage-1.0", "frame": 7, "x": "\xc3\xa9"}'), False),
+    (dimage(7, desc=_json(DESC | {"shape": [SHAPE[1], SHAPE[0], 1]})), False),
+    (dimage(7, desc=_json(DESC | {"shape": [SHAPE[0], SHAPE[1]]})), False),
+    (dimage(7, desc=_json(DESC | {"type": "int32"})), False),
+    (dimage(7, desc=_json(DESC | {"encoding": "bs32-lz4>"})), False),
+    (dimage(7, desc=_json({k: v for k, v in DESC.items() if k != "encoding"})), False),
+    (dimage(7, desc=_json({k: v for k, v in DESC.items() if k != "type"})), False),
+    (dimage(7, chunk=CHUNKS[0][:15]), False),  # shorter than its block table
+    (dimage(7, chunk=CHUNKS[0][:11]), False),
+    (dimage(7, chunk=b"\x00" * 8 + CHUNKS[0][8:]), False),  # another uncompressed size
+    (dimage(7, chunk=encode_chunk(FRAMES[0].astype(np.uint16))), False),
+    (dimage(7)[:2], False),
+]
+
+
+@pytest.mark.parametrize("index", range(len(VARIANTS)))
+def test_the_lane_takes_exactly_what_python_stores_as_is(pair, index):
+    message, taken = VARIANTS[index]
+    pair.teach()
+    items = pair.exchange([message])
+    assert check_items(pair.detector, [message], items) == int(taken)
+    if not taken and isinstance(items[0], list):
+        try:  # left to Python, which either stores it otherwise or refuses it with a reason
+            pair.detector.decode(items[0])
+        except InvalidMessage:
+            pass
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(part=st.sampled_from([0, 1, 2]), position=st.integers(0, 400),
+       byte=st.integers(0, 255), cut=st.booleans())
+def test_a_damaged_message_is_never_taken_unless_python_takes_it(pair, part, position, byte, cut):
+    """Any one byte changed or the part cut there: if the lane still takes the frame, the Python
+    decoder must store the same image (check_items raises otherwise)."""
+    pair.teach()  # again: a damaged message may have taught the lane another sound form
+    message = dimage(7)
+    data = bytearray(message[part])
+    position %= len(data)
+    if cut:
+        del data[position:]
+    else:
+        data[position] = byte
+    message[part] = bytes(data)
+    check_items(pair.detector, [message], pair.exchange([message]))
+
+
+def test_verify_chunks_walks_every_block_in_the_lane(tmp_path):
+    p = Pair(tmp_path, verify=True)
+    try:
+        p.teach()
+        bad = bytearray(CHUNKS[0])
+        bad[12:16] = (len(bad)).to_bytes(4, "big")  # first block runs past the end
+        items = p.exchange([dimage(1), dimage(2, chunk=bytes(bad)), dimage(3)])
+        assert [isinstance(i, FrameRun) for i in items] == [True, False, True]
+        with pytest.raises(InvalidMessage, match="truncated"):
+            p.detector.decode(items[1])
+    finally:
+        p.close()
+
+
+def test_chunks_outlive_the_run_that_carried_them(pair):
+    pair.teach()
+    (run,) = pair.exchange([dimage(1, CHUNKS[1])])
+    chunk = run.chunks[0]
+    view = memoryview(chunk)
+    del run, chunk
+    assert view.readonly and bytes(view) == CHUNKS[1]
+
+
+def test_write_chunks_reports_how_far_it_got(tmp_path):
+    path = tmp_path / "chunks.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("data", shape=(3, *SHAPE), chunks=(1, *SHAPE), dtype="uint32",
+                         compression=32008, compression_opts=(0, 2))
+    with h5py.File(path, "r+") as f:
+        assert lane.write_chunks(f["data"], 0, CHUNKS[:3]) == (3, 0)
+    with h5py.File(path, "r") as f:
+        assert np.array_equal(f["data"][()], np.stack(FRAMES[:3]))
+        written, _ = lane.write_chunks(f["data"], 0, CHUNKS[:1])  # read-only: HDF5 refuses
+        assert written == 0
+
+
+# --- the whole receiver, with the lane and without --------------------------------------------
+def _series(target: str) -> list[list[bytes]]:
+    """Header, 1 frame (teaches the lane), then frames with a gap, a duplicate, an invalid
+    frame and a form change in between, then the end."""
+    frames = synthetic_frames(8, SHAPE, "uint32", rate=3.0)
+    messages = list(eiger_v1_series(frames, target, count=300))
+    images = messages[1:-1]
+    del images[150]  # a gap: frame 150 never comes
+    images.insert(100, images[99])  # frame 99 twice
+    bad = list(images[200])
+    bad[2] = bytes(bad[2])[:15]  # shorter than its block table
+    images[200] = bad  # frame ~200 truncated: refused, counted invalid
+    return [messages[0], images[0], *images[1:], messages[-1]]
+
+
+def _receive(tmp_path, lane_on: bool, messages: list[list[bytes]], monkeypatch):
+    runs = []
+    write_run = SeriesWriter.write_run
+    monkeypatch.setattr(SeriesWriter, "write_run",
+                        lambda self, run: (runs.append(len(run)), write_run(self, run))[1])
+    with Sender(timeout_s=30) as sender:
+        receiver = Receiver(make_config(sender.port, tmp_path, "Eiger", fast_lane=lane_on))
+        receiver.start()
+        sender.send(messages[:2])
+        time.sleep(0.3)  # the first frame alone: the lane knows the form for what follows
+        sender.send(messages[2:])
+        snap = wait_series_done(receiver)
+        receiver.close()
+    return snap, runs
+
+
+def test_receiver_writes_the_same_file_with_and_without_the_lane(tmp_path, monkeypatch):
+    results = {}
+    for lane_on in (True, False):
+        target = tmp_path / f"series_{lane_on}.h5"
+        messages = _series(str(target))
+        snap, runs = _receive(tmp_path, lane_on, messages, monkeypatch)
+        with h5py.File(target, "r") as f:
+            data = f["/entry/instrument/detector/data"]
+            chunks = [data.id.read_direct_chunk((i, 0, 0))[1] for i in range(data.shape[0])]
+            sequence = f["/entry/instrument/detector/sequence_number"][()].tolist()
+            complete = bool(f["/entry"].attrs["series_complete"])
+        results[lane_on] = (snap, runs, chunks, sequence, complete)
+    (fast, runs, chunks, sequence, complete), (slow, slow_runs, *python) = \
+        results[True], results[False]
+    assert sum(runs) >= 50 and not slow_runs  # runs (before the gap), only with the lane on
+    assert [chunks, sequence, complete] == python
+    assert 150 not in sequence and len(sequence) == len(set(sequence)) == 298
+    counters = ("frames_received", "frames_written", "frames_missing", "frames_invalid",
+                "frames_duplicate", "bytes_wire", "bytes_stored", "bytes_raw",
+                "last_frame_number", "forward_no_consumer")
+    assert {k: getattr(fast, k) for k in counters} == {k: getattr(slow, k) for k in counters}
+    assert (fast.frames_missing, fast.frames_invalid, fast.frames_duplicate) == (1, 1, 1)
