@@ -506,7 +506,8 @@ static PyObject *lane_receive(PyObject *obj, PyObject *args) {
         zmq_msg_close_(&b.parts[i]);
     PyMem_RawFree(b.parts);
     PyMem_RawFree(b.msgs);
-    if (out != NULL && rc < 0 && err != EINTR && err != EAGAIN) {
+    /* an error after messages were taken: they go first, and the next call meets it again */
+    if (out != NULL && rc < 0 && b.nmsgs == 0 && err != EINTR && err != EAGAIN) {
         Py_DECREF(out);
         errno = err;
         return PyErr_SetFromErrno(PyExc_OSError);
