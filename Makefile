@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 
 .PHONY: venv demo test bench clean
 
-$(VENV)/.installed: setup.cfg setup.py pyproject.toml tango_receiver/_v1lane.c
+$(VENV)/.installed: setup.cfg setup.py pyproject.toml $(wildcard tango_receiver/*.c tango_receiver/codecs/*.[ch])
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'

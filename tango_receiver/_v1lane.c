@@ -22,6 +22,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "codecs/bslz4_table.h"
+
 /* --- libzmq and libhdf5, as their stable ABIs declare them ---------------------------------- */
 typedef struct { unsigned char _[64]; } __attribute__((aligned(8))) zmq_msg;
 typedef struct { void *socket; int fd; short events; short revents; } zmq_pollitem;
@@ -265,18 +267,9 @@ static int copy_name(char *dst, text t) {
 static int chunk_sound(const Lane *lane, const unsigned char *chunk, size_t size) {
     if (size < 12 || memcmp(chunk, lane->form.header, 12) != 0)
         return 0;
-    size_t pos = 12;
-    if (lane->walk) {
-        for (long long b = 0; b < lane->n_blocks; b++) {
-            if (pos + 4 > size)
-                return 0;
-            uint32_t n = ((uint32_t)chunk[pos] << 24) | ((uint32_t)chunk[pos + 1] << 16) |
-                         ((uint32_t)chunk[pos + 2] << 8) | chunk[pos + 3];
-            pos += 4 + (size_t)n;
-        }
-    } else {
-        pos += 4 * (size_t)lane->n_blocks;
-    }
+    size_t pos = 12 + 4 * (size_t)lane->n_blocks;  /* the least the block table can take */
+    if (lane->walk && !bslz4_walk(chunk, size, lane->n_blocks, &pos))
+        return 0;
     return pos + (size_t)lane->tail <= size;
 }
 

@@ -214,3 +214,23 @@ def test_decodes_chunks_written_by_hdf5(tmp_path):
     with h5py.File(tmp_path / "f.h5") as f:
         _, chunk = f["d"].id.read_direct_chunk((0, 0, 0))
     np.testing.assert_array_equal(bslz4.decode_chunk(chunk, frame.shape, "<u2"), frame)
+
+
+@pytest.mark.skipif(bslz4.walk_blocks is bslz4.walk_blocks_py, reason="compiled walk not built")
+@settings(max_examples=300, deadline=None)
+@given(table=st.binary(max_size=200), n_blocks=st.integers(-2, 60))
+def test_compiled_block_walk_follows_the_table_as_python_does(table, n_blocks):
+    """Any bytes after a 12-byte header, any block count: the same end, or the same refusal."""
+    chunk = memoryview(b"\0" * 12 + table)
+    assert bslz4.walk_blocks(chunk, n_blocks) == bslz4.walk_blocks_py(chunk, n_blocks)
+
+
+def test_block_walk_of_a_real_frame_ends_where_the_raw_tail_starts():
+    frame = np.arange(999 * 1001, dtype=np.uint32).reshape(999, 1001) % 7
+    chunk = memoryview(bslz4.encode_chunk(frame))
+    _, n_blocks, tail = bslz4.block_table(chunk, frame.shape, frame.dtype)
+    assert tail == 7 * 4 and n_blocks == 489  # 999,999 elements, 2048 a block
+    assert bslz4.walk_blocks(chunk, n_blocks) == (len(chunk) - tail, True)
+    assert bslz4.walk_blocks(chunk[:100], n_blocks)[1] is False  # cut inside the table
+    with pytest.raises(ValueError, match="truncated"):  # cut inside the raw tail
+        bslz4.check_chunk(chunk[:-1], frame.shape, frame.dtype)

@@ -1,0 +1,28 @@
+/* The block table of a bitshuffle-LZ4 chunk (framing: bslz4.py), followed the way bitshuffle's
+ * decoder follows it. Shared by codecs/_blockwalk.c and the stream v1 lane (_v1lane.c). */
+#ifndef TANGO_RECEIVER_BSLZ4_TABLE_H
+#define TANGO_RECEIVER_BSLZ4_TABLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Follows ``n_blocks`` big-endian block lengths from byte 12 (after the chunk header). Returns 1
+ * with the position after the last block in ``*pos``, or 0 with the position of the first length
+ * that lies past the end of the chunk. Lengths are never negative: one check per block. */
+static inline int bslz4_walk(const unsigned char *chunk, size_t size, long long n_blocks,
+                             size_t *pos) {
+    size_t at = 12;
+    for (long long b = 0; b < n_blocks; b++) {
+        if (at + 4 > size) {
+            *pos = at;
+            return 0;
+        }
+        uint32_t n = ((uint32_t)chunk[at] << 24) | ((uint32_t)chunk[at + 1] << 16) |
+                     ((uint32_t)chunk[at + 2] << 8) | chunk[at + 3];
+        at += 4 + (size_t)n;
+    }
+    *pos = at;
+    return 1;
+}
+
+#endif
