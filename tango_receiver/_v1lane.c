@@ -432,20 +432,17 @@ static PyObject *slow_item(batch *b, message *m) {
                          m->form.encoding, (const char *)m->form.header, (Py_ssize_t)12);
 }
 
-/* (first frame, chunks, wire bytes of each, wire bytes, chunk bytes): frames first, first + 1, ...
- * of the lane's form; their other parts are closed. */
+/* (first frame, chunks, wire bytes of each frame): frames first, first + 1, ... of the lane's
+ * form; their other parts are closed. */
 static PyObject *run_item(batch *b, size_t start, size_t count) {
     PyObject *chunks = PyList_New((Py_ssize_t)count), *wires = PyList_New((Py_ssize_t)count);
     if (chunks == NULL || wires == NULL)
         goto fail;
-    long long wire = 0, stored = 0;
     for (size_t i = 0; i < count; i++) {
         message *m = &b->msgs[start + i];
         long long size = 0;
         for (size_t p = 0; p < m->nparts; p++)
             size += (long long)zmq_msg_size_(&b->parts[m->first + p]);
-        wire += size;
-        stored += (long long)zmq_msg_size_(&b->parts[m->first + 2]);
         PyObject *nbytes = PyLong_FromLongLong(size), *chunk = part_new(&b->parts[m->first + 2]);
         if (nbytes == NULL || chunk == NULL) {
             Py_XDECREF(nbytes);
@@ -455,7 +452,7 @@ static PyObject *run_item(batch *b, size_t start, size_t count) {
         PyList_SET_ITEM(wires, (Py_ssize_t)i, nbytes);
         PyList_SET_ITEM(chunks, (Py_ssize_t)i, chunk);
     }
-    return Py_BuildValue("(LNNLL)", b->msgs[start].frame, chunks, wires, wire, stored);
+    return Py_BuildValue("(LNN)", b->msgs[start].frame, chunks, wires);
 fail:
     Py_XDECREF(chunks);
     Py_XDECREF(wires);
@@ -514,8 +511,8 @@ static PyMethodDef lane_methods[] = {
      "from now on (Python decoded one and found it sound)."},
     {"receive", lane_receive, METH_VARARGS,
      "receive(socket_address, timeout_ms, max_messages, max_bytes) -> list of items: "
-     "(parts, candidate) for the Python decoder, or (first_frame, chunks, wire_bytes_each, "
-     "wire_bytes, chunk_bytes) for a run of frames of the lane's form."},
+     "(parts, candidate) for the Python decoder, or (first_frame, chunks, wire_bytes_each) "
+     "for a run of frames of the lane's form."},
     {NULL}};
 
 static PyTypeObject LaneType = {

@@ -72,7 +72,7 @@ class LaneSource:
     def __init__(self, source: Source, form_of: Callable[[Candidate], LaneForm | None],
                  walk: bool, max_messages: int, max_bytes: int) -> None:
         self._source = source
-        self.socket = source.socket
+        self._address = source.socket.underlying  # the libzmq socket the lane reads
         self._lane = _v1lane.Lane()
         self._form_of = form_of
         self._walk = walk
@@ -85,10 +85,9 @@ class LaneSource:
         the lane's form, and every other message as its parts."""
         form = self._form  # the lane classified the whole batch with this one
         out: list[list[Buffer] | FrameRun] = []
-        for item in self._lane.receive(self.socket.underlying, timeout_ms, *self._limits):
-            if type(item[0]) is int:
-                first, chunks, wires, wire, stored = item
-                out.append(FrameRun(first, chunks, wires, form.shape, form.dtype, wire, stored))
+        for item in self._lane.receive(self._address, timeout_ms, *self._limits):
+            if len(item) == 3:
+                out.append(FrameRun(*item, form.shape, form.dtype))
                 continue
             parts, candidate = item
             if candidate is not None and candidate != self._candidate:

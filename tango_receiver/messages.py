@@ -127,8 +127,6 @@ class FrameRun:
     wires: list[int]  # bytes each frame arrived in
     shape: tuple[int, ...]
     dtype: str
-    nbytes_wire: int
-    nbytes_stored: int
 
     def __len__(self) -> int:
         return len(self.chunks)
@@ -136,6 +134,14 @@ class FrameRun:
     @property
     def msg_number(self) -> int:
         return self.first + 1
+
+    @property
+    def nbytes_wire(self) -> int:
+        return sum(self.wires)
+
+    @property
+    def nbytes_stored(self) -> int:
+        return sum(map(len, self.chunks))  # a chunk's len is its size in bytes
 
     @property
     def nbytes_held(self) -> int:

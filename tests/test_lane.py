@@ -98,8 +98,8 @@ def check_items(detector: Eiger, sent: list[list[bytes]], items: list) -> int:
                        (want.name, want.shape, want.dtype, want.compression)
                 assert bytes(got.blob) == bytes(want.blob) == parts[2]
                 assert image.nbytes_wire == sum(map(len, parts))
-            assert item.nbytes_wire == sum(item.wires)
-            assert item.nbytes_stored == sum(len(c) for c in item.chunks)
+            taken_parts = sent[position:position + len(item)]
+            assert item.nbytes_stored == sum(len(parts[2]) for parts in taken_parts)
             taken += len(item)
             position += len(item)
         else:
