@@ -132,9 +132,8 @@ def test_fault_then_reset_and_the_next_series_is_complete(tmp_path, sender):
     assert snap.state == "idle" and snap.frames_written == 3 and snap.series_complete
 
 
-def test_a_corrupt_block_table_is_refused_by_default(tmp_path, sender):
-    """Long enough to pass the cheap check, but a block length runs past the end: walked and
-    refused without being asked (``verify_chunks`` is on unless an entry turns it off)."""
+def test_verify_chunks_refuses_a_corrupt_block_table(tmp_path, sender):
+    """Long enough to pass the cheap check, but a block length runs past the end."""
     frames = synthetic_frames(3, (64, 64), "uint32", rate=1.0)
     corrupt = bytearray(encode_chunk(frames[1]))
     corrupt[12:16] = (10**6).to_bytes(4, "big")
@@ -146,7 +145,7 @@ def test_a_corrupt_block_table_is_refused_by_default(tmp_path, sender):
         [image_head(3, (64, 64)), encode_chunk(frames[2])],
         [j({"htype": "series_end", "msg_number": 4})],
     ]
-    config = make_config(sender.port, tmp_path)
+    config = make_config(sender.port, tmp_path, verify_chunks=True)
     receiver, snap = run_series(config, sender, messages)
     receiver.close()
     assert (snap.frames_written, snap.frames_invalid, snap.frames_duplicate) == (3, 1, 0)

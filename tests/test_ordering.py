@@ -144,3 +144,20 @@ def test_refused_numbers_are_forgotten_with_their_series():
     clock.now = 1.1
     assert numbers(order.poll()) == [3]
     assert order.counts.missing == 1
+
+
+def test_a_run_is_taken_whole_only_when_it_is_exactly_what_comes_next():
+    order = Ordering(gap_timeout_s=1.0, clock=Clock())
+    assert not order.take_run(1, 5)  # no series yet: its frames must wait for a header
+    order.push(Header(0))
+    assert not order.take_run(2, 5)  # a gap before it
+    assert order.take_run(1, 5)
+    assert numbers(order.push(image(6))) == [6]  # the series goes on after the run
+    order.push(image(8))  # 7 is missing: 8 waits
+    assert not order.take_run(9, 3) and order.pending == 1
+    assert numbers(order.push(image(7))) == [7, 8]
+    assert order.take_run(9, 3)
+    assert numbers(order.push(SeriesEnd(None))) == [12]  # placed after the run's last frame
+    split = Ordering(gap_timeout_s=1.0, clock=Clock(), expect_gaps=True)
+    split.push(Header(0))
+    assert not split.take_run(1, 5)  # a part of a split stream records every number itself

@@ -1,6 +1,6 @@
-/* The block-table walk of bslz4.check_chunk in C: 536 blocks (a 4 MB frame) take about a
- * microsecond here against about 50 in Python, so every pre-compressed chunk can be walked before
- * it is stored (a length that runs past the chunk crashes a reader's HDF5 filter). */
+/* The block-table walk of bslz4.check_chunk (verify_chunks) in C: 536 blocks (a 4 MB frame) take
+ * 2.4 us here against 58 in Python. A length that runs past the chunk would crash a reader's
+ * HDF5 filter, so a receiver that does not trust its upstream walks every chunk it stores. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
