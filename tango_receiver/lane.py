@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 
 import h5py
 import h5py.h5d
-import zmq.backend.cython._zmq as zmq_extension
 from h5py._objects import phil
 
 from .messages import Buffer, FrameRun
@@ -42,7 +41,9 @@ except ImportError as exc:  # a build without a C compiler
 def _bind() -> bool:
     if _v1lane is None:
         return False
-    try:
+    try:  # pyzmq's Cython backend is the module that links libzmq (not so with its CFFI one)
+        import zmq.backend.cython._zmq as zmq_extension
+
         _v1lane.bind(zmq_extension.__file__, h5py.h5d.__file__)
     except ImportError as exc:
         log.warning("stream v1 fast lane off: %s", exc)
