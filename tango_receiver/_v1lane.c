@@ -33,6 +33,7 @@ typedef struct { void *socket; int fd; short events; short revents; } zmq_pollit
 static int (*zmq_msg_init_)(zmq_msg *);
 static int (*zmq_msg_recv_)(zmq_msg *, void *, int);
 static int (*zmq_msg_close_)(zmq_msg *);
+static int (*zmq_msg_move_)(zmq_msg *, zmq_msg *);
 static int (*zmq_msg_more_)(const zmq_msg *);
 static void *(*zmq_msg_data_)(zmq_msg *);
 static size_t (*zmq_msg_size_)(const zmq_msg *);
@@ -79,14 +80,14 @@ static PyTypeObject PartType = {
     .tp_as_sequence = &part_as_sequence,
 };
 
-/* Takes over ``msg``: it is moved, not copied, and left empty (closing it again is harmless). */
+/* Takes over ``msg`` (zmq_msg_move: no copy of the data), which is left empty: closing it again
+ * is harmless. */
 static PyObject *part_new(zmq_msg *msg) {
     Part *part = PyObject_New(Part, &PartType);
-    if (part != NULL)
-        memcpy(&part->msg, msg, sizeof(zmq_msg));
-    else
-        zmq_msg_close_(msg);
-    zmq_msg_init_(msg);
+    if (part == NULL)
+        return NULL;
+    zmq_msg_init_(&part->msg);
+    zmq_msg_move_(&part->msg, msg);
     return (PyObject *)part;
 }
 
@@ -353,11 +354,18 @@ typedef struct {
     size_t nmsgs;
 } batch;
 
+/* Messages are moved with zmq_msg_move, as libzmq asks, never by copying their bytes. */
 static int batch_grow(batch *b) {
     size_t cap = b->cap ? 2 * b->cap : 256;
-    zmq_msg *parts = PyMem_RawRealloc(b->parts, cap * sizeof(zmq_msg));
+    zmq_msg *parts = PyMem_RawMalloc(cap * sizeof(zmq_msg));
     if (parts == NULL)
         return 0;
+    for (size_t i = 0; i < b->nparts; i++) {
+        zmq_msg_init_(&parts[i]);
+        zmq_msg_move_(&parts[i], &b->parts[i]);
+        zmq_msg_close_(&b->parts[i]);
+    }
+    PyMem_RawFree(b->parts);
     b->parts = parts;
     b->cap = cap;
     return 1;
@@ -590,6 +598,7 @@ static PyObject *bind(PyObject *module, PyObject *args) {
     int ok = resolve(zmq, "zmq_msg_init", (void **)&zmq_msg_init_) &&
              resolve(zmq, "zmq_msg_recv", (void **)&zmq_msg_recv_) &&
              resolve(zmq, "zmq_msg_close", (void **)&zmq_msg_close_) &&
+             resolve(zmq, "zmq_msg_move", (void **)&zmq_msg_move_) &&
              resolve(zmq, "zmq_msg_more", (void **)&zmq_msg_more_) &&
              resolve(zmq, "zmq_msg_data", (void **)&zmq_msg_data_) &&
              resolve(zmq, "zmq_msg_size", (void **)&zmq_msg_size_) &&
