@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from tango_receiver.bench.measure import measure_decode, scenario_named
+from tango_receiver.bench.measure import bracket, frames_per_s, measure_decode, scenario_named
 from tango_receiver.bench.run import COLUMNS, run_bench
 
 
@@ -28,3 +28,11 @@ def test_decoders_alone_take_every_frame_in_each_thread():
     scenario = scenario_named("4-pilatus-2w")
     result = measure_decode(scenario, quick=True)
     assert result["frames"] == scenario.quick_frames and result["seconds"] > 0
+
+
+def test_the_bare_loop_before_and_after_the_receiver_counts_as_one_run():
+    before = {"frames": 10, "seconds": 1.0, "cpu_s": 0.5, "wire_bytes": 7, "sender_cpu_s": 0.1}
+    after = {"frames": 10, "seconds": 3.0, "cpu_s": 1.5, "wire_bytes": 7, "sender_cpu_s": 0.2}
+    both = bracket(before, after)
+    assert frames_per_s(both) == 5.0 and both["cpu_s"] == 2.0  # not the mean of 10 and 3.3
+    assert both["wire_bytes"] == 7 and both["sender_cpu_s"] == 0.1

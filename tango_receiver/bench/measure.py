@@ -98,6 +98,12 @@ def measure_pull(scenario: Scenario, quick: bool) -> dict[str, Any]:
     return result | {"sender_cpu_s": sender.cpu_s}
 
 
+def bracket(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """Two runs of the bare loop as one: frames, seconds and CPU added up, so the rate and
+    the CPU per frame are those of both runs together."""
+    return before | {key: before[key] + after[key] for key in ("frames", "seconds", "cpu_s")}
+
+
 def measure_h5(scenario: Scenario, quick: bool, directory: Path) -> dict[str, Any]:
     """A bare h5py write_direct_chunk loop of the same chunks, into the same directory."""
     chunks = scenario.chunks()

@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .measure import frames_per_s, measure_decode, measure_h5, measure_pull, measure_receiver
+from .measure import (bracket, frames_per_s, measure_decode, measure_h5, measure_pull,
+                      measure_receiver)
 from .scenarios import SCENARIOS
 
 log = logging.getLogger(__name__)
@@ -27,10 +28,13 @@ def run_bench(quick: bool, directory: Path | None, output: Path, only: list[str]
         where = Path(tmp)
         for scenario in scenarios:
             log.info("%s: %s, %d frames", scenario.name, scenario.title, scenario.count(quick))
-            pull = measure_pull(scenario, quick)
+            before = measure_pull(scenario, quick)
             h5 = measure_h5(scenario, quick, where)
             decode = measure_decode(scenario, quick) if scenario.time_decoders else None
-            recv = measure_receiver(scenario, quick, where, baseline_fps=frames_per_s(pull))
+            recv = measure_receiver(scenario, quick, where, baseline_fps=frames_per_s(before))
+            # the bare loop on both sides of the receiver: a machine that drifts during the
+            # run moves the baseline the same way, not one side of the ratio only
+            pull = bracket(before, measure_pull(scenario, quick))
             rows.append(_row(scenario.name, pull, h5, decode, recv))
             log.info("%s", rows[-1])
     output.write_text(json.dumps({"quick": quick, "directory": str(directory or "/dev/shm"),
