@@ -80,22 +80,3 @@ def test_a_failing_decode_does_not_end_live_view(monkeypatch, caplog):
     wait_for(lambda: "decoding frame 0 of series series-1 failed" in caplog.text)
     view.update(image(1), "series-2")  # the next series' first frame is shown
     wait_for(lambda: (v := view.view(1)) is not None and v[0].frame == 1)
-
-
-def test_a_viewer_waits_for_a_newer_frame_only_when_its_decode_fits_the_wait(monkeypatch):
-    real = liveview.decode_plane
-    view = LiveView()
-    view.update(image(0), "series-1")
-    wait_for(lambda: view.view(1) is not None)
-    view.update(image(1), "series-1")
-    wait_for(lambda: view.view(1)[0].frame == 1)
-
-    monkeypatch.setattr(liveview, "decode_plane", lambda c: time.sleep(0.1) or real(c))
-    view.update(image(2), "series-1")
-    wait_for(lambda: view.view(1)[0].frame == 2)  # the background decode took 0.1 s ...
-    view.update(image(0), "series-1")
-    start = time.monotonic()
-    frame, _ = view.view(1)
-    waited = time.monotonic() - start
-    assert frame.frame == 2 and waited < liveview.FRESH_WAIT_S  # ... so the last one, at once
-    wait_for(lambda: view.view(1)[0].frame == 0)  # and the newest once it is decoded

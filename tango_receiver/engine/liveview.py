@@ -88,7 +88,6 @@ class LiveView:
         self._series: str | None = None
         self._in_flight: set[int] = set()  # binnings the background thread decodes now
         self._asked: set[int] = set()  # binnings wanted from the next background decode
-        self._decode_s = 0.0  # how long the last background decode took
         self.downsample = 1
 
     def update(self, image: Image, series_id: str) -> None:
@@ -128,11 +127,8 @@ class LiveView:
             cached = self._views.get(downsample)
             if cached is not None and cached[0] is not frame:
                 self._refresh_soon(downsample)
-                # frames that decode within the wait are answered exact; when the last decode
-                # took longer (a 16M frame: 80 ms), waiting would only delay the same stale answer
-                if self._decode_s < FRESH_WAIT_S:
-                    self._changed.wait_for(lambda: self._views[downsample][0] is frame,
-                                           FRESH_WAIT_S)
+                # a small frame decodes within the wait: exact; a huge one answers stale at once
+                self._changed.wait_for(lambda: self._views[downsample][0] is frame, FRESH_WAIT_S)
                 return self._views[downsample]
         if cached is not None:
             return cached
@@ -183,8 +179,6 @@ class LiveView:
                 with self._changed:
                     self._in_flight = set()
                     self._changed.notify_all()
-                if stale:
-                    self._decode_s = time.monotonic() - started
             # at most a quarter of a core: a 16M frame takes 80 ms to decode and bin here, and
             # a viewer polling fast must not take the CPU the receive path needs
             time.sleep(3 * (time.monotonic() - started))
