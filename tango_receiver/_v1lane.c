@@ -308,13 +308,6 @@ static void classify(const Lane *lane, zmq_msg *parts, message *m) {
               chunk_sound(lane, zmq_msg_data_(blob), size);
 }
 
-static int lane_init(PyObject *obj, PyObject *args, PyObject *kwds) {
-    Lane *self = (Lane *)obj;
-    self->has_form = 0;
-    memset(&self->form, 0, sizeof(form));
-    return 0;
-}
-
 static PyObject *lane_set_form(PyObject *obj, PyObject *args) {
     Lane *self = (Lane *)obj;
     long long x, y, n_blocks, tail;
@@ -529,8 +522,7 @@ static PyTypeObject LaneType = {
     .tp_doc = "The frames of one stream v1 form, taken without Python per frame.",
     .tp_basicsize = sizeof(Lane),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_new = PyType_GenericNew,
-    .tp_init = lane_init,
+    .tp_new = PyType_GenericNew,  /* zero-filled: a new lane has no form and takes nothing */
     .tp_methods = lane_methods,
 };
 
