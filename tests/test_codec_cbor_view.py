@@ -44,8 +44,14 @@ def test_decodes_what_cbor2_encodes_as_cbor2_does(value, canonical):
     assert plain(cbor_view.loads(data, keep)) == plain(cbor2.loads(data))
 
 
+# 256 opens a string-reference namespace: cbor2 then writes a repeated string as tag 25 and an
+# index, an extension beyond RFC 8949 that is handed to the hook as the tags it is (DECTRIS
+# never sends it), not resolved, so the value would not come back as encoded
+tags = st.integers(min_value=0, max_value=2**32).filter(lambda tag: tag != 256)
+
+
 @SETTINGS
-@given(values, st.integers(min_value=0, max_value=2**32))
+@given(values, tags)
 def test_tags_reach_the_hook_and_self_describe_is_unwrapped(value, tag):
     data = cbor2.dumps(cbor2.CBORTag(55799, [cbor2.CBORTag(tag, value)]))
     decoded = cbor_view.loads(data, keep)

@@ -7,7 +7,9 @@ of the buffer it came in, so the zmq.Frame's memory goes to HDF5 and the seconda
 arrived. cbor2 still encodes (the simulators) and stays the reference the tests compare with.
 
 Only what a message off the wire needs is decoded: integers, byte and text strings (also of
-indefinite length), arrays, maps, tags, floats, true / false / null / undefined. Every
+indefinite length), arrays, maps, tags, floats, true / false / null / undefined. Every tag goes
+to the hook as it is: extensions that give tags a meaning inside the decoder (string references,
+25 and 256; shared values, 28 and 29) are not resolved, and DECTRIS does not use them. Every
 inconsistency (truncation, reserved heads, a map key that is not a scalar, nesting deeper than
 MAX_DEPTH) is a ValueError, never an IndexError or a RecursionError.
 """
