@@ -26,6 +26,7 @@ import zmq
 from ..config import ReceiverConfig
 from ..detector import Detector, Source, detector_for, wire_nbytes
 from ..messages import FrameRun, Header, Image, InvalidMessage, Message, SeriesEnd
+from . import allocator
 from .budget import ByteBudget
 from .forwarder import DROPPED, NO_CONSUMER, SENT, Forwarder
 from .liveview import LiveView
@@ -85,6 +86,7 @@ class Receiver:
         """Bind the secondary port and start the engine thread (no upstream yet)."""
         if self._engine is not None:
             return
+        allocator.keep_freed_memory()
         self._forwarder = Forwarder(self._ctx, self.config.data_host, self.config.data_port,
                                     self.config.forward_hwm)
         self.stats.secondary_port = self._forwarder.port
@@ -424,6 +426,7 @@ class Receiver:
         self._close_writer(complete)
         self._series_open = False
         self.stats.end_series(complete)
+        allocator.give_back()
 
     def _close_writer(self, complete: bool) -> None:
         if self._writer is not None:
