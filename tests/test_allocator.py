@@ -3,7 +3,6 @@ kept for the next frame, and given back to the kernel at the series' end."""
 
 from __future__ import annotations
 
-import ctypes
 import json
 import subprocess
 import sys
@@ -57,7 +56,3 @@ def test_glibc_defaults_give_a_frame_back_at_once():
     assert not result["kept"]
     assert result["after_free"] < 4
 
-
-def test_keeping_is_idempotent():
-    assert allocator.keep_freed_memory() == allocator.keep_freed_memory()
-    assert isinstance(allocator._LIBC, ctypes.CDLL)
