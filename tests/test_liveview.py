@@ -80,3 +80,23 @@ def test_a_failing_decode_does_not_end_live_view(monkeypatch, caplog):
     wait_for(lambda: "decoding frame 0 of series series-1 failed" in caplog.text)
     view.update(image(1), "series-2")  # the next series' first frame is shown
     wait_for(lambda: (v := view.view(1)) is not None and v[0].frame == 1)
+
+
+def test_a_frame_slower_to_decode_than_the_wait_is_answered_at_once_from_the_last(monkeypatch):
+    real = liveview.decode_plane
+
+    def slow(channel):
+        time.sleep(3 * liveview.FRESH_WAIT_S)  # a 16M frame, here
+        return real(channel)
+
+    monkeypatch.setattr(liveview, "decode_plane", slow)
+    view = LiveView()
+    view.update(image(0), "series-1")
+    wait_for(lambda: view.view(1) is not None)  # the slow decode ahead, timed
+    view.update(image(1), "series-1")
+    start = time.monotonic()
+    frame, planes = view.view(1)
+    assert time.monotonic() - start < liveview.FRESH_WAIT_S  # not kept waiting ...
+    assert frame.frame == 0  # ... for the decode of frame 1: shown frame 0, whole
+    np.testing.assert_array_equal(planes[0], FRAMES[0])
+    wait_for(lambda: view.view(1)[0].frame == 1)

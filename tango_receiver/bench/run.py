@@ -31,7 +31,8 @@ def run_bench(quick: bool, directory: Path | None, output: Path, only: list[str]
             before = measure_pull(scenario, quick)
             h5 = measure_h5(scenario, quick, where)
             decode = measure_decode(scenario, quick) if scenario.time_decoders else None
-            recv = measure_receiver(scenario, quick, where, baseline_fps=frames_per_s(before))
+            recv = measure_receiver(scenario, quick, where, baseline_fps=frames_per_s(before),
+                                    stored_bytes=h5["stored_bytes"])
             # the bare loop on both sides of the receiver: a machine that drifts during the
             # run moves the baseline the same way, not one side of the ratio only
             pull = bracket(before, measure_pull(scenario, quick))

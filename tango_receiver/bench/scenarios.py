@@ -32,7 +32,7 @@ class Scenario:
     compression: str = "bslz4"  # what the detector sends
     nworkers: int = 1
     consumer_fraction: float = 0.0  # a secondary consumer reading at this fraction of the rate
-    probe_liveview: bool = False  # a live-view client asking for the latest frame 5 times a second
+    probe_liveview: bool = False  # a live-view client asks for the newest frame 10 times a second
     parts: int = 1  # scale-out: receiver processes behind `tango-receiver split`
     time_decoders: bool = False  # the decoders alone too (where decoding is the work: 3, 4)
     config: dict[str, Any] = field(default_factory=dict)
@@ -67,10 +67,10 @@ SCENARIOS: list[Scenario] = [
             title="scenario 1 without the compiled lane: every frame through Python",
             config={"fast_lane": False}),
     Scenario("2-eiger2-16m", "EIGER2 16M stream v2, bslz4", "DectrisStream2", "stream2",
-             (4362, 4148), "uint32", frames=600, quick_frames=200, photons=0.05,
+             (4362, 4148), "uint32", frames=1500, quick_frames=200, photons=0.05,
              probe_liveview=True),
     Scenario("2-eiger2-16m-2proc", "scenario 2 through the splitter into 2 receiver processes",
-             "DectrisStream2", "stream2", (4362, 4148), "uint32", frames=600, quick_frames=200,
+             "DectrisStream2", "stream2", (4362, 4148), "uint32", frames=1500, quick_frames=200,
              photons=0.05, parts=2),
     Scenario("3-zyla-1w", "Zyla raw uint16, compressed on the way, 1 worker", "Detector", "stins",
              (2160, 2560), "uint16", frames=400, quick_frames=80, photons=100.0,

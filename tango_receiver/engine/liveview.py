@@ -71,9 +71,10 @@ def decode_plane(channel: Channel) -> np.ndarray:
 class LiveView:
     """Holds the newest image; written by the engine thread, read by any viewer thread.
 
-    ``view()`` answers from the last decode at once and decodes the newest frame in the
-    background, once for every binning asked for since the last decode: a 16M frame takes
-    80 ms here to decode and bin, a viewer must not wait that long. The first frame of each series
+    ``view()`` decodes the newest frame in the background, once for every binning asked for
+    since the last decode, and waits for it only while decodes take less than
+    ``FRESH_WAIT_S``: a 16M frame takes 80 ms here to decode and bin, a viewer must not wait
+    that long, and is answered at once from the last decode. The first frame of each series
     is decoded ahead (once, at ``downsample``), so that the first viewer of a series is answered
     at once too; beyond that, nothing is decoded while nobody looks.
     """
@@ -88,6 +89,7 @@ class LiveView:
         self._series: str | None = None
         self._in_flight: set[int] = set()  # binnings the background thread decodes now
         self._asked: set[int] = set()  # binnings wanted from the next background decode
+        self._decode_s = 0.0  # how long the last background decode took
         self.downsample = 1
 
     def update(self, image: Image, series_id: str) -> None:
@@ -127,8 +129,11 @@ class LiveView:
             cached = self._views.get(downsample)
             if cached is not None and cached[0] is not frame:
                 self._refresh_soon(downsample)
-                # a small frame decodes within the wait: exact; a huge one answers stale at once
-                self._changed.wait_for(lambda: self._views[downsample][0] is frame, FRESH_WAIT_S)
+                # a frame that decodes within the wait is answered exactly; one that took
+                # longer last time is answered at once with the last decoded frame
+                if self._decode_s <= FRESH_WAIT_S:
+                    self._changed.wait_for(lambda: self._views[downsample][0] is frame,
+                                           FRESH_WAIT_S)
                 return self._views[downsample]
         if cached is not None:
             return cached
@@ -178,7 +183,8 @@ class LiveView:
             finally:
                 with self._changed:
                     self._in_flight = set()
+                    self._decode_s = time.monotonic() - started
                     self._changed.notify_all()
             # at most a quarter of a core: a 16M frame takes 80 ms to decode and bin here, and
             # a viewer polling fast must not take the CPU the receive path needs
-            time.sleep(3 * (time.monotonic() - started))
+            time.sleep(3 * self._decode_s)
