@@ -5,8 +5,10 @@ no frame is lost."""
 from __future__ import annotations
 
 import json
+import logging
 
-from tango_receiver.bench.measure import bracket, frames_per_s, measure_decode, scenario_named
+from tango_receiver.bench.measure import (bracket, frames_per_s, measure_decode,
+                                          scenario_named, warm_memory)
 from tango_receiver.bench.run import COLUMNS, run_bench
 
 
@@ -36,3 +38,11 @@ def test_the_bare_loop_before_and_after_the_receiver_counts_as_one_run():
     both = bracket(before, after)
     assert frames_per_s(both) == 5.0 and both["cpu_s"] == 2.0  # not the mean of 10 and 3.3
     assert both["wire_bytes"] == 7 and both["sender_cpu_s"] == 0.1
+
+
+def test_a_warm_up_that_cannot_write_says_so_and_lets_the_bench_go_on(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        warm_memory(1 << 20, tmp_path / "absent")
+    assert f"memory not warmed in {tmp_path / 'absent'}" in caplog.text
+    warm_memory(1 << 20, tmp_path)  # and where it can, it leaves nothing behind
+    assert list(tmp_path.iterdir()) == []

@@ -5,6 +5,7 @@ compete for the two cores exactly as a detector's receiver does.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import statistics
 import tempfile
@@ -20,6 +21,8 @@ import zmq
 
 from ..sim.consumer import drain
 from .scenarios import SCENARIOS, Scenario
+
+log = logging.getLogger(__name__)
 
 CTX = mp.get_context("spawn")
 TIMEOUT_S = 300
@@ -39,19 +42,23 @@ def peak_rss_mb() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def warm_memory(nbytes: int) -> None:
-    """Write ``nbytes`` into a tmpfs file and free it, just before a writer starts.
+def warm_memory(nbytes: int, directory: Path) -> None:
+    """Write ``nbytes`` into a file in ``directory`` and free it, just before a writer starts.
 
     A virtual machine whose balloon reports free pages to the host (Firecracker's, where this
     suite was written) hands them back; the first touch of such a page costs a fault in the
     host, and a tmpfs file written into them grows at about 330 MB/s instead of 3.4 GB/s. How
     many of those pages a writer meets depends on what ran in the seconds before it. Writing
     the series' size first gives the bare h5py loop and the receiver the same start. A file,
-    not an array: the pages do not count in the writer's peak RSS."""
+    not an array: the pages do not count in the writer's peak RSS. Best effort: a directory
+    too small for it is the writer's to report."""
     block = np.ones(WARM_BLOCK, np.uint8)
-    with tempfile.TemporaryFile(dir="/dev/shm") as f:
-        for _ in range(0, nbytes, WARM_BLOCK):
-            f.write(block)
+    try:
+        with tempfile.TemporaryFile(dir=directory) as f:
+            for _ in range(0, nbytes, WARM_BLOCK):
+                f.write(block)
+    except OSError as exc:
+        log.warning("bench: memory not warmed in %s: %s", directory, exc)
 
 
 # --- the detector --------------------------------------------------------------------------
@@ -128,7 +135,7 @@ def measure_h5(scenario: Scenario, quick: bool, directory: Path) -> dict[str, An
     count = scenario.count(quick)
     nbytes = sum(len(chunks[i % len(chunks)]) for i in range(count))
     path = directory / f"baseline_{scenario.name}.h5"
-    warm_memory(nbytes)
+    warm_memory(nbytes, directory)
     start = time.perf_counter()
     with h5py.File(path, "w", libver="latest") as f:
         ds = f.create_dataset("data", shape=(count, *scenario.shape), chunks=(1, *scenario.shape),
@@ -181,7 +188,7 @@ def _receive(name: str, quick: bool, port: int, directory: str, baseline_fps: fl
 
     scenario = scenario_named(name)
     receiver = Receiver(_config(scenario, port, directory, file_suffix))
-    warm_memory(warm_bytes)
+    warm_memory(warm_bytes, Path(directory))
     receiver.open()
     consumer, stop = None, CTX.Event()
     if scenario.consumer_fraction:
