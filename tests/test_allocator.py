@@ -13,8 +13,8 @@ from tango_receiver.engine import allocator
 
 pytestmark = pytest.mark.skipif(allocator._LIBC is None, reason="the C library is not glibc")
 
-# A 24 MB block (an 11 MB Zyla frame and its compressed copy are this order) is allocated,
-# touched and freed; RSS is read after the free and after give_back().
+# 24 MB blocks (an 11 MB Zyla frame and its compressed copy are this order) are allocated,
+# touched and freed; RSS is read after the free, after bound_kept() and after give_back().
 PROBE = """
 import ctypes, json, sys
 from tango_receiver.engine import allocator
@@ -27,18 +27,23 @@ kept = allocator.keep_freed_memory() if sys.argv[1] == "keep" else False
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
 start = rss_mb()
-block = libc.malloc(24 << 20)
-ctypes.memset(block, 1, 24 << 20)
-libc.free(ctypes.c_void_p(block))
+blocks = [libc.malloc(24 << 20) for _ in range(int(sys.argv[2]))]
+for block in blocks:
+    ctypes.memset(block, 1, 24 << 20)
+for block in blocks:
+    libc.free(ctypes.c_void_p(block))
 freed = rss_mb()
+allocator.bound_kept()
+bounded = rss_mb()
 allocator.give_back()
-print(json.dumps({"kept": kept, "after_free": freed - start, "after_give_back": rss_mb() - start}))
+print(json.dumps({"kept": kept, "after_free": freed - start, "after_bound": bounded - start,
+                  "after_give_back": rss_mb() - start}))
 """
 
 
-def probe(mode: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True,
-                         timeout=60, check=True).stdout
+def probe(mode: str, blocks: int = 1) -> dict:
+    out = subprocess.run([sys.executable, "-c", PROBE, mode, str(blocks)], capture_output=True,
+                         text=True, timeout=60, check=True).stdout
     return json.loads(out)
 
 
@@ -46,7 +51,15 @@ def test_a_freed_frame_stays_in_the_process_until_the_series_ends():
     result = probe("keep")
     assert result["kept"]
     assert result["after_free"] > 20  # kept: the next frame reuses these pages
+    assert result["after_bound"] > 20  # well under the limit: still kept
     assert result["after_give_back"] < 4  # the series' end returned them
+
+
+def test_more_free_memory_than_the_limit_goes_back_before_the_series_ends():
+    blocks = allocator.KEEP_LIMIT // (24 << 20) + 2
+    result = probe("keep", blocks)
+    assert result["after_free"] > 24 * blocks - 4
+    assert result["after_bound"] < 4
 
 
 def test_glibc_defaults_give_a_frame_back_at_once():

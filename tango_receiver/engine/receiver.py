@@ -295,6 +295,7 @@ class Receiver:
             log.warning(text)
             self.stats.warn(text)
         self._sync_counts()
+        allocator.bound_kept()
         if self._forwarder is not None:
             self._forwarder.watch()
             self.stats.consumers = self._forwarder.consumers
