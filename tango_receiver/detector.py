@@ -35,6 +35,7 @@ BATCH_MESSAGES = 64  # messages a worker takes from its socket in one go ...
 BATCH_BYTES = 8 << 20  # ... or this many bytes, whichever comes first
 RCVHWM = 64  # messages a worker's socket buffers at most: beyond, the detector's PUSH waits
 SOCKET_BYTES = 256 << 20  # what the upstream sockets of one receiver may buffer, all together
+FORWARD_BYTES = 128 << 20  # what the secondary port may queue for a slow consumer
 
 
 class Source:
@@ -146,12 +147,22 @@ class Detector:
 
     def rcvhwm(self) -> int:
         """Messages one socket may buffer: many small frames (they are taken in batches, and
-        64 beat 4 by 40% at 38 kB frames), few big ones (memory), when the entry says how big
-        (``shape``, ``dtype``: the raw size bounds what arrives)."""
+        64 beat 4 by 40% at 38 kB frames), few big ones (memory)."""
+        return min(RCVHWM, self._frames_in(SOCKET_BYTES // self.config.nworkers) or RCVHWM)
+
+    def forward_hwm(self) -> int:
+        """Messages the secondary port queues for a consumer: the entry's ``forward_hwm``, fewer
+        when frames are big (256 Zyla frames would be 2.8 GB held for a slow consumer)."""
+        limit = self.config.forward_hwm
+        return min(limit, self._frames_in(FORWARD_BYTES) or limit)
+
+    def _frames_in(self, nbytes: int) -> int | None:
+        """How many frames (at least 2) fit in ``nbytes``, when the entry says how big they are
+        (``shape``, ``dtype``: the raw size bounds what arrives and what is forwarded)."""
         if not (self.config.shape and self.config.dtype):
-            return RCVHWM
+            return None
         frame = int(np.prod(self.config.shape)) * np.dtype(self.config.dtype).itemsize
-        return max(2, min(RCVHWM, SOCKET_BYTES // self.config.nworkers // max(frame, 1)))
+        return max(2, nbytes // max(frame, 1))
 
     # --- decoding ------------------------------------------------------------------------
     def decode(self, parts: Parts) -> Message:

@@ -14,8 +14,10 @@ import hdf5plugin  # noqa: F401
 import numpy as np
 import pytest
 import yaml
+import zmq
 
 from conftest import Consumer, make_config, wait_for, wait_series_done
+from tango_receiver import detector as detector_module
 from tango_receiver.engine.receiver import Receiver
 from tango_receiver.sim.frames import synthetic_frames
 from tango_receiver.sim.stins import stins_series
@@ -176,6 +178,34 @@ def test_consumer_that_comes_and_goes_never_slows_writing(tmp_path, sender):
     assert snap.forward_no_consumer > 0  # between two connections nobody was there
     assert 0 < len(got) <= snap.frames_forwarded
     assert elapsed < count / rate + 2.0  # writing kept pace with the detector throughout
+
+
+def test_a_stalled_consumer_holds_big_frames_up_to_the_forward_bytes_only(tmp_path, sender,
+                                                                          monkeypatch):
+    monkeypatch.setattr(detector_module, "FORWARD_BYTES", 16 << 20)
+    shape, count = (1024, 1024), 40  # 4 MB raw, sent raw and forwarded raw
+    frames = synthetic_frames(2, shape, "uint32", rate=1.0)
+    receiver = Receiver(make_config(sender.port, tmp_path, shape=list(shape), dtype="uint32"))
+    assert receiver.detector.forward_hwm() == 4  # 16 MB of 4 MB frames, not the entry's 256
+    receiver.open()
+    ctx = zmq.Context()
+    stalled = ctx.socket(zmq.PULL)  # connected, never reads
+    stalled.setsockopt(zmq.RCVHWM, 1)
+    stalled.connect(f"tcp://127.0.0.1:{receiver.secondary_port}")
+    wait_for(lambda: receiver.snapshot().consumers == 1, what="the consumer to connect")
+    receiver.start()
+    try:
+        sender.send(stins_series(frames, str(tmp_path / "stalled.h5"), compression="none",
+                                 count=count))
+        snap = wait_series_done(receiver)
+    finally:
+        receiver.close()
+        stalled.close(linger=0)
+        ctx.term()
+    assert snap.frames_written == count and snap.series_complete
+    # the socket's 4, one on its way, and what the loopback's buffers hold (a few MB each side)
+    assert snap.frames_forwarded <= 4 + 8
+    assert snap.forward_dropped == count - snap.frames_forwarded
 
 
 def test_silent_upstream_is_reported_and_the_next_series_taken(tmp_path, sender):

@@ -88,7 +88,7 @@ class Receiver:
             return
         allocator.keep_freed_memory()
         self._forwarder = Forwarder(self._ctx, self.config.data_host, self.config.data_port,
-                                    self.config.forward_hwm)
+                                    self.detector.forward_hwm())
         self.stats.secondary_port = self._forwarder.port
         self._engine = threading.Thread(target=self._run_engine, name=f"{self.config.name}-engine",
                                         daemon=True)
