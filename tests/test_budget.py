@@ -26,3 +26,11 @@ def test_a_batch_larger_than_the_budget_passes_alone():
     assert not budget.take(1, 0.01)
     budget.give(500)
     assert budget.take(1, 0.01)
+
+
+def test_a_needed_batch_and_a_batch_without_frames_pass_a_spent_budget():
+    budget = ByteBudget(100)
+    assert budget.take(90, 0.01)
+    assert not budget.take(50, 0.05)
+    assert budget.take(0, 0.01)  # a header: no frame, no cost
+    assert budget.take(50, 0.01, needed=lambda: True)  # the ordering waits for a frame in it

@@ -161,3 +161,48 @@ def test_a_run_is_taken_whole_only_when_it_is_exactly_what_comes_next():
     split = Ordering(gap_timeout_s=1.0, clock=Clock(), expect_gaps=True)
     split.push(Header(0))
     assert not split.take_run(1, 5)  # a part of a split stream records every number itself
+
+
+def test_held_bytes_count_every_image_held_until_it_leaves():
+    """The receiver's byte budget counts what the ordering holds (engine/budget.py): each way out
+    (released, dropped after the end, expired before a header, flushed) gives its bytes back."""
+    clock = Clock()
+    order = Ordering(gap_timeout_s=1.0, clock=clock)
+    order.push(image(5))  # before any header
+    assert order.held_bytes == 1 and order.waits_for is None
+    order.push(Header(0))  # claims it: held now for 1..4
+    order.push(image(3))
+    assert order.held_bytes == 2 and order.waits_for == 1
+    assert numbers(order.push(image(1))) == [1]
+    assert order.held_bytes == 2 and order.waits_for == 2
+    assert numbers(order.push(image(2))) == [2, 3]
+    assert order.held_bytes == 1 and order.waits_for == 4
+    order.push(image(7))
+    assert numbers(order.push(SeriesEnd(6))) == []
+    clock.now = END_GRACE_S + 0.01
+    assert numbers(order.poll()) == [5, 6]  # 4 missing; 7 is after the end
+    assert order.held_bytes == 0 and order.waits_for is None
+    order.push(image(12))  # a stray: no header claims it
+    clock.now += 1.1
+    order.poll()
+    assert order.held_bytes == 0
+    order.push(Header(20))
+    order.push(image(23))
+    assert order.held_bytes == 1
+    assert numbers(order.flush()) == [23]
+    assert order.held_bytes == 0
+
+
+def test_patience_is_the_gap_timeout_and_the_short_grace_once_the_end_came():
+    """What the receiver's byte budget looks at to let every batch through (receiver._needed)
+    and ``poll`` to give a gap up: the same clock."""
+    clock = Clock()
+    order = Ordering(gap_timeout_s=2.0, clock=clock)
+    order.push(Header(0))
+    assert order.patience_used() == 0  # nothing held
+    order.push(image(2))
+    clock.now = 1.0
+    assert order.patience_used() == 0.5 and order.poll() == []
+    order.push(SeriesEnd(3))  # stragglers now get END_GRACE_S, counted from the same start
+    assert order.patience_used() == 1.0 / END_GRACE_S
+    assert numbers(order.poll()) == [2, 3] and order.patience_used() == 0

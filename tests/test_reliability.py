@@ -18,8 +18,11 @@ import zmq
 
 from conftest import Consumer, make_config, wait_for, wait_series_done
 from tango_receiver import detector as detector_module
+from tango_receiver.detector import Detector
 from tango_receiver.engine.receiver import Receiver
+from tango_receiver.messages import Channel, Header, Image
 from tango_receiver.sim.frames import synthetic_frames
+from tango_receiver.sim.sender import Sender
 from tango_receiver.sim.stins import stins_series
 
 
@@ -252,3 +255,97 @@ def test_a_failing_command_reaches_its_caller_and_the_engine_goes_on(tmp_path, s
     finally:
         receiver.close()
     assert snap.frames_written == 3 and snap.series_complete
+
+
+class SlowOnOneFrame(Detector):
+    """The general case, but frame ``slow`` takes its worker until ``release`` is set: a
+    worker held up (a pathological frame, a page-fault storm) while the other goes on."""
+
+    def __init__(self, config, slow: int) -> None:
+        super().__init__(config)
+        self.slow, self.release, self.decoded = slow, threading.Event(), []
+
+    def decode(self, parts):
+        message = super().decode(parts)
+        if isinstance(message, Image):
+            if message.frame == self.slow:
+                self.release.wait(30)
+            self.decoded.append(message.frame)
+        return message
+
+
+def _assert_written_in_order(snap, path: Path, frames: list[np.ndarray], count: int) -> None:
+    assert snap.frames_written == count and snap.series_complete
+    assert snap.frames_missing == snap.frames_duplicate == snap.frames_invalid == 0
+    with h5py.File(path, "r") as f:
+        data = f["/entry/data/data"]
+        for i in range(count):
+            assert np.array_equal(data[i], frames[i % len(frames)]), i
+
+
+def test_frames_waiting_for_a_slow_worker_count_in_the_queue_budget(tmp_path, sender):
+    """Frames the ordering holds for a slower worker's frame are bounded by ``queue_mb``: the
+    other worker stops decoding, and once the slow frame comes, every frame is written."""
+    frames, count = noise(8, shape=(256, 256)), 120  # 256 kB raw, about 512 kB held each
+    target = tmp_path / "slow.h5"
+    config = make_config(sender.port, tmp_path, nworkers=2, queue_mb=1, gap_timeout_s=30)
+    detector = SlowOnOneFrame(config, slow=1)
+    receiver = Receiver(config, detector)
+    receiver.start()
+    try:
+        sender.send(stins_series(frames, str(target), compression="none", count=count),
+                    rate=300)
+        time.sleep(0.5)
+        # the budget's 1 MB, the batch in the other worker's hands, the slow frame itself
+        assert len(detector.decoded) <= 10, detector.decoded
+        detector.release.set()
+        snap = wait_series_done(receiver)
+    finally:
+        detector.release.set()
+        receiver.close()
+    _assert_written_in_order(snap, target, frames, count)
+
+
+def test_a_frame_behind_a_waiting_batch_still_comes_through(tmp_path, sender):
+    """Two upstream endpoints interleave in each worker's socket: the frame the ordering waits
+    for may sit behind a batch that waits for room. Every batch passes once the frames held
+    have used a quarter of the 6 s gap timeout, and the frame is written: were the batch held
+    until the gap timeout, the frame would be counted missing."""
+    frames, count = noise(8, shape=(256, 256)), 120
+    target = tmp_path / "late.h5"
+    messages = list(stins_series(frames, str(target), compression="none", count=count))
+    late = messages.pop(2)  # frame 1
+    with Sender(timeout_s=60) as second:
+        config = make_config(sender.port, tmp_path, nworkers=2, queue_mb=1, gap_timeout_s=6,
+                             upstream=[sender.endpoint, second.endpoint])
+        receiver = Receiver(config)
+        receiver.start()
+        try:
+            sender.send(messages[:-1])
+            wait_for(lambda: receiver.snapshot().frames_received == 1, what="frame 0")
+            time.sleep(0.5)  # the workers take what they can, then wait
+            second.send([late])
+            wait_for(lambda: receiver.snapshot().frames_received == count, timeout=5.5,
+                     what="every frame, before the gap timeout")
+            sender.send(messages[-1:])  # the end after the frames: no grace cuts them short
+            snap = wait_series_done(receiver)
+        finally:
+            receiver.close()
+    _assert_written_in_order(snap, target, frames, count)
+
+
+def test_a_batch_passes_a_spent_budget_when_the_ordering_needs_it(tmp_path):
+    """The rule alone, on a receiver not started: the batch that holds the awaited frame, and
+    any batch once the frames held have used a quarter of their wait."""
+    receiver = Receiver(make_config(1, tmp_path, nworkers=2, gap_timeout_s=2))
+    try:
+        order = receiver._ordering
+        assert not receiver._needed(1)  # nothing held: the budget rules
+        order.push(Header(0))
+        order.push(Image(3, 2, [Channel("data", (1,), "uint8", "none", b"x")]))  # waits for 1
+        assert receiver._needed(1) and not receiver._needed(4)
+        start = time.monotonic()
+        order.clock = lambda: start + 0.51
+        assert receiver._needed(4)
+    finally:
+        receiver.close()

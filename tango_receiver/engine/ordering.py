@@ -6,6 +6,8 @@ gap is counted as missing and the series moves on. Duplicates, and frames that b
 series, are counted and dropped, so nothing is ever written twice.
 
 Pure logic with an injectable clock: no threads, no sockets, so the rules are tested directly.
+It counts the bytes of the frames it holds, so that the receiver's byte budget bounds them too:
+frames waiting here for a slow worker's frame are memory like any other.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..messages import Header, Message, SeriesEnd
+from ..messages import Header, Image, Message, SeriesEnd
 
 #: After a series_end has arrived, stragglers from other workers get at most this long.
 END_GRACE_S = 0.25
@@ -39,6 +41,8 @@ class Ordering:
     clock: Callable[[], float] = time.monotonic
     counts: OrderingCounts = field(default_factory=OrderingCounts)
     in_series: bool = False
+    #: bytes of the images held (waiting for a predecessor, or for their series' header)
+    held_bytes: int = 0
     _expected: int = 0
     _end_number: int | None = None
     _heap: list[tuple[int, int, Message]] = field(default_factory=list)
@@ -53,12 +57,27 @@ class Ordering:
     def pending(self) -> int:
         return len(self._heap) + len(self._early)
 
+    @property
+    def waits_for(self) -> int | None:
+        """The number that frames held here wait for; None when nothing waits."""
+        return self._expected if self.in_series and self._heap else None
+
+    def patience_used(self) -> float:
+        """The share the head of the line has used of its wait (the gap timeout, or the
+        grace once the series' end has arrived); at 1 its gap is given up. 0: nothing waits."""
+        since = self._blocked_since
+        if since is None or self.waits_for is None:
+            return 0.0
+        grace = END_GRACE_S if self._end_seen_at is not None else self.gap_timeout_s
+        return (self.clock() - since) / min(grace, self.gap_timeout_s)
+
     def push(self, msg: Message) -> list[Message]:
         """Take one message; return those now ready, in order."""
         if isinstance(msg, Header):
             return self._start(msg)
         if not self.in_series:
             self._early.append((self.clock(), msg))  # may precede its header across workers
+            self.held_bytes += _held(msg)
             return []
         number = msg.msg_number
         if isinstance(msg, SeriesEnd):
@@ -79,6 +98,7 @@ class Ordering:
         self._numbers.add(number)
         self._tiebreak += 1
         heapq.heappush(self._heap, (number, self._tiebreak, msg))
+        self.held_bytes += _held(msg)
         return self._release()
 
     def take_run(self, first: int, count: int) -> bool:
@@ -103,14 +123,11 @@ class Ordering:
         """Give up on gaps that waited too long; drop early messages no header claimed."""
         now = self.clock()
         if self._early and now - self._early[0][0] > self.gap_timeout_s:
-            keep = [(t, m) for t, m in self._early if now - t <= self.gap_timeout_s]
-            self.counts.outside += len(self._early) - len(keep)
-            self._early = keep
-        if not (self.in_series and self._heap and self._blocked_since is not None):
-            return []
-        waited = now - self._blocked_since
-        grace = END_GRACE_S if self._end_seen_at is not None else self.gap_timeout_s
-        if waited < min(grace, self.gap_timeout_s):
+            gone = [m for t, m in self._early if now - t > self.gap_timeout_s]
+            self._early = [(t, m) for t, m in self._early if now - t <= self.gap_timeout_s]
+            self.counts.outside += len(gone)
+            self.held_bytes -= sum(map(_held, gone))
+        if self.patience_used() < 1:
             return []
         self._skip_to(self._heap[0][0])
         return self._release()
@@ -131,6 +148,7 @@ class Ordering:
         self._heap, self._numbers, self._rejected = [], set(), set()
         self._blocked_since = self._end_seen_at = None
         early, self._early = self._early, []
+        self.held_bytes -= sum(_held(m) for _, m in early)  # pushed again below
         out.append(header)
         for _, msg in early:
             if msg.msg_number is not None and msg.msg_number <= header.msg_number:
@@ -163,6 +181,7 @@ class Ordering:
         out: list[Message] = []
         while self._heap and self._heap[0][0] == self._expected:
             number, _, msg = heapq.heappop(self._heap)
+            self.held_bytes -= _held(msg)
             self._numbers.discard(number)
             self._expected += 1
             out.append(msg)
@@ -178,5 +197,10 @@ class Ordering:
     def _end_series(self) -> None:
         self.in_series = False
         self.counts.outside += len(self._heap)  # numbered after the end: not of this series
+        self.held_bytes -= sum(_held(m) for _, _, m in self._heap)
         self._heap, self._numbers, self._rejected = [], set(), set()
         self._blocked_since = self._end_seen_at = None
+
+
+def _held(msg: Message) -> int:
+    return msg.nbytes_held if isinstance(msg, Image) else 0

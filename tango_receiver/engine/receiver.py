@@ -14,6 +14,7 @@ write path; only the secondary port drops, and counts it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 TICK_S = 0.1  # how often gaps, rates and the flush interval are looked at
 POLL_MS = 100  # how long a worker waits on its socket before looking at the stop flag
+PATIENCE_SHARE = 0.25  # of a gap's wait, after which every batch passes a spent budget
 
 
 @dataclass(frozen=True)
@@ -198,16 +200,22 @@ class Receiver:
             self._source = None
         self.stats.connected = False
 
-    def _next_batch(self) -> list[Item]:
-        """Decoded messages from the own socket, or from the workers' queue; [] after a tick."""
+    def _next_batch(self) -> tuple[list[Item], int]:
+        """Decoded messages from the own socket, or from the workers' queue ([] after a tick),
+        and the bytes the workers took from the budget for them."""
         if self._source is not None:
-            return self._decode_all(self._source.receive(int(TICK_S * 1000)))
+            return self._decode_all(self._source.receive(int(TICK_S * 1000))), 0
         try:
-            batch, size = self._queue.get(timeout=TICK_S)
+            return self._queue.get(timeout=TICK_S)
         except queue.Empty:
-            return []
-        self._budget.give(size)  # freed when taken: memory is queue_mb plus the batch in hand
-        return batch
+            return [], 0
+
+    def _settle(self, taken: int, held_before: int) -> None:
+        """Give back the budget of what left the engine's hands; frames that now wait in the
+        ordering stay counted, so they are bounded by queue_mb too (beyond it only by the
+        batches the ordering needs, see ``_needed``)."""
+        if not self._inline:  # one decoder: in order by itself, no budget
+            self._budget.give(taken + held_before - self._ordering.held_bytes)
 
     # --- decoder workers -----------------------------------------------------------------
     def _run_worker(self) -> None:
@@ -217,8 +225,11 @@ class Receiver:
                 batch = self._decode_all(source.receive(POLL_MS))
                 if not batch:
                     continue
-                size = sum(m.nbytes_held for m in batch if isinstance(m, (Image, FrameRun)))
-                while not self._budget.take(size, POLL_MS / 1000):
+                frames = [m for m in batch if isinstance(m, (Image, FrameRun))]
+                size = sum(m.nbytes_held for m in frames)
+                needed = functools.partial(self._needed, min((m.msg_number for m in frames),
+                                                             default=0))
+                while not self._budget.take(size, POLL_MS / 1000, needed):
                     if self._stopping.is_set():
                         self.stats.warn(f"stopped with the queue full: {len(batch)} messages "
                                         f"not taken")
@@ -227,6 +238,18 @@ class Receiver:
                     self._queue.put((batch, size))
         finally:
             source.close()
+
+    def _needed(self, head: int) -> bool:
+        """Whether a batch whose lowest number is ``head`` must pass a spent budget: the
+        frames held in the ordering wait for a number in it, or they have used a quarter of
+        their wait (the gap timeout, or the grace after the series' end). Then the number may
+        sit behind this batch in its socket (with several upstream endpoints a worker's socket
+        interleaves them), and holding the batch until the wait is over would lose that
+        frame. So a frame that a worker is slow to decode holds at most ``queue_mb`` behind
+        it for that long, and then what comes until the gap timeout, as without a budget."""
+        waits_for = self._ordering.waits_for
+        return waits_for is not None and (
+            head <= waits_for or self._ordering.patience_used() > PATIENCE_SHARE)
 
     def _decode_all(self, received: list) -> list[Item]:
         """Fast-lane runs are decoded already (lane.py); every other message is decoded here."""
@@ -252,9 +275,10 @@ class Receiver:
     def _run_engine(self) -> None:
         last_tick = 0.0
         while True:
-            batch = self._next_batch()
+            batch, taken = self._next_batch()
             if not batch and self._closing.is_set():
                 break
+            held = self._ordering.held_bytes
             if batch:
                 self._last_data = time.monotonic()
             for msg in batch:
@@ -268,6 +292,7 @@ class Receiver:
                 else:
                     for ready in self._ordering.push(msg):
                         self._handle_safely(ready)
+            self._settle(taken, held)
             while not self._control.empty():
                 fn, done, failed = self._control.get()
                 try:
@@ -285,8 +310,10 @@ class Receiver:
         self._finish_series(complete=False, reason="receiver shut down mid-series")
 
     def _tick(self, now: float) -> None:
+        held = self._ordering.held_bytes
         for ready in self._ordering.poll():
             self._handle_safely(ready)
+        self._settle(0, held)
         silent = now - self._last_data
         if self._series_open and silent > self.config.silence_timeout_s and not self._silence_told:
             self._silence_told = True
