@@ -129,6 +129,8 @@ class Detector:
     default_port: ClassVar[int] = 9999
     #: which of IMAGE_OPTIONS this class applies (detector_for refuses the others)
     options: ClassVar[frozenset[str]] = frozenset()
+    #: what the upstream speaks: the splitter tells its messages apart by it (split.py)
+    wire_format: ClassVar[str] = "internal"
 
     def __init__(self, config: ReceiverConfig) -> None:
         self.config = config
@@ -239,6 +241,7 @@ class Eiger(Detector):
     """DECTRIS stream v1 (SIMPLON 1.8): dheader / dimage / dseries_end multipart messages."""
 
     default_port = 9999
+    wire_format = "stream-v1"
     #: parts of a dheader-1.0 message per header_detail, not counting the optional appendix
     HEADER_PARTS: ClassVar[dict[str, int]] = {"all": 8, "basic": 2, "none": 1}
 
@@ -323,6 +326,7 @@ class DectrisStream2(Detector):
     """DECTRIS stream v2: one CBOR message per start / image / end (Pilatus4, EIGER2)."""
 
     default_port = 31001
+    wire_format = "stream-v2"
 
     def decode(self, parts: Parts) -> Message:
         try:
@@ -440,6 +444,7 @@ class Lambda(Detector):
     """
 
     default_port = 9010
+    wire_format = "modules"  # the internal format, one socket per module
     GEOMETRY: ClassVar[tuple[str, ...]] = ("x", "y", "rotation")
 
     def __init__(self, config: ReceiverConfig) -> None:

@@ -29,7 +29,7 @@ import zmq
 
 from .codecs.cbor_view import BYTES, MAP, NINT, SIMPLE, TEXT, UINT, item_head
 from .config import ReceiverConfig, load_receiver
-from .detector import detector_for
+from .detector import DETECTOR_CLASSES, detector_for
 
 log = logging.getLogger(__name__)
 
@@ -128,23 +128,27 @@ def cbor_type(message: Any) -> str | None:
     return None
 
 
-#: detector class -> how its messages are told apart (the wire format it speaks)
+#: a detector class's ``wire_format`` -> how its messages are told apart
 CLASSIFIERS: dict[str, Classifier] = {
-    "Detector": internal_kind, "Pilatus": internal_kind, "OrcaLightning": internal_kind,
-    "Xspress3": internal_kind, "Eiger": stream_v1_kind, "DectrisStream2": stream_v2_kind,
+    "internal": internal_kind, "stream-v1": stream_v1_kind, "stream-v2": stream_v2_kind,
 }
-#: detector classes that cannot be split, and why
+#: wire formats that cannot be split, and why
 REFUSED: dict[str, str] = {
-    "Lambda": "its modules stream on one socket each and one receiver must assemble every "
-              "frame from all of them; split a Lambda by running one receiver per detector",
+    "modules": "its modules stream on one socket each and one receiver must assemble every "
+               "frame from all of them; split it by running one receiver per detector",
 }
 
 
 def classifier_for(detector_class: str) -> Classifier:
-    if detector_class in CLASSIFIERS:
-        return CLASSIFIERS[detector_class]
-    reason = REFUSED.get(detector_class, f"unknown class; classes that can be split: "
-                                         f"{', '.join(CLASSIFIERS)}")
+    cls = DETECTOR_CLASSES.get(detector_class)
+    if cls is None:
+        splittable = [name for name, c in DETECTOR_CLASSES.items()
+                      if c.wire_format in CLASSIFIERS]
+        reason = f"unknown class; classes that can be split: {', '.join(splittable)}"
+    elif cls.wire_format in CLASSIFIERS:
+        return CLASSIFIERS[cls.wire_format]
+    else:
+        reason = REFUSED[cls.wire_format]  # every format is in one of the two (the tests)
     raise SplitError(f"class {detector_class} cannot be split: {reason}")
 
 

@@ -38,7 +38,7 @@ from tango_receiver.sim.frames import synthetic_frames
 from tango_receiver.sim.sender import Sender
 from tango_receiver.sim.stins import stins_series
 from tango_receiver.sim.stream_v2 import capture_v2, stream_v2_series
-from tango_receiver.split import (CLASSIFIERS, Kind, SplitError, Splitter, add_parser,
+from tango_receiver.split import (CLASSIFIERS, REFUSED, Kind, SplitError, Splitter, add_parser,
                                   cbor_type, classifier_for, internal_kind, stream_v1_kind,
                                   stream_v2_kind)
 
@@ -101,10 +101,14 @@ def test_cbor_type_reads_the_head_of_the_map_only():
 
 
 def test_every_detector_class_is_split_or_refused_with_a_reason():
-    for name in DETECTOR_CLASSES:
-        if name not in CLASSIFIERS:
+    for name, cls in DETECTOR_CLASSES.items():
+        if cls.wire_format in CLASSIFIERS:
+            assert classifier_for(name) is CLASSIFIERS[cls.wire_format]
+        else:
+            assert cls.wire_format in REFUSED, f"{name} ({cls.wire_format}): not split, not refused"
             with pytest.raises(SplitError, match=f"class {name} cannot be split: .+"):
                 classifier_for(name)
+    assert classifier_for("Pilatus") is internal_kind  # a subclass speaks what it inherits
     with pytest.raises(SplitError, match="Lambda cannot be split: its modules stream"):
         classifier_for("Lambda")
     with pytest.raises(SplitError, match="Nope cannot be split: unknown class"):
