@@ -42,7 +42,7 @@ class Ordering:
     counts: OrderingCounts = field(default_factory=OrderingCounts)
     in_series: bool = False
     #: bytes of the images held (waiting for a predecessor, or for their series' header)
-    held_bytes: int = 0
+    held_bytes: int = field(default=0, init=False)
     _expected: int = 0
     _end_number: int | None = None
     _heap: list[tuple[int, int, Message]] = field(default_factory=list)
