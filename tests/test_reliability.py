@@ -287,9 +287,10 @@ def test_frames_waiting_for_a_slow_worker_count_in_the_queue_budget(tmp_path, se
                                                                    monkeypatch):
     """Frames the ordering holds for a slower worker's frame are bounded by ``queue_mb``: the
     other worker stops decoding, and once the slow frame comes, every frame is written."""
-    monkeypatch.setattr(detector_module, "BATCH_BYTES", 512 << 10)  # 2 frames a batch, however
-    frames, count = noise(8, shape=(256, 256)), 120  # late a worker comes to its socket
+    # 2 frames a batch, however late a worker comes to its socket
+    monkeypatch.setattr(detector_module, "BATCH_BYTES", 512 << 10)
     # 256 kB raw, about 512 kB held each (sent raw, compressed on the way: both are kept)
+    frames, count = noise(8, shape=(256, 256)), 120
     target = tmp_path / "slow.h5"
     config = make_config(sender.port, tmp_path, nworkers=2, queue_mb=1, gap_timeout_s=30)
     detector = SlowOnOneFrame(config, slow=1)
