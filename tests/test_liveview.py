@@ -100,3 +100,71 @@ def test_a_frame_slower_to_decode_than_the_wait_is_answered_at_once_from_the_las
     assert frame.frame == 0  # ... for the decode of frame 1: shown frame 0, whole
     np.testing.assert_array_equal(planes[0], FRAMES[0])
     wait_for(lambda: view.view(1)[0].frame == 1)
+
+
+def test_a_refresh_with_nothing_to_decode_does_not_make_the_decodes_look_fast(monkeypatch):
+    """Viewers asking while a frame is decoded wake the refresher again once it is done, for
+    nothing; the next viewer must still not wait for a decode longer than the wait."""
+    monkeypatch.setattr(liveview, "REFRESH_SHARE", 0.5)  # a pause as long as the decode
+    decode_s = 3 * liveview.FRESH_WAIT_S
+    slowed_decodes(monkeypatch, decode_s)
+    view = LiveView()
+    view.update(image(0), "series-1")
+    wait_for(lambda: view.view(1) is not None)  # the decode ahead, timed
+    view.update(image(1), "series-1")
+    wait_for(lambda: view.view(1)[0].frame == 1)  # asked for again and again while decoded
+    time.sleep(3 * decode_s)  # the pause, then the refresh with nothing to do
+    view.update(image(2), "series-1")
+    start = time.monotonic()
+    assert view.view(1)[0].frame == 1
+    assert time.monotonic() - start < liveview.FRESH_WAIT_S
+
+
+def slowed_decodes(monkeypatch, seconds: float) -> list[int]:
+    """Each decode takes ``seconds`` (a big frame, here); returns the list of frames decoded."""
+    real, decoded = liveview.decode_plane, []
+
+    def slow(channel):
+        time.sleep(seconds)
+        decoded.append(channel)
+        return real(channel)
+
+    monkeypatch.setattr(liveview, "decode_plane", slow)
+    return decoded
+
+
+def test_a_frame_that_would_come_after_the_wait_is_answered_at_once(monkeypatch):
+    """The decode alone fits in the wait, but not after the pause that bounds the refresher's
+    share of a core: waiting would only give the last frame, later. Once the pause is over,
+    the newest frame is waited for (a client that reads the last frame after a series)."""
+    decode_s = liveview.FRESH_WAIT_S / 3
+    pause_s = decode_s * (1 / liveview.REFRESH_SHARE - 1)
+    assert pause_s > liveview.FRESH_WAIT_S
+    slowed_decodes(monkeypatch, decode_s)
+    view = LiveView()
+    view.update(image(0), "series-1")
+    wait_for(lambda: view.view(1) is not None)  # the decode ahead, timed
+    view.update(image(1), "series-1")
+    start = time.monotonic()
+    frame, _ = view.view(1)
+    assert time.monotonic() - start < liveview.FRESH_WAIT_S and frame.frame == 0
+    wait_for(lambda: view.view(1)[0].frame == 1)
+    time.sleep(2 * pause_s)  # the refresher idle: what the polls above asked for is done
+    view.update(image(2), "series-1")
+    start = time.monotonic()
+    assert view.view(1)[0].frame == 2  # waited for, as the decode fits in the wait
+    assert time.monotonic() - start < liveview.FRESH_WAIT_S
+
+
+def test_decodes_take_their_share_of_a_core_however_fast_viewers_poll(monkeypatch):
+    decode_s, polled_s = 0.02, 1.0
+    decoded = slowed_decodes(monkeypatch, decode_s)
+    view = LiveView()
+    number, deadline = 0, time.monotonic() + polled_s
+    while time.monotonic() < deadline:  # a new frame and a viewer every millisecond
+        view.update(image(number), "series-1")
+        view.view(1)
+        number += 1
+        time.sleep(0.001)
+    # one refresh per decode_s / REFRESH_SHARE (0.2 s), the decode ahead and the one running
+    assert 2 <= len(decoded) <= polled_s * liveview.REFRESH_SHARE / decode_s + 2

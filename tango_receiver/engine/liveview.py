@@ -21,6 +21,10 @@ from ..messages import Channel, Image
 log = logging.getLogger(__name__)
 
 FRESH_WAIT_S = 0.03  # how long a viewer waits for the newest frame before taking the last one
+# the share of a core that background decodes may take, however fast viewers poll: a 16M
+# frame takes 50 ms to decode and bin here, so about 2 views a second; a quarter of a core
+# cost scenario 2 (EIGER2 16M, 2 cores) a tenth of its rate (Internals.md, "Live view")
+REFRESH_SHARE = 0.1
 
 
 @dataclass(frozen=True)
@@ -72,9 +76,10 @@ class LiveView:
     """Holds the newest image; written by the engine thread, read by any viewer thread.
 
     ``view()`` decodes the newest frame in the background, once for every binning asked for
-    since the last decode, and waits for it only while decodes take less than
-    ``FRESH_WAIT_S``: a 16M frame takes 80 ms here to decode and bin, a viewer must not wait
-    that long, and is answered at once from the last decode. The first frame of each series
+    since the last decode, and waits for it only while it would come within ``FRESH_WAIT_S``
+    (the rest of the pause that keeps decodes to ``REFRESH_SHARE`` of a core, then a decode):
+    a 16M frame takes 50 ms here to decode and bin, a viewer must not wait that long, and is
+    answered at once from the last decode. The first frame of each series
     is decoded ahead (once, at ``downsample``), so that the first viewer of a series is answered
     at once too; beyond that, nothing is decoded while nobody looks.
     """
@@ -90,6 +95,7 @@ class LiveView:
         self._in_flight: set[int] = set()  # binnings the background thread decodes now
         self._asked: set[int] = set()  # binnings wanted from the next background decode
         self._decode_s = 0.0  # how long the last background decode took
+        self._idle_at = 0.0  # when the background thread's pause after it ends (monotonic)
         self.downsample = 1
 
     def update(self, image: Image, series_id: str) -> None:
@@ -129,9 +135,10 @@ class LiveView:
             cached = self._views.get(downsample)
             if cached is not None and cached[0] is not frame:
                 self._refresh_soon(downsample)
-                # a frame that decodes within the wait is answered exactly; one that took
-                # longer last time is answered at once with the last decoded frame
-                if self._decode_s <= FRESH_WAIT_S:
+                # a frame whose decode, after what is left of the pause, fits in the wait is
+                # answered exactly; a slower one at once with the last decoded frame
+                pause_left = max(0.0, self._idle_at - time.monotonic())
+                if pause_left + self._decode_s <= FRESH_WAIT_S:
                     self._changed.wait_for(lambda: self._views[downsample][0] is frame,
                                            FRESH_WAIT_S)
                 return self._views[downsample]
@@ -156,7 +163,7 @@ class LiveView:
 
     def _decode(self, frame: LiveFrame, binnings: list[int]) -> None:
         """One decode of the frame, binned as each viewer asked."""
-        planes = [decode_plane(c) for c in frame.channels] if binnings else []
+        planes = [decode_plane(c) for c in frame.channels]
         for downsample in binnings:
             result = (frame, tuple(binned(p, downsample) for p in planes))
             with self._changed:
@@ -172,6 +179,8 @@ class LiveView:
                 stale = [k for k in self._asked
                          if k not in self._views or self._views[k][0] is not frame]
                 self._asked.clear()
+                if not stale:  # nothing to do: nor does it say how long a decode takes
+                    continue
                 self._in_flight = set(stale)
             try:
                 self._decode(frame, stale)
@@ -184,7 +193,7 @@ class LiveView:
                 with self._changed:
                     self._in_flight = set()
                     self._decode_s = time.monotonic() - started
+                    pause = self._decode_s * (1 / REFRESH_SHARE - 1)
+                    self._idle_at = time.monotonic() + pause
                     self._changed.notify_all()
-            # at most a quarter of a core: a 16M frame takes 80 ms to decode and bin here, and
-            # a viewer polling fast must not take the CPU the receive path needs
-            time.sleep(3 * self._decode_s)
+            time.sleep(pause)
