@@ -29,6 +29,19 @@ def wait_for(condition, timeout_s: float = 5.0) -> None:
         time.sleep(0.005)
 
 
+def slowed_decodes(monkeypatch, seconds: float) -> list[Channel]:
+    """Each decode takes ``seconds`` (a big frame, here); returns the planes decoded."""
+    real, decoded = liveview.decode_plane, []
+
+    def slow(channel):
+        time.sleep(seconds)
+        decoded.append(channel)
+        return real(channel)
+
+    monkeypatch.setattr(liveview, "decode_plane", slow)
+    return decoded
+
+
 def test_first_frame_of_each_series_is_decoded_before_anyone_asks(monkeypatch):
     decoded = []
     real = liveview.decode_plane
@@ -83,13 +96,7 @@ def test_a_failing_decode_does_not_end_live_view(monkeypatch, caplog):
 
 
 def test_a_frame_slower_to_decode_than_the_wait_is_answered_at_once_from_the_last(monkeypatch):
-    real = liveview.decode_plane
-
-    def slow(channel):
-        time.sleep(3 * liveview.FRESH_WAIT_S)  # a 16M frame, here
-        return real(channel)
-
-    monkeypatch.setattr(liveview, "decode_plane", slow)
+    slowed_decodes(monkeypatch, 3 * liveview.FRESH_WAIT_S)  # a 16M frame, here
     view = LiveView()
     view.update(image(0), "series-1")
     wait_for(lambda: view.view(1) is not None)  # the slow decode ahead, timed
@@ -120,26 +127,14 @@ def test_a_refresh_with_nothing_to_decode_does_not_make_the_decodes_look_fast(mo
     assert time.monotonic() - start < liveview.FRESH_WAIT_S
 
 
-def slowed_decodes(monkeypatch, seconds: float) -> list[int]:
-    """Each decode takes ``seconds`` (a big frame, here); returns the list of frames decoded."""
-    real, decoded = liveview.decode_plane, []
-
-    def slow(channel):
-        time.sleep(seconds)
-        decoded.append(channel)
-        return real(channel)
-
-    monkeypatch.setattr(liveview, "decode_plane", slow)
-    return decoded
-
-
 def test_a_frame_that_would_come_after_the_wait_is_answered_at_once(monkeypatch):
     """The decode alone fits in the wait, but not after the pause that bounds the refresher's
     share of a core: waiting would only give the last frame, later. Once the pause is over,
     the newest frame is waited for (a client that reads the last frame after a series)."""
-    decode_s = liveview.FRESH_WAIT_S / 3
+    monkeypatch.setattr(liveview, "REFRESH_SHARE", 0.05)  # room for a slow machine both ways
+    decode_s = liveview.FRESH_WAIT_S / 6
     pause_s = decode_s * (1 / liveview.REFRESH_SHARE - 1)
-    assert pause_s > liveview.FRESH_WAIT_S
+    assert pause_s > 3 * liveview.FRESH_WAIT_S
     slowed_decodes(monkeypatch, decode_s)
     view = LiveView()
     view.update(image(0), "series-1")
