@@ -12,13 +12,15 @@ from typing import Any
 from .measure import (bracket, frames_per_s, measure_decode, measure_h5, measure_pull,
                       measure_receiver)
 from .scenarios import SCENARIOS
+from .targets import check
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ("scenario", "frames", "raw kB/frame", "wire kB/frame", "receiver f/s", "raw GB/s",
            "wire GB/s", "PULL f/s", "recv/PULL", "h5py f/s", "recv/h5py", "decode f/s",
            "CPU us/frame", "PULL CPU us/frame", "sender CPU us/frame", "peak RSS MB", "lost",
-           "fwd dropped", "liveview ms (median/max)")
+           "fwd dropped", "liveview ms (median/max)", "liveview answers")
+TARGET_COLUMNS = ("target", "measured", "met")
 
 
 def run_bench(quick: bool, directory: Path | None, output: Path, only: list[str]) -> list[dict]:
@@ -38,10 +40,11 @@ def run_bench(quick: bool, directory: Path | None, output: Path, only: list[str]
             pull = bracket(before, measure_pull(scenario, quick))
             rows.append(_row(scenario.name, pull, h5, decode, recv))
             log.info("%s", rows[-1])
+    verdicts = check(rows)
     output.write_text(json.dumps({"quick": quick, "directory": str(directory or "/dev/shm"),
-                                  "when": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows},
-                                 indent=2))
-    print(table(rows))
+                                  "when": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows,
+                                  "targets": verdicts}, indent=2))
+    print(table(rows, COLUMNS), table(verdicts, TARGET_COLUMNS), sep="\n\n")
     return rows
 
 
@@ -65,22 +68,27 @@ def _row(name: str, pull: dict, h5: dict, decode: dict | None, recv: dict) -> di
         "sender CPU us/frame": recv["sender_cpu_s"] / frames * 1e6,
         "peak RSS MB": recv["rss_mb"], "lost": recv["lost"],
         "fwd dropped": recv["forward_dropped"],
-        "liveview ms (median/max)": _liveview(recv["liveview_ms"]),
+        **_liveview(recv["liveview_ms"]),
     }
 
 
-def _liveview(result: tuple[float, float, int, int] | None) -> str | None:
+def _liveview(result: tuple[float, float, int, int] | None) -> dict[str, Any]:
     if result is None:
-        return None
+        return {"liveview ms (median/max)": None, "liveview answers": None}
     median, longest, answers, empty = result
-    return f"{median:.0f}/{longest:.0f} ({answers} answers, {empty} nothing yet)"
+    return {"liveview ms (median/max)": [round(median), round(longest)],
+            "liveview answers": f"{answers} ({empty} nothing yet)"}
 
 
-def table(rows: list[dict[str, Any]]) -> str:
+def table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
     def cell(value: Any) -> str:
+        if isinstance(value, bool):
+            return "yes" if value else "no"
         if isinstance(value, float):
             return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
+        if isinstance(value, list):
+            return "/".join(cell(v) for v in value)
         return "-" if value is None else str(value)
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cell(r[c]) for c in COLUMNS) + " |" for r in rows]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r[c]) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
