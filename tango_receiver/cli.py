@@ -1,4 +1,7 @@
-"""tango-receiver serve | run | simulate | demo | bench | stitch | split."""
+"""tango-receiver serve | run | simulate | demo | bench | stitch | split; streaming-receiver.
+
+The commands import what they run when they run (Tango, FastAPI and h5py take seconds to load,
+and ``simulate`` needs none of them)."""
 
 from __future__ import annotations
 
@@ -10,18 +13,15 @@ import sys
 import threading
 from pathlib import Path
 
+from collections.abc import Callable
+
 from .config import ConfigError, load_receiver
+from .logs import setup_logging
 
 log = logging.getLogger("tango_receiver")
 
 
-def setup_logging() -> None:
-    level = os.environ.get("LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(level=getattr(logging, level, logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
-def wait_for_signal(status_every_s: float, status: callable) -> None:
+def wait_for_signal(status_every_s: float, status: Callable[[], str]) -> None:
     """Block until SIGTERM or SIGINT, logging a status line now and then."""
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -80,9 +80,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(argv: list[str]) -> int:
-    from .tango.server import main as serve_main
+    """The Tango server parses its own options (and passes Tango's on to Tango)."""
+    from .tango.server import serve
 
-    return serve_main(argv)
+    parser = argparse.ArgumentParser(prog="tango-receiver serve",
+                                     description="one receiver as a Tango device server, with "
+                                                 "its REST sidecar")
+    parser.add_argument("config", help="detectors.yaml")
+    parser.add_argument("name", help="receiver name (top-level key)")
+    parser.add_argument("--register", action="store_true",
+                        help="add the device and its config_file/receiver_name properties to "
+                             "the database at TANGO_HOST first")
+    parser.add_argument("--nodb", action="store_true", help="run without a Tango database")
+    parser.add_argument("--port", type=int, help="device server port (required with --nodb)")
+    parser.add_argument("--host", help="address to listen on and publish (e.g. 127.0.0.1)")
+    args, extra = parser.parse_known_args(argv)
+    return serve(args.config, args.name, nodb=args.nodb, register=args.register,
+                 port=args.port, host=args.host, argv_extra=extra)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -93,9 +107,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    from .scaleout import add_parser as add_stitch
-    from .split import add_parser as add_split
-    from .sim.formats import FORMATS
+    from .scaleout.split import add_parser as add_split
+    from .scaleout.stitch import add_parser as add_stitch
+    from .sim.formats import formats
 
     p = argparse.ArgumentParser(prog="tango-receiver", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -108,7 +122,7 @@ def parser() -> argparse.ArgumentParser:
     run.set_defaults(fn=cmd_run)
 
     sim = sub.add_parser("simulate", help="stream simulated frames like a detector")
-    sim.add_argument("format", choices=FORMATS, help="a wire format or a detector profile")
+    sim.add_argument("format", choices=formats(), help="a wire format or a detector profile")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=None,
                      help="default: where a receiver of this format looks (its class's port: "
@@ -149,11 +163,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["serve"]:  # the Tango server parses its own options (and Tango's)
-        return cmd_serve(argv[1:])
     setup_logging()
-    args = parser().parse_args(argv)
     try:
+        if argv[:1] == ["serve"]:
+            return cmd_serve(argv[1:])
+        args = parser().parse_args(argv)
         return args.fn(args)
     except ConfigError as exc:
         log.error("%s", exc)

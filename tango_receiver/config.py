@@ -1,152 +1,44 @@
-"""detectors.yaml -> typed, validated receiver configuration.
+"""detectors.yaml -> validated ``ReceiverConfig``: every check an entry gets, made when it loads.
 
-This is the one place that knows the keys of existing deployments (``dcu_host_purple``,
-``dcu_port_purple``, pipeline options at the top level of an entry) and maps them onto this
-project's own keys, so nothing downstream ever sees two spellings of the same setting.
+Field types and ranges are the model's (``receiver_config.py``, which also maps the keys of
+existing deployments); what depends on the detector class is checked here, against the classes
+themselves: the class exists, a ``pipeline`` names one that fits it, the frame options are ones
+the class applies, the ToT table reads, and a mask region lies in the frame. So a receiver that
+loads can be built, and an entry that cannot run is refused before anything opens, with file,
+receiver, key and value.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
+
+from .detector import IMAGE_OPTIONS, Detector, detector_classes, pipeline_classes
+from .receiver_config import ReceiverConfig
+from .transforms import ImageTransform
 
 log = logging.getLogger(__name__)
-
-#: Where receivers may write when an entry names no ``write_roots`` (existing deployments).
-DEFAULT_WRITE_ROOTS_ENV = "TANGO_RECEIVER_WRITE_ROOTS"
-DEFAULT_WRITE_ROOT = "/data"
-
-#: Older key -> this project's key. Values are mapped unchanged.
-LEGACY_KEYS = {"dcu_host_purple": "host", "dcu_port_purple": "port"}
 
 
 class ConfigError(ValueError):
     """A detectors.yaml entry that cannot run; the text names file, receiver, key and value."""
 
 
-class Endpoint(BaseModel):
-    """One upstream PUSH socket of the detector; ``port`` None means the detector's default."""
-
-    model_config = ConfigDict(frozen=True)
-    host: str
-    port: int | None = Field(default=None, ge=1, le=65535)
-
-
-def default_write_roots() -> list[Path]:
-    env = os.environ.get(DEFAULT_WRITE_ROOTS_ENV)
-    return [Path(p) for p in env.split(os.pathsep) if p] if env else [Path(DEFAULT_WRITE_ROOT)]
-
-
-class ReceiverConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
-
-    name: str
-    detector_class: str = Field(default="Detector", alias="class")
-    upstream: list[Endpoint] = Field(min_length=1)
-    nworkers: int = Field(default=1, ge=1, le=64)
-    api_host: str = "0.0.0.0"
-    api_port: int = Field(default=5000, ge=0, le=65535)
-    data_host: str = "0.0.0.0"
-    data_port: int = Field(default=0, ge=0, le=65535)  # 0: any free port, reported in the stats
-    dset_name: str = "/entry/instrument/detector/data"
-    write_roots: list[Path] = Field(default_factory=default_write_roots)
-    # transformation of the frames, run in the decoder workers
-    pipeline: str | None = None
-    compress: bool = True  # uncompressed frames are stored bitshuffle-LZ4
-    verify_chunks: bool = False  # also walk each pre-compressed chunk's block table (Internals.md)
-    fast_lane: bool = True  # stream v1: a running series' frames through the compiled lane (lane.py)
-    rotate: bool = False
-    mask: list[list[int]] | None = None
-    tot: Path | None = None
-    # engine tuning
-    gap_timeout_s: float = Field(default=2.0, gt=0)
-    silence_timeout_s: float = Field(default=30.0, gt=0)  # open series, no data: say so
-    flush_interval_s: float = Field(default=1.0, gt=0)
-    forward_hwm: int = Field(default=256, ge=1)
-    queue_mb: int = Field(default=128, ge=1)  # decoded frames waiting for the writer
-    # scale-out: one of N receivers pulling from one upstream writes <stem><file_suffix>.h5 and
-    # expects msg_number gaps (those frames went to the other receivers); see scaleout.py
-    file_suffix: str = Field(default="", pattern=r"^[A-Za-z0-9_.-]*$")
-    # what the detector sends, where the simulator and docs need it
-    shape: list[int] | None = None
-    dtype: str | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _map_keys(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        data = dict(data)
-        for old, new in LEGACY_KEYS.items():
-            if old in data:
-                data.setdefault(new, data.pop(old))
-        host, port = data.pop("host", None), data.pop("port", None)
-        if host is not None and "upstream" not in data:
-            data["upstream"] = _endpoints(host, port)
-        return data
-
-    @field_validator("upstream", mode="before")
-    @classmethod
-    def _parse_upstream(cls, value: Any) -> Any:
-        if isinstance(value, (str, dict)):
-            value = [value]
-        return [_endpoint(v) if isinstance(v, str) else v for v in value]
-
-    @field_validator("dset_name")
-    @classmethod
-    def _absolute_dataset(cls, value: str) -> str:
-        if not value.startswith("/") or value.endswith("/") or "//" in value:
-            raise ValueError("must be an absolute HDF5 path such as /entry/instrument/eiger/data")
-        return value
-
-    @field_validator("write_roots")
-    @classmethod
-    def _absolute_roots(cls, value: list[Path]) -> list[Path]:
-        for root in value:
-            if not root.is_absolute():
-                raise ValueError(f"write root {str(root)!r} must be an absolute directory")
-        return value
-
-
-def _endpoints(host: Any, port: Any) -> list[dict[str, Any]]:
-    hosts = host if isinstance(host, list) else [host]
-    ports = port if isinstance(port, list) else [port] * len(hosts)
-    if len(ports) != len(hosts):
-        raise ValueError(f"{len(hosts)} hosts but {len(ports)} ports")
-    return [{"host": h, "port": p} for h, p in zip(hosts, ports)]
-
-
-def _endpoint(text: str) -> dict[str, Any]:
-    """'tcp://host:port' or 'host:port' or 'host'."""
-    text = text.removeprefix("tcp://")
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        return {"host": text, "port": None}
-    return {"host": host, "port": int(port) if port.isdigit() else port}
-
-
-def _describe(path: str, name: str, exc: ValidationError) -> str:
-    lines = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(entry)"
-        lines.append(f"{path}: receiver {name!r}: key {key!r}: {err['msg']} (got {err.get('input')!r})")
-    return "\n".join(lines)
-
-
 def parse_entry(name: str, entry: Any, source: str = "detectors.yaml") -> ReceiverConfig:
     if not isinstance(entry, dict):
         raise ConfigError(f"{source}: receiver {name!r}: entry must be a mapping, got {entry!r}")
     try:
-        return ReceiverConfig(name=name, **entry)
+        config = ReceiverConfig(name=name, **entry)
     except ValidationError as exc:
         raise ConfigError(_describe(source, name, exc)) from None
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{source}: receiver {name!r}: {exc}") from None
+    _check_against_class(config, f"{source}: receiver {name!r}")
+    return config
 
 
 def load_config(path: str | Path) -> dict[str, ReceiverConfig]:
@@ -168,3 +60,56 @@ def load_receiver(path: str | Path, name: str) -> ReceiverConfig:
     config = configs[name]
     log.info("receiver %s may write into %s", name, ", ".join(map(str, config.write_roots)))
     return config
+
+
+def _check_against_class(config: ReceiverConfig, where: str) -> None:
+    """What the model alone cannot tell: does the entry fit its detector class?"""
+    classes = detector_classes()
+    cls = classes.get(config.detector_class)
+    if cls is None:
+        raise ConfigError(f"{where}: key 'class': unknown detector class "
+                          f"{config.detector_class!r}; known: {', '.join(classes)}")
+    if config.pipeline is not None:
+        piped = pipeline_classes().get(config.pipeline)
+        if piped is None:
+            raise ConfigError(f"{where}: key 'pipeline': unknown pipeline {config.pipeline!r}; "
+                              f"known: {', '.join(pipeline_classes())}")
+        if cls not in (Detector, piped):
+            raise ConfigError(f"{where}: key 'pipeline': {config.pipeline!r} is class "
+                              f"{piped.__name__}; it cannot run in class {cls.__name__}")
+        cls = piped
+    for key in IMAGE_OPTIONS:
+        if getattr(config, key) and key not in cls.options:
+            appliers = [c.__name__ for c in classes.values() if key in c.options]
+            raise ConfigError(f"{where}: key {key!r}: {getattr(config, key)!r} would be ignored "
+                              f"by class {cls.__name__}; only {', '.join(appliers)} applies it")
+    if cls.single_worker and config.nworkers != 1:
+        raise ConfigError(f"{where}: key 'nworkers': class {cls.__name__} takes 1 (one worker "
+                          f"reads every socket so that a frame's parts meet), got "
+                          f"{config.nworkers}")
+    _check_frame_options(config, where)
+
+
+def _check_frame_options(config: ReceiverConfig, where: str) -> None:
+    try:
+        transform = ImageTransform.from_options(config.tot, config.rotate, config.mask)
+    except ValueError as exc:
+        key = "tot" if config.tot and "ToT" in str(exc) else "mask"
+        raise ConfigError(f"{where}: key {key!r}: {exc}") from None
+    if not (transform.regions and config.shape and len(config.shape) == 2):
+        return
+    rows, cols = config.shape[::-1] if config.rotate else config.shape  # mask: stored frame
+    for row_span, col_span in transform.regions:
+        if row_span.start >= rows or col_span.start >= cols:
+            raise ConfigError(f"{where}: key 'mask': region rows {row_span.start}:"
+                              f"{row_span.stop} cols {col_span.start}:{col_span.stop} lies "
+                              f"outside the {rows} x {cols} frame")
+
+
+def _describe(path: str, name: str, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(entry)"
+        lines.append(f"{path}: receiver {name!r}: key {key!r}: {err['msg']} "
+                     f"(got {err.get('input')!r})")
+    return "\n".join(lines)

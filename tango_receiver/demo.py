@@ -28,7 +28,8 @@ from .sim.eiger_v1 import eiger_v1_series
 from .sim.frames import synthetic_frames
 from .sim.sender import Sender
 from .tango.database import DatabaseServer
-from .tango.server import ServerProcess, device_name, register_device, server_instance
+from .tango.registration import device_name, register_device, server_instance
+from .tango.server_process import ServerProcess
 
 log = logging.getLogger(__name__)
 CONFIG = Path(__file__).resolve().parent.parent / "detectors.yaml"

@@ -1,140 +1,99 @@
-"""Detectors: which sockets to open and how a wire format becomes internal messages.
+"""The detector classes: one per wire format, each a child of the general case ``Detector``.
 
-``Detector`` is the default and the general case: the upstream already speaks the internal JSON
-format (header / image / series_end), from one or several PULL endpoints. Each subclass changes
-only what differs on the wire. Decoding runs in the decoder workers, so it must be thread-safe:
-every method here is a pure function of the message it is given.
+A class says which sockets to open and how their parts become internal messages (``Header``,
+``Image``, ``SeriesEnd``). Decoding runs in the decoder workers, so it must be thread-safe:
+every method here is a pure function of the message it is given. Socket handling is in
+``transport.py``, the helpers the decoders share in ``decoding.py``.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 import zmq
 
 from .codecs import bslz4, cbf, cbor_v2, dectris, mono12p
-from .codecs.limits import check_shape, dtype_name, dtype_of
-from .config import ReceiverConfig
+from .codecs.cbor_view import cbor_type
+from .codecs.limits import check_shape, dtype_name
+from .decoding import (PlaceRefusal, announced_images, bslz4_channel, check_raw_size, describe,
+                       internal_pixels, json_head, json_part, non_negative_int, scaler_channel,
+                       shape_dtype, single_blob, v1_array, v1_format, v1_pixels, v2_metadata)
 from .lane import AVAILABLE as LANE_BUILT
 from .lane import Candidate, LaneForm, LaneSource
-from .messages import Channel, Header, Image, InvalidMessage, Message, SeriesEnd
-from .modules import ModuleAligner, ModuleGap, ModuleSet, Position
+from .messages import Channel, Header, Image, InvalidMessage, Message, Parts, SeriesEnd
+from .modules import ModuleGap, ModuleSet
+from .receiver_config import ReceiverConfig
+from .sim import eiger_v1 as sim_eiger_v1
+from .sim import internal as sim_internal
+from .sim import lambda_ as sim_lambda
+from .sim import orca as sim_orca
+from .sim import pilatus as sim_pilatus
+from .sim import stream_v2 as sim_stream_v2
+from .sim import xspress3 as sim_xspress3
 from .transforms import ImageTransform
-
-log = logging.getLogger(__name__)
-
-Parts = list  # the frames of one multipart ZMQ message (zmq.Frame with copy=False)
+from .transport import BATCH_BYTES, BATCH_MESSAGES, ModuleSource, Source, Upstream, receive_hwm
 
 IMAGE_OPTIONS = ("rotate", "mask", "tot")  # ReceiverConfig keys that transform frames
-BATCH_MESSAGES = 64  # messages a worker takes from its socket in one go ...
-BATCH_BYTES = 8 << 20  # ... or this many bytes, whichever comes first
-RCVHWM = 64  # messages a worker's socket buffers at most: beyond, the detector's PUSH waits
-SOCKET_BYTES = 256 << 20  # what the upstream sockets of one receiver may buffer, all together
-FORWARD_BYTES = 128 << 20  # what the secondary port may queue for a slow consumer
+
+#: a simulated series: (frames, filename, count, series number) -> the messages, in order
+SeriesMaker = Callable[[Sequence[np.ndarray], str, int, int], Iterator[Parts]]
 
 
-class Source:
-    """The upstream sockets of one decoder worker."""
+@dataclass(frozen=True)
+class WireTypes:
+    """The three message types of a wire form: a series' header, an image, its end."""
 
-    def __init__(self, ctx: zmq.Context, endpoints: list[str], rcvhwm: int) -> None:
-        self.socket = _pull(ctx, endpoints, rcvhwm)
-
-    def receive(self, timeout_ms: int) -> list[Parts]:
-        """The messages waiting now, after up to ``timeout_ms`` for the first (none: []).
-
-        Taking what is already there in one go means one thread hand-over per batch, not per
-        frame: with the GIL, hand-overs cost more than the work at small frames.
-        """
-        if not self.socket.poll(timeout_ms):
-            return []
-        return _drain(self.socket)
-
-    def close(self) -> None:
-        self.socket.close(linger=0)
+    header: str
+    image: str
+    end: str
 
 
-class ModuleSource(Source):
-    """One PULL socket per detector module; ``receive`` hands out module sets (one message per
-    module, see modules.py), so one worker must own all the sockets."""
+@dataclass(frozen=True)
+class Simulator:
+    """Where a wire form's simulator lives: its name on the command line, and its series."""
 
-    def __init__(self, ctx: zmq.Context, endpoints: list[str], rcvhwm: int,
-                 timeout_s: float) -> None:  # not Source's single socket
-        self.sockets = [_pull(ctx, [endpoint], rcvhwm) for endpoint in endpoints]
-        self.poller = zmq.Poller()
-        for sock in self.sockets:
-            self.poller.register(sock, zmq.POLLIN)
-        self.aligner = ModuleAligner(len(endpoints), timeout_s)
-
-    def receive(self, timeout_ms: int) -> list[ModuleSet]:
-        for sock, _ in self.poller.poll(timeout_ms):
-            module = self.sockets.index(sock)
-            for parts in _drain(sock):
-                self.aligner.push(module, _position(parts), parts)
-        return self.aligner.pop_ready()
-
-    def close(self) -> None:
-        for sock in self.sockets:
-            sock.close(linger=0)
-
-
-def _pull(ctx: zmq.Context, endpoints: list[str], rcvhwm: int) -> zmq.Socket:
-    sock = ctx.socket(zmq.PULL)
-    sock.setsockopt(zmq.RCVHWM, rcvhwm)
-    sock.setsockopt(zmq.LINGER, 0)
-    for endpoint in endpoints:
-        sock.connect(endpoint)
-    return sock
-
-
-def _drain(sock: zmq.Socket) -> list[Parts]:
-    """What the socket holds now, up to one batch (see BATCH_MESSAGES)."""
-    batch, size = [], 0
-    try:
-        while len(batch) < BATCH_MESSAGES and size < BATCH_BYTES:
-            parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-            batch.append(parts)
-            size += sum(len(p) for p in parts)
-    except zmq.Again:
-        pass
-    return batch
-
-
-def wire_nbytes(parts: Parts | ModuleSet) -> int:
-    """Bytes of a message as it arrived (a module set: of all its modules' messages)."""
-    if parts and isinstance(parts[0], (list, ModuleGap)):
-        return sum(0 if isinstance(p, ModuleGap) else wire_nbytes(p) for p in parts)
-    return sum(map(len, parts))  # zmq.Frame and bytes: len is the size in bytes
-
-
-def _position(parts: Parts) -> Position | None:
-    """Where a module's message stands in its stream, or None when its header part does not say."""
-    try:
-        head = json.loads(memoryview(parts[0]).tobytes())
-    except (ValueError, UnicodeDecodeError, RecursionError):  # runs outside the decoder's guard
-        return None
-    number = head.get("msg_number") if isinstance(head, dict) else None
-    if type(number) is not int or number < 0:
-        return None
-    return Position(number, head.get("htype") == "header")
+    name: str
+    series: SeriesMaker
 
 
 class Detector:
-    """The general case: the upstream sends the internal format as it is."""
+    """The general case: the upstream sends the internal format as it is.
+
+    A subclass carries everything about its wire form: how it decodes (``decode``), the message
+    types it switches on and how to read a message's type without decoding it (``types``,
+    ``message_type``: the splitter deals messages out by them), its default port, and its
+    simulator (``simulator``). The registries are built from the subclasses themselves
+    (``detector_classes``), so a new detector is one class here and nothing to edit elsewhere.
+    """
 
     default_port: ClassVar[int] = 9999
-    #: which of IMAGE_OPTIONS this class applies (detector_for refuses the others)
+    #: which of IMAGE_OPTIONS this class applies (config.py refuses the others)
     options: ClassVar[frozenset[str]] = frozenset()
-    #: what the upstream speaks: the splitter tells its messages apart by it (split.py)
-    wire_format: ClassVar[str] = "internal"
+    #: the ``pipeline`` name existing deployments give with ``class: Detector`` for this class
+    pipeline: ClassVar[str | None] = None
+    #: one worker must read every socket (a frame's parts come on several)
+    single_worker: ClassVar[bool] = False
+    #: the message types of the wire form, as ``decode`` switches on them
+    types: ClassVar[WireTypes] = WireTypes(header="header", image="image", end="series_end")
+    #: why the splitter cannot deal this stream out to several receivers (None: it can)
+    unsplittable: ClassVar[str | None] = None
+    #: ``tango-receiver simulate NAME`` and the function that makes a series of this wire form
+    simulator: ClassVar[Simulator] = Simulator("internal", sim_internal.simulate)
 
     def __init__(self, config: ReceiverConfig) -> None:
         self.config = config
         self.name = config.name
+
+    @staticmethod
+    def message_type(parts: Parts) -> str | None:
+        """The type of a message from its first bytes, never decoding a blob (the splitter)."""
+        head = json_head(parts)
+        htype = head.get("htype") if head is not None else None
+        return htype if isinstance(htype, str) else None
 
     # --- sockets -------------------------------------------------------------------------
     def port_for(self, index: int) -> int:
@@ -144,42 +103,23 @@ class Detector:
         return [f"tcp://{e.host}:{e.port if e.port is not None else self.port_for(i)}"
                 for i, e in enumerate(self.config.upstream)]
 
-    def open(self, ctx: zmq.Context) -> Source:
-        return Source(ctx, self.endpoints(), rcvhwm=self.rcvhwm())
-
-    def rcvhwm(self) -> int:
-        """Messages one socket may buffer: many small frames (they are taken in batches, and
-        64 beat 4 by 40% at 38 kB frames), few big ones (memory)."""
-        return min(RCVHWM, self._frames_in(SOCKET_BYTES // self.config.nworkers) or RCVHWM)
-
-    def forward_hwm(self) -> int:
-        """Messages the secondary port queues for a consumer: the entry's ``forward_hwm``, fewer
-        when frames are big (256 Zyla frames would be 2.8 GB held for a slow consumer)."""
-        limit = self.config.forward_hwm
-        return min(limit, self._frames_in(FORWARD_BYTES) or limit)
-
-    def _frames_in(self, nbytes: int) -> int | None:
-        """How many frames (at least 2) fit in ``nbytes``, when the entry says how big they are
-        (``shape``, ``dtype``: the raw size bounds what arrives and what is forwarded)."""
-        if not (self.config.shape and self.config.dtype):
-            return None
-        frame = int(np.prod(self.config.shape)) * np.dtype(self.config.dtype).itemsize
-        return max(2, nbytes // max(frame, 1))
+    def open(self, ctx: zmq.Context) -> Upstream:
+        return Source(ctx, self.endpoints(), receive_hwm(self.config))
 
     # --- decoding ------------------------------------------------------------------------
     def decode(self, parts: Parts) -> Message:
         head = json_part(parts, 0, "message header")
         htype = head.get("htype")
-        number = _int(head, "msg_number")
-        if htype == "image":
-            with numbered(head, "msg_number"):
+        number = non_negative_int(head, "msg_number")
+        if htype == self.types.image:
+            with PlaceRefusal(head, "msg_number"):
                 return self.decode_image(head, number, parts)
-        if htype == "header":
+        if htype == self.types.header:
             meta = json_part(parts, 1, "header metadata") if len(parts) > 1 else {}
             return Header(msg_number=number, filename=str(head.get("filename") or ""),
                           save_raw=bool(head.get("save_raw", True)), metadata=meta,
                           series_id=head.get("series_id"), nimages=head.get("nimages"))
-        if htype == "series_end":
+        if htype == self.types.end:
             return SeriesEnd(msg_number=number)
         raise InvalidMessage(f"unknown htype {htype!r}")
 
@@ -189,14 +129,14 @@ class Detector:
             raise InvalidMessage(f"image {number}: {len(parts) - 1} blobs for "
                                  f"{len(specs) if isinstance(specs, list) else '?'} channels")
         channels = [self.channel(spec, blob) for spec, blob in zip(specs, parts[1:])]
-        image = Image(msg_number=number, frame=_int(head, "frame"), channels=channels)
+        image = Image(msg_number=number, frame=non_negative_int(head, "frame"), channels=channels)
         if all(c.chunk is None for c in channels):
             image.wire = parts  # forwarded exactly as it came
         return image
 
     def channel(self, spec: Mapping[str, Any], blob: Any) -> Channel:
         """One plane in the internal format, made ready for the writer."""
-        shape, dtype = _shape_dtype(spec)
+        shape, dtype = shape_dtype(spec)
         compression = spec.get("compression", "none")
         if compression == "bslz4":
             return bslz4_channel(str(spec.get("name", "data")), shape, dtype, blob,
@@ -207,11 +147,7 @@ class Detector:
 
     def raw_channel(self, name: str, shape: tuple[int, ...], dtype: np.dtype, blob: Any) -> Channel:
         """Uncompressed pixels: checked, and compressed here in the worker when configured."""
-        expected = int(np.prod(shape)) * dtype.itemsize
-        size = memoryview(blob).nbytes
-        if size != expected:
-            raise InvalidMessage(f"blob of {size} bytes for shape {list(shape)} {dtype.name} "
-                                 f"({expected} bytes)")
+        check_raw_size(blob, shape, dtype)
         chunk = None
         if self.config.compress:
             chunk = bslz4.encode_chunk(np.frombuffer(blob, dtype=dtype).reshape(shape))
@@ -227,27 +163,15 @@ class Detector:
                        np.ascontiguousarray(pixels))
 
 
-def bslz4_channel(name: str, shape: tuple[int, ...], dtype: np.dtype, blob: Any,
-                  walk: bool) -> Channel:
-    """A pre-compressed chunk, written as it is: checked, never decoded (see Internals.md)."""
-    try:
-        bslz4.check_chunk(blob, shape, dtype, walk)
-    except ValueError as exc:
-        raise InvalidMessage(f"channel {name}: {exc}") from None
-    return Channel(name, shape, dtype_name(dtype), "bslz4", blob)
-
-
 class Eiger(Detector):
     """DECTRIS stream v1 (SIMPLON 1.8): dheader / dimage / dseries_end multipart messages."""
 
-    default_port = 9999
-    wire_format = "stream-v1"
-    #: parts of a dheader-1.0 message per header_detail, not counting the optional appendix
-    HEADER_PARTS: ClassVar[dict[str, int]] = {"all": 8, "basic": 2, "none": 1}
+    types = WireTypes(header="dheader-1.0", image="dimage-1.0", end="dseries_end-1.0")
+    simulator = Simulator("eiger", sim_eiger_v1.simulate)
 
-    def open(self, ctx: zmq.Context) -> Source | LaneSource:
+    def open(self, ctx: zmq.Context) -> Upstream:
         """Through the compiled lane (lane.py) where it is built and the entry allows it."""
-        source = super().open(ctx)
+        source = Source(ctx, self.endpoints(), receive_hwm(self.config))
         if not (LANE_BUILT and self.config.fast_lane):
             return source
         return LaneSource(source, self.lane_form, self.config.verify_chunks, BATCH_MESSAGES,
@@ -259,7 +183,7 @@ class Eiger(Detector):
         endian), with the chunk header that ``bslz4_channel`` accepts for them."""
         x, y, type_name, encoding, header = candidate
         try:
-            parsed, shape, dtype = _v1_format(encoding, x, y, type_name)
+            parsed, shape, dtype = v1_format(encoding, x, y, type_name)
             if not (dectris.is_bslz4(parsed) and dtype.byteorder in "=<|"):
                 return None
             dtype = dtype.newbyteorder("<")
@@ -271,18 +195,18 @@ class Eiger(Detector):
     def decode(self, parts: Parts) -> Message:
         head = json_part(parts, 0, "message header")
         htype = head.get("htype")
-        if htype == "dimage-1.0":
-            with numbered(head, "frame", 1):
+        if htype == self.types.image:
+            with PlaceRefusal(head, "frame", 1):
                 return self.decode_v1_image(head, parts)
-        if htype == "dheader-1.0":
+        if htype == self.types.header:
             return self.decode_v1_header(head, parts)
-        if htype == "dseries_end-1.0":
+        if htype == self.types.end:
             return SeriesEnd(msg_number=None)
         raise InvalidMessage(f"unknown htype {htype!r}")
 
     def decode_v1_header(self, head: dict[str, Any], parts: Parts) -> Header:
         detail = head.get("header_detail", "none")
-        expected = self.HEADER_PARTS.get(detail)
+        expected = dectris.V1_HEADER_PARTS.get(detail)
         if expected is None or len(parts) not in (expected, expected + 1):
             raise InvalidMessage(f"dheader-1.0 with header_detail {detail!r} has {len(parts)} parts")
         meta: dict[str, Any] = {}
@@ -290,10 +214,10 @@ class Eiger(Detector):
         if expected >= 2:
             config = json_part(parts, 1, "detector config")
             meta["config"] = config
-            nimages = _announced_images(config)
+            nimages = announced_images(config)
         if expected == 8:
             for index, name in ((2, "flatfield"), (4, "pixel_mask"), (6, "countrate_table")):
-                meta[name] = _v1_array(json_part(parts, index, name), parts[index + 1], name)
+                meta[name] = v1_array(json_part(parts, index, name), parts[index + 1], name)
         appendix = json_part(parts, expected, "header appendix") if len(parts) > expected else {}
         if appendix:
             meta["appendix"] = appendix
@@ -303,11 +227,11 @@ class Eiger(Detector):
     def decode_v1_image(self, head: dict[str, Any], parts: Parts) -> Image:
         if len(parts) < 3:
             raise InvalidMessage(f"dimage-1.0 with {len(parts)} parts, needs at least 3")
-        frame = _int(head, "frame")
+        frame = non_negative_int(head, "frame")
         desc = json_part(parts, 1, "dimage_d-1.0")
         try:
             x, y = desc["shape"]
-            encoding, shape, dtype = _v1_format(str(desc.get("encoding", "<")), x, y,
+            encoding, shape, dtype = v1_format(str(desc.get("encoding", "<")), x, y,
                                                 str(desc.get("type")))
         except (ValueError, TypeError, KeyError) as exc:
             raise InvalidMessage(f"frame {frame}: bad dimage_d-1.0 {desc}: {exc}") from None
@@ -317,7 +241,7 @@ class Eiger(Detector):
                                     self.config.verify_chunks)
         else:
             channel = self.raw_channel("data", shape, dtype.newbyteorder("<"),
-                                       _v1_pixels(encoding, blob, shape, dtype))
+                                       v1_pixels(encoding, blob, shape, dtype))
         # parts[3], dconfig-1.0, holds the frame's timing, which the file does not keep
         return Image(msg_number=frame + 1, frame=frame, channels=[channel])
 
@@ -326,7 +250,12 @@ class DectrisStream2(Detector):
     """DECTRIS stream v2: one CBOR message per start / image / end (Pilatus4, EIGER2)."""
 
     default_port = 31001
-    wire_format = "stream-v2"
+    types = WireTypes(header="start", image="image", end="end")
+    simulator = Simulator("stream2", sim_stream_v2.simulate)
+
+    @staticmethod
+    def message_type(parts: Parts) -> str | None:
+        return cbor_type(parts[0])
 
     def decode(self, parts: Parts) -> Message:
         try:
@@ -336,12 +265,12 @@ class DectrisStream2(Detector):
         if not isinstance(msg, Mapping):
             raise InvalidMessage(f"CBOR message is a {type(msg).__name__}, not a map")
         mtype = msg.get("type")
-        if mtype == "image":
-            with numbered(msg, "image_id", 1):
+        if mtype == self.types.image:
+            with PlaceRefusal(msg, "image_id", 1):
                 return self.decode_v2_image(msg)
-        if mtype == "start":
+        if mtype == self.types.header:
             return self.decode_v2_start(msg)
-        if mtype == "end":
+        if mtype == self.types.end:
             return SeriesEnd(msg_number=None)
         raise InvalidMessage(f"unknown message type {mtype!r}")
 
@@ -353,16 +282,16 @@ class DectrisStream2(Detector):
             except ValueError:
                 pass
         filename = user_data.get("filename", "") if isinstance(user_data, Mapping) else ""
-        meta = {k: _v2_metadata(v) for k, v in msg.items() if k != "type"}
+        meta = {k: v2_metadata(v) for k, v in msg.items() if k != "type"}
         if isinstance(user_data, Mapping):
-            meta["user_data"] = _v2_metadata(user_data)  # beamline keys as a group, not a string
+            meta["user_data"] = v2_metadata(user_data)  # beamline keys as a group, not a string
         nimages = msg.get("number_of_images")
         return Header(msg_number=0, filename=str(filename or ""), metadata=meta,
                       series_id=msg.get("series_id"),
                       nimages=int(nimages) if isinstance(nimages, int) else None)
 
     def decode_v2_image(self, msg: Mapping[str, Any]) -> Image:
-        image_id = _int(msg, "image_id")
+        image_id = non_negative_int(msg, "image_id")
         data = msg.get("data")
         if not isinstance(data, Mapping) or not data:
             raise InvalidMessage(f"image {image_id}: no data channels")
@@ -392,20 +321,19 @@ class Pilatus(Detector):
     transformed (transforms.py: tot, rotate, mask) and stored bitshuffle-LZ4."""
 
     options = frozenset(IMAGE_OPTIONS)
+    pipeline = "PilatusPipeline"
+    simulator = Simulator("pilatus", sim_pilatus.simulate)
 
     def __init__(self, config: ReceiverConfig) -> None:
         super().__init__(config)
-        try:
-            self.transform = ImageTransform.from_options(config.tot, config.rotate, config.mask)
-        except ValueError as exc:
-            raise ValueError(f"receiver {config.name!r}: {exc}") from None
+        self.transform = ImageTransform.from_options(config.tot, config.rotate, config.mask)
 
     def decode_image(self, head: dict[str, Any], number: int, parts: Parts) -> Image:
-        frame = _int(head, "frame")
+        frame = non_negative_int(head, "frame")
         if head.get("compression") != "cbf" or head.get("type", "int32") != "int32":
             raise InvalidMessage(f"frame {frame}: {head.get('type')!r} {head.get('compression')!r}"
                                  f" image; a Pilatus sends \"int32\" \"cbf\" (a CBF file)")
-        blob = _single_blob(parts, frame)
+        blob = single_blob(parts, frame)
         try:
             pixels = cbf.decode_cbf(blob)
             if list(pixels.shape) != head.get("shape"):
@@ -421,14 +349,17 @@ class OrcaLightning(Detector):
     """Hamamatsu ORCA-Lightning: 12-bit frames come as GenICam Mono12p (``type: "mono12p"``) and
     are unpacked here to uint16; its 16-bit modes send the internal format as it is."""
 
+    pipeline = "OrcaPipeline"
+    simulator = Simulator("orca", sim_orca.simulate)
+
     def decode_image(self, head: dict[str, Any], number: int, parts: Parts) -> Image:
         if head.get("type") != "mono12p":
             return super().decode_image(head, number, parts)
-        frame = _int(head, "frame")
+        frame = non_negative_int(head, "frame")
         if head.get("compression", "none") != "none":
             raise InvalidMessage(f"frame {frame}: mono12p with compression "
                                  f"{head.get('compression')!r}; packed frames are sent as is")
-        blob = _single_blob(parts, frame)
+        blob = single_blob(parts, frame)
         try:
             pixels = mono12p.unpack(blob, head.get("shape"))
         except ValueError as exc:
@@ -443,29 +374,28 @@ class Lambda(Detector):
     module's position (``x``, ``y``, ``rotation``, ``full_shape`` from its header) as metadata.
     """
 
-    default_port = 9010
-    wire_format = "modules"  # the internal format, one socket per module
+    default_port = sim_lambda.FIRST_PORT
+    single_worker = True
+    unsplittable = ("its modules stream on one socket each and one receiver must assemble every "
+                    "frame from all of them; split it by running one receiver per detector")
+    simulator = Simulator("lambda", sim_lambda.simulate)
     GEOMETRY: ClassVar[tuple[str, ...]] = ("x", "y", "rotation")
 
     def __init__(self, config: ReceiverConfig) -> None:
         super().__init__(config)
-        if config.nworkers != 1:
-            raise ValueError(f"receiver {config.name!r}: a Lambda takes nworkers: 1 (one worker "
-                             f"reads every module so that a frame's modules meet), got "
-                             f"{config.nworkers}")
         self.modules = len(config.upstream)
 
     def port_for(self, index: int) -> int:
         return self.default_port + index
 
     def open(self, ctx: zmq.Context) -> ModuleSource:
-        return ModuleSource(ctx, self.endpoints(), self.rcvhwm(), self.config.gap_timeout_s)
+        return ModuleSource(ctx, self.endpoints(), receive_hwm(self.config),
+                            self.config.gap_timeout_s)
 
     def decode(self, parts: ModuleSet) -> Message:
         heads = self.module_heads(parts)
-        htype = heads[0].get("htype")
-        if htype == "image":
-            with numbered(heads[0], "msg_number"):
+        if heads[0].get("htype") == self.types.image:
+            with PlaceRefusal(heads[0], "msg_number"):
                 return self.decode_modules_image(heads, parts)
         message = super().decode(parts[0])
         if isinstance(message, Header):
@@ -480,22 +410,22 @@ class Lambda(Detector):
                                  f"modules, got {len(modules)} parts")
         heads = {i: json_part(m, 0, f"module {i} message header")
                  for i, m in enumerate(modules) if isinstance(m, list)}
-        what = _describe(next(iter(heads.values()), {}))
+        what = describe(next(iter(heads.values()), {}))
         gaps = [f"module {i} {m.reason}" for i, m in enumerate(modules) if isinstance(m, ModuleGap)]
         if gaps:
             raise InvalidMessage(f"{what}: {'; '.join(gaps)}")
-        seen = [_describe(head) for head in heads.values()]
+        seen = [describe(head) for head in heads.values()]
         if len(set(seen)) > 1:
             raise InvalidMessage("modules disagree: " + ", ".join(
                 f"module {i} {text}" for i, text in enumerate(seen)))
         return list(heads.values())
 
     def decode_modules_image(self, heads: list[dict[str, Any]], modules: ModuleSet) -> Image:
-        number, frame = _int(heads[0], "msg_number"), _int(heads[0], "frame")
+        number, frame = non_negative_int(heads[0], "msg_number"), non_negative_int(heads[0], "frame")
         planes = []
         for i, (head, parts) in enumerate(zip(heads, modules)):
             try:
-                planes.append(internal_pixels(head, _single_blob(parts, frame)))
+                planes.append(internal_pixels(head, single_blob(parts, frame)))
             except InvalidMessage as exc:
                 raise InvalidMessage(f"frame {frame}: module {i}: {exc}") from None
         kinds = {(p.shape, p.dtype.name) for p in planes}
@@ -530,6 +460,7 @@ class Xspress3(Detector):
     a JSON object of per-channel lists (never a pickle: it comes off the network). The scalers
     are stored as datasets of their own beside the spectra."""
 
+    simulator = Simulator("xspress3", sim_xspress3.simulate)
     #: scaler -> stored type, in the order the Xspress3 streamer lists them
     SCALERS: ClassVar[dict[str, str]] = {
         "ocr": "float64", "AllEvents": "uint32", "AllGood": "uint32", "ClockTicks": "uint32",
@@ -538,7 +469,7 @@ class Xspress3(Detector):
     }
 
     def decode_image(self, head: dict[str, Any], number: int, parts: Parts) -> Image:
-        frame = _int(head, "frame")
+        frame = non_negative_int(head, "frame")
         if len(parts) != 3:
             raise InvalidMessage(f"frame {frame}: {len(parts)} parts; an Xspress3 image is "
                                  f"header, spectra and scalers")
@@ -556,188 +487,33 @@ class Xspress3(Detector):
         return Image(msg_number=number, frame=frame, channels=channels)
 
 
-DETECTOR_CLASSES: dict[str, type[Detector]] = {
-    cls.__name__: cls for cls in (Detector, Eiger, DectrisStream2, Pilatus, OrcaLightning, Lambda,
-                                  Xspress3)
-}
-#: ``pipeline`` names of existing deployments (beside ``class: Detector``): the class that does it
-PIPELINES: dict[str, type[Detector]] = {"PilatusPipeline": Pilatus, "OrcaPipeline": OrcaLightning}
+def detector_classes() -> dict[str, type[Detector]]:
+    """Every detector class by name: ``Detector`` and its subclasses, wherever they are defined
+    (a class in a module of its own registers by being imported)."""
+    found: dict[str, type[Detector]] = {}
+    pending: list[type[Detector]] = [Detector]
+    while pending:
+        cls = pending.pop(0)
+        found.setdefault(cls.__name__, cls)
+        pending.extend(cls.__subclasses__())
+    return found
+
+
+def pipeline_classes() -> dict[str, type[Detector]]:
+    """``pipeline`` names of existing deployments (beside ``class: Detector``) -> their class."""
+    return {cls.pipeline: cls for cls in detector_classes().values() if cls.pipeline}
+
+
+def simulators() -> dict[str, type[Detector]]:
+    """Simulator name -> the class whose wire form it speaks (the first class to name it)."""
+    found: dict[str, type[Detector]] = {}
+    for cls in detector_classes().values():
+        found.setdefault(cls.simulator.name, cls)
+    return found
 
 
 def detector_for(config: ReceiverConfig) -> Detector:
-    try:
-        cls = DETECTOR_CLASSES[config.detector_class]
-    except KeyError:
-        raise ValueError(f"receiver {config.name!r}: unknown detector class "
-                         f"{config.detector_class!r}; known: {', '.join(DETECTOR_CLASSES)}") from None
+    """The detector of a loaded entry (config.py has checked class and pipeline)."""
     if config.pipeline is not None:
-        piped = PIPELINES.get(config.pipeline)
-        if piped is None:
-            raise ValueError(f"receiver {config.name!r}: unknown pipeline {config.pipeline!r}; "
-                             f"known: {', '.join(PIPELINES)}")
-        if cls not in (Detector, piped):
-            raise ValueError(f"receiver {config.name!r}: pipeline {config.pipeline} is class "
-                             f"{piped.__name__}; it cannot run in class {cls.__name__}")
-        cls = piped
-    unused = [key for key in IMAGE_OPTIONS if getattr(config, key) and key not in cls.options]
-    if unused:
-        raise ValueError(f"receiver {config.name!r}: {', '.join(unused)} would be ignored by "
-                         f"class {cls.__name__}; only Pilatus (pipeline PilatusPipeline) "
-                         f"applies it")
-    return cls(config)
-
-
-# --- helpers shared by the decoders ---------------------------------------------------------
-def internal_pixels(spec: Mapping[str, Any], blob: Any) -> np.ndarray:
-    """One internal-format plane as pixels, whatever its compression."""
-    shape, dtype = _shape_dtype(spec)
-    compression = spec.get("compression", "none")
-    if compression == "bslz4":
-        try:
-            return bslz4.decode_chunk(blob, shape, dtype)
-        except ValueError as exc:
-            raise InvalidMessage(str(exc)) from None
-    if compression != "none":
-        raise InvalidMessage(f"unknown compression {compression!r}")
-    size, expected = memoryview(blob).nbytes, int(np.prod(shape)) * dtype.itemsize
-    if size != expected:
-        raise InvalidMessage(f"blob of {size} bytes for shape {list(shape)} {dtype.name} "
-                             f"({expected} bytes)")
-    return np.frombuffer(blob, dtype=dtype).reshape(shape)
-
-
-def scaler_channel(name: str, dtype: np.dtype, values: Any, count: int, frame: int) -> Channel:
-    """One number per detector channel, checked against the type it is stored as."""
-    numbers = isinstance(values, list) and len(values) == count and all(
-        type(v) is int or (type(v) is float and dtype.kind == "f") for v in values)
-    if numbers and dtype.kind == "u":
-        numbers = all(0 <= v <= np.iinfo(dtype).max for v in values)
-    if not numbers:
-        raise InvalidMessage(f"frame {frame}: scaler {name!r} must be {count} {dtype.name} "
-                             f"values, one per channel, got {values!r:.80}")
-    return Channel(name, (count,), dtype.name, "none", np.array(values, dtype=dtype))
-
-
-def _single_blob(parts: Parts, frame: int) -> Any:
-    if len(parts) != 2:
-        raise InvalidMessage(f"frame {frame}: {len(parts)} parts, expected a header and one blob")
-    return parts[1]
-
-
-def _describe(head: Mapping[str, Any]) -> str:
-    """A message as errors name it: ``image 4 (frame 3)``."""
-    text = f"{head.get('htype')} {head.get('msg_number')}"
-    return f"{text} (frame {head.get('frame')})" if head.get("htype") == "image" else text
-
-
-@functools.lru_cache(maxsize=64, typed=True)
-def _v1_format(encoding: str, x: Any, y: Any, type_name: str,
-               ) -> tuple[dectris.Encoding, tuple[int, ...], np.dtype]:
-    """A stream v1 frame description, the same for every frame of a series: parsed once."""
-    parsed = dectris.parse_encoding(encoding)
-    shape = check_shape((int(y), int(x)))  # DECTRIS gives [x, y]
-    return parsed, shape, dtype_of(type_name, parsed.byteorder)
-
-
-class numbered:  # noqa: N801 - used as ``with numbered(...)``, like a function
-    """An image refused in the block is told by its place in the stream (``head[key] +
-    offset``) when its head gives one, so that ordering does not count it missing as well.
-    (A class: contextlib's generator form costs 1 us a frame, this 0.3.)"""
-
-    __slots__ = ("head", "key", "offset")
-
-    def __init__(self, head: Mapping[str, Any], key: str, offset: int = 0) -> None:
-        self.head, self.key, self.offset = head, key, offset
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type | None, exc: BaseException | None, trace: Any) -> bool:
-        if isinstance(exc, InvalidMessage):
-            value = self.head.get(self.key)
-            if type(value) is int and value >= 0:
-                exc.msg_number = value + self.offset
-        return False
-
-
-def json_part(parts: Parts, index: int, what: str) -> dict[str, Any]:
-    """A JSON object part, read as UTF-8 text: given bytes, json.loads would first guess
-    between UTF-8, -16 and -32, which no detector sends (a microsecond a part)."""
-    if index >= len(parts):
-        raise InvalidMessage(f"{what}: missing part {index}")
-    try:
-        value = json.loads(str(memoryview(parts[index]), "utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidMessage(f"{what}: not JSON ({exc})") from None
-    if not isinstance(value, dict):
-        raise InvalidMessage(f"{what}: JSON {type(value).__name__}, not an object")
-    return value
-
-
-def _int(head: Mapping[str, Any], key: str) -> int:
-    value = head.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise InvalidMessage(f"{key} must be a non-negative integer, got {value!r}")
-    return value
-
-
-def _shape_dtype(spec: Mapping[str, Any]) -> tuple[tuple[int, ...], np.dtype]:
-    try:
-        return check_shape(tuple(spec["shape"])), dtype_of(str(spec.get("type")))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InvalidMessage(f"bad shape/type in {dict(spec)}: {exc}") from None
-
-
-def _announced_images(config: Mapping[str, Any]) -> int | None:
-    try:
-        return int(config["nimages"]) * int(config.get("ntrigger", 1))
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-def _v1_array(desc: dict[str, Any], blob: Any, what: str) -> np.ndarray:
-    """A raw array of the dheader (flatfield, pixel mask, count-rate table)."""
-    try:
-        x, y = desc["shape"]
-        dtype = dtype_of(str(desc.get("type")))
-        shape = check_shape((int(y), int(x)))
-        data = np.frombuffer(memoryview(blob), dtype=dtype)
-        return data.reshape(shape).copy()
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InvalidMessage(f"{what}: {exc}") from None
-
-
-def _v1_pixels(encoding: dectris.Encoding, blob: Any, shape: tuple[int, ...],
-               dtype: np.dtype) -> np.ndarray:
-    """Stream v1 pixels that are not a little-endian bitshuffle-LZ4 chunk, as native array."""
-    nbytes = int(np.prod(shape)) * dtype.itemsize
-    try:
-        if encoding.lz4 and encoding.bitshuffle_bits:
-            pixels = bslz4.decode_chunk(blob, shape, dtype)
-        elif encoding.lz4:
-            pixels = np.frombuffer(dectris.lz4_block_decompress(blob, nbytes), dtype=dtype)
-        elif encoding.bitshuffle_bits:
-            pixels = dectris.bitunshuffle(blob, shape, dtype)
-        else:
-            pixels = np.frombuffer(memoryview(blob), dtype=dtype)
-        if pixels.size != int(np.prod(shape)):
-            raise ValueError(f"{pixels.size} pixels for shape {list(shape)}")
-    except ValueError as exc:
-        raise InvalidMessage(f"encoding {encoding}: {exc}") from None
-    return np.ascontiguousarray(pixels.reshape(shape), dtype=dtype.newbyteorder("<"))
-
-
-def _v2_metadata(value: Any) -> Any:
-    """Stream v2 start/image fields as the file will hold them (arrays materialised)."""
-    if isinstance(value, (cbor_v2.MultiDimArray, cbor_v2.TypedArray)):
-        try:
-            return cbor_v2.to_numpy(value)
-        except ValueError:
-            return None
-    if isinstance(value, Mapping):
-        return {str(k): _v2_metadata(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_v2_metadata(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)  # datetimes and other tagged scalars
+        return pipeline_classes()[config.pipeline](config)
+    return detector_classes()[config.detector_class](config)

@@ -1,8 +1,7 @@
 """The stream v1 fast lane: a running series' frames taken in runs by compiled code (_v1lane.c).
 
-At 38 kB frames the Python path spends about 66 us a frame; two thirds of it is pyzmq's objects,
-JSON and h5py's call overhead, the same work again for every frame of a series. The lane does
-that in C: it receives, reads the two small JSON parts, checks the chunk against the form Python
+At small frames most of the Python path's time is pyzmq's objects, JSON and h5py's call
+overhead, the same work again for every frame of a series. The lane does that in C: it receives, reads the two small JSON parts, checks the chunk against the form Python
 found sound, and hands the engine one ``FrameRun`` for many frames; the engine writes a run with
 one call. What the lane does not take (headers, ends, the first frame of a form, anything odd)
 comes back as received and goes through the Python decoder, which stays the one place that
@@ -10,48 +9,19 @@ knows the format and words its errors. Internals.md ("The stream v1 fast lane") 
 checked where.
 
 ``AVAILABLE`` is False where the extension was not built (``setup.py`` builds it optionally):
-the receiver then runs the Python path for every frame, as before.
+the receiver then runs the Python path for every frame.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-import h5py
-import h5py.h5d
-from h5py._objects import phil
 
 from .messages import Buffer, FrameRun
+from .native import AVAILABLE, v1lane
+from .transport import Source
 
-if TYPE_CHECKING:
-    from .detector import Source
-
-log = logging.getLogger(__name__)
-
-try:
-    from . import _v1lane
-except ImportError as exc:  # a build without a C compiler
-    log.info("stream v1 fast lane not built (%s): every frame takes the Python path", exc)
-    _v1lane = None
-
-
-def _bind() -> bool:
-    if _v1lane is None:
-        return False
-    try:  # pyzmq's Cython backend is the module that links libzmq (not so with its CFFI one)
-        import zmq.backend.cython._zmq as zmq_extension
-
-        _v1lane.bind(zmq_extension.__file__, h5py.h5d.__file__)
-    except ImportError as exc:
-        log.warning("stream v1 fast lane off: %s", exc)
-        return False
-    return True
-
-
-AVAILABLE = _bind()
+__all__ = ["AVAILABLE", "Candidate", "LaneForm", "LaneSource"]
 
 #: what a lane candidate is: the (x, y, type, encoding, chunk header) of an image message
 Candidate = tuple[int, int, str, str, bytes]
@@ -74,7 +44,7 @@ class LaneSource:
                  walk: bool, max_messages: int, max_bytes: int) -> None:
         self._source = source
         self._address = source.socket.underlying  # the libzmq socket the lane reads
-        self._lane = _v1lane.Lane()
+        self._lane = v1lane.Lane()
         self._form_of = form_of
         self._walk = walk
         self._limits = (max_messages, max_bytes)
@@ -107,9 +77,3 @@ class LaneSource:
     def close(self) -> None:
         self._source.close()
 
-
-def write_chunks(dataset: h5py.Dataset, first: int, chunks: list[Buffer]) -> tuple[int, int]:
-    """(chunks written, errno of the failure or 0): ``H5Dwrite_chunk`` of each chunk at frame
-    ``first + i``, under h5py's lock, without the GIL."""
-    with phil:
-        return _v1lane.write_chunks(dataset.id.id, dataset.ndim, first, chunks)

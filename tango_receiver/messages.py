@@ -18,6 +18,7 @@ from typing import Any, Union
 import numpy as np
 
 Buffer = Any  # bytes, memoryview, numpy array or zmq.Frame: anything with the buffer protocol
+Parts = list[Buffer]  # the frames of one multipart ZMQ message (zmq.Frame with copy=False)
 
 
 class InvalidMessage(ValueError):
@@ -71,6 +72,11 @@ class Channel:
     @property
     def stored(self) -> Buffer:
         return self.blob if self.chunk is None else self.chunk
+
+    @property
+    def stored_bslz4(self) -> bool:
+        """Whether ``stored`` is a bitshuffle-LZ4 chunk (else raw pixels)."""
+        return self.chunk is not None or self.compression == "bslz4"
 
 
 @dataclass(slots=True)

@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-Parts = list  # the frames of one multipart ZMQ message
+from .messages import Parts
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from tango_receiver.api.app import FrameFormat, negotiate
 from tango_receiver.engine.receiver import Receiver
 from tango_receiver.sim.frames import synthetic_frames
 from tango_receiver.sim.sender import Sender
-from tango_receiver.sim.stins import stins_series
+from tango_receiver.sim.internal import internal_series
 
 SHAPE = (32, 48)
 #: The last frame of the served series: a ramp with a wide range, so autoscale and log scale
@@ -66,7 +66,7 @@ def served(tmp_path_factory):
         receiver = Receiver(make_config(sender.port, root))
         receiver.start()
         try:
-            sender.send(stins_series(frames, str(root / "served.h5")))
+            sender.send(internal_series(frames, str(root / "served.h5")))
             wait_series_done(receiver)
             with serving(receiver) as http:
                 yield receiver, http
@@ -120,7 +120,7 @@ def test_error_state_carries_its_cause(tmp_path, sender):
     receiver = Receiver(make_config(sender.port, tmp_path / "allowed"))
     receiver.start()
     try:
-        sender.send(stins_series(synthetic_frames(2, (8, 8), "uint16"), "/elsewhere/x.h5"))
+        sender.send(internal_series(synthetic_frames(2, (8, 8), "uint16"), "/elsewhere/x.h5"))
         wait_series_done(receiver)
         with serving(receiver) as http:
             body = http.get("/status").json()
@@ -301,7 +301,7 @@ def test_status_idle_running_idle_over_a_real_series(tmp_path, sender):
             states = [http.get("/status").json()["state"]]
             frames = synthetic_frames(count, (16, 16), "uint16")
             thread = threading.Thread(target=sender.send, daemon=True, kwargs={
-                "messages": stins_series(frames, str(tmp_path / "slow.h5")), "rate": 20})
+                "messages": internal_series(frames, str(tmp_path / "slow.h5")), "rate": 20})
             armed = time.monotonic()
             thread.start()
             deadline = armed + 20

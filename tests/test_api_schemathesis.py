@@ -14,7 +14,7 @@ from tango_receiver.api import start_sidecar
 from tango_receiver.engine.receiver import Receiver
 from tango_receiver.sim.frames import synthetic_frames
 from tango_receiver.sim.sender import Sender
-from tango_receiver.sim.stins import stins_series
+from tango_receiver.sim.internal import internal_series
 
 
 EXAMPLES_PER_OPERATION = 50
@@ -29,7 +29,7 @@ def api(tmp_path_factory):
         receiver.start()
         sidecar = start_sidecar(receiver, "127.0.0.1", 0)
         try:
-            sender.send(stins_series(synthetic_frames(3, (24, 40), "uint16", rate=2.0),
+            sender.send(internal_series(synthetic_frames(3, (24, 40), "uint16", rate=2.0),
                                      str(root / "fuzz.h5")))
             wait_series_done(receiver)
             yield schemathesis.openapi.from_url(f"{sidecar.url}/openapi.json"), sidecar.url

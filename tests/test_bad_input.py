@@ -14,7 +14,7 @@ from conftest import make_config, run_series, wait_series_done
 from tango_receiver.codecs.bslz4 import encode_chunk
 from tango_receiver.engine.receiver import Receiver
 from tango_receiver.sim.frames import synthetic_frames
-from tango_receiver.sim.stins import stins_series
+from tango_receiver.sim.internal import internal_series
 
 
 def j(obj) -> bytes:
@@ -59,7 +59,7 @@ def test_malformed_messages_are_counted_and_the_series_goes_on(tmp_path, sender)
 
 def test_gap_and_duplicate_counted_nothing_written_twice(tmp_path, sender):
     frames = synthetic_frames(4, (8, 8), "uint32", rate=1.0)
-    msgs = list(stins_series(frames, str(tmp_path / "gap.h5")))
+    msgs = list(internal_series(frames, str(tmp_path / "gap.h5")))
     # drop image 2 (msg_number 2), send image 3 twice
     sent = [msgs[0], msgs[1], msgs[3], msgs[3], msgs[4], msgs[5]]
     receiver, snap = run_series(make_config(sender.port, tmp_path), sender, sent)
@@ -79,7 +79,7 @@ def test_filename_outside_roots_is_refused(tmp_path, sender, name):
     filename = name if name.startswith("/") or not name.startswith("..") else f"{root}/{name}"
     frames = synthetic_frames(2, (8, 8), "uint32")
     receiver, snap = run_series(make_config(sender.port, root), sender,
-                                stins_series(frames, filename))
+                                internal_series(frames, filename))
     receiver.close()
     assert snap.state == "error" and filename in snap.error
     assert snap.frames_received == 2 and snap.frames_written == 0
@@ -94,7 +94,7 @@ def test_symlink_escaping_the_root_is_refused(tmp_path, sender):
     (root / "link").symlink_to(outside)
     frames = synthetic_frames(2, (8, 8), "uint32")
     receiver, snap = run_series(make_config(sender.port, root), sender,
-                                stins_series(frames, str(root / "link" / "x.h5")))
+                                internal_series(frames, str(root / "link" / "x.h5")))
     receiver.close()
     assert snap.state == "error" and "outside the write roots" in snap.error
     assert list(outside.iterdir()) == []
@@ -107,7 +107,7 @@ def test_existing_file_of_another_shape_is_never_touched(tmp_path, sender):
     before = target.read_bytes()
     frames = synthetic_frames(2, (8, 8), "uint32")
     receiver, snap = run_series(make_config(sender.port, tmp_path), sender,
-                                stins_series(frames, str(target)))
+                                internal_series(frames, str(target)))
     receiver.close()
     assert snap.state == "error" and "not appending" in snap.error
     with h5py.File(target, "r") as f:
@@ -120,12 +120,12 @@ def test_fault_then_reset_and_the_next_series_is_complete(tmp_path, sender):
     receiver = Receiver(make_config(sender.port, tmp_path))
     receiver.start()
     try:
-        sender.send(stins_series(frames, "/nowhere/refused.h5"))
+        sender.send(internal_series(frames, "/nowhere/refused.h5"))
         snap = wait_series_done(receiver, 1)
         assert snap.state == "error" and "/nowhere/refused.h5" in snap.error
         receiver.reset()
         assert receiver.snapshot().state == "idle"
-        sender.send(stins_series(frames, str(tmp_path / "after.h5")))
+        sender.send(internal_series(frames, str(tmp_path / "after.h5")))
         snap = wait_series_done(receiver, 2)
     finally:
         receiver.close()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tango_receiver.config import ConfigError, load_config, load_receiver, parse_entry
 from tango_receiver.detector import detector_for
@@ -44,13 +47,53 @@ def test_errors_name_receiver_key_and_value(entry, key, value):
     assert "site.yaml" in text and "'beamline-eiger'" in text and key in text and value in text
 
 
-def test_unknown_receiver_and_unknown_class(tmp_path):
+def test_unknown_receiver_and_unreadable_file(tmp_path):
     path = tmp_path / "d.yaml"
-    path.write_text("a:\n  class: Nonesuch\n  upstream: tcp://127.0.0.1:1\n")
+    path.write_text("a:\n  upstream: tcp://127.0.0.1:1\n")
     with pytest.raises(ConfigError, match="no receiver 'b'"):
         load_receiver(path, "b")
-    with pytest.raises(ValueError, match="unknown detector class 'Nonesuch'"):
-        detector_for(load_receiver(path, "a"))
     path.write_text(":\n - [")
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(path)
+
+
+@pytest.mark.parametrize("extra, key, value", [
+    ({"class": "Nonesuch"}, "class", "'Nonesuch'"),
+    ({"class": "Eiger", "pipeline": "PilatusPipeline"}, "pipeline", "'PilatusPipeline'"),
+    ({"pipeline": "Pipeline9"}, "pipeline", "'Pipeline9'"),
+    ({"class": "Eiger", "rotate": True}, "rotate", "True"),
+    ({"class": "DectrisStream2", "mask": [[0, 4], [0, 4]]}, "mask", "[[0, 4], [0, 4]]"),
+    ({"class": "Pilatus", "mask": [[0, 4], [0, 4, 5]]}, "mask", "[[0, 4], [0, 4, 5]]"),
+    ({"class": "Pilatus", "shape": [100, 50], "mask": [[0, 4, 60, 70]]}, "mask", "cols 60:70"),
+    ({"class": "Pilatus", "shape": [100, 50], "rotate": True, "mask": [[60, 70, 0, 4]]},
+     "mask", "rows 60:70"),
+    ({"class": "Lambda", "nworkers": 2}, "nworkers", "2"),
+    ({"class": "Pilatus", "tot": "/nonexistent/tot.npz"}, "tot", "/nonexistent/tot.npz"),
+])
+def test_entries_that_do_not_fit_their_class_are_refused_at_load(tmp_path, extra, key, value):
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump({"cam": {"upstream": "tcp://127.0.0.1:1"} | extra}))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    text = str(err.value)
+    assert str(path) in text and "receiver 'cam'" in text and f"key {key!r}" in text, text
+    assert value in text, text
+
+
+def test_a_mask_inside_the_frame_loads(tmp_path):
+    entry = {"upstream": "tcp://127.0.0.1:1", "class": "Pilatus", "shape": [100, 50],
+             "rotate": True, "mask": [[0, 10, 90, 100]]}  # stored frame: 50 x 100
+    assert parse_entry("cam", entry).mask == [[0, 10, 90, 100]]
+
+
+@pytest.mark.parametrize("command", ["run", "split"])
+def test_the_command_line_exits_2_on_an_entry_that_cannot_run(tmp_path, command):
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump({"cam": {"upstream": "tcp://127.0.0.1:1",
+                                            "class": "Nonesuch"}}))
+    extra = ["--parts", "2", "--base-port", "1"] if command == "split" else []
+    done = subprocess.run([sys.executable, "-m", "tango_receiver", command, str(path), "cam",
+                           *extra], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "key 'class': unknown detector class 'Nonesuch'" in done.stderr
+    assert "Traceback" not in done.stderr

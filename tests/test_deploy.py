@@ -34,7 +34,7 @@ COMPOSE_FILES = sorted((DOCKER / "compose").glob("*.yaml"))
 OVERLAYS = sorted(p.parent for p in (ROOT / "deploy" / "overlays").glob("*/kustomization.yaml"))
 EXAMPLES = {"eiger", "pilatus", "lambda", "zyla"}
 #: the simulator subcommand that speaks each detector class's wire format
-SIM_FORMATS = {"Eiger": "eiger", "DectrisStream2": "stream2", "Detector": "stins",
+SIM_FORMATS = {"Eiger": "eiger", "DectrisStream2": "stream2", "Detector": "internal",
                "Pilatus": "pilatus", "Lambda": "lambda", "OrcaLightning": "orca",
                "Xspress3": "xspress3"}
 TOOL_TIMEOUT_S = 60

@@ -20,11 +20,11 @@ from conftest import make_config, run_series, run_with_consumer, wait_for, wait_
 from tango_receiver.codecs.bslz4 import encode_chunk
 from tango_receiver.codecs.cbf import MARKER
 from tango_receiver.codecs.mono12p import pack
-from tango_receiver.config import load_config
-from tango_receiver.detector import Lambda, Pilatus, Xspress3, detector_for
+from tango_receiver.config import ConfigError, load_config
+from tango_receiver.detector import Lambda, Pilatus, Xspress3, detector_for, simulators
 from tango_receiver.engine.receiver import Receiver
 from tango_receiver.modules import ModuleAligner, ModuleGap, Position
-from tango_receiver.sim.formats import FORMATS, SERIES, series_for
+from tango_receiver.sim.formats import formats, series_for
 from tango_receiver.sim.lambda_ import ModuleSenders, lambda_series
 from tango_receiver.sim.orca import orca_series
 from tango_receiver.sim.pilatus import pilatus_series
@@ -172,16 +172,16 @@ def test_pilatus_malformed_cbf_is_counted_and_the_series_goes_on(tmp_path, sende
         assert np.array_equal(f["/entry/data/data"][()], np.stack(frames))
 
 
-def test_pilatus_options_are_checked_at_start(tmp_path):
-    with pytest.raises(ValueError, match="test-pilatus.*mask region"):
-        detector_for(make_config(1, tmp_path, "Pilatus", mask=[[5, 2], [0, 3]]))
-    with pytest.raises(ValueError, match="tot_to_energy_tensor"):
-        np.savez(tmp_path / "empty.npz", other=np.zeros(3))
-        detector_for(make_config(1, tmp_path, "Pilatus", tot=str(tmp_path / "empty.npz")))
-    with pytest.raises(ValueError, match="rotate would be ignored by class Eiger"):
-        detector_for(make_config(1, tmp_path, "Eiger", rotate=True))
-    with pytest.raises(ValueError, match="unknown pipeline 'Nonesuch'"):
-        detector_for(make_config(1, tmp_path, "Detector", pipeline="Nonesuch"))
+def test_pilatus_options_are_checked_at_load(tmp_path):
+    with pytest.raises(ConfigError, match="'test-pilatus': key 'mask': mask region"):
+        make_config(1, tmp_path, "Pilatus", mask=[[5, 2], [0, 3]])
+    np.savez(tmp_path / "empty.npz", other=np.zeros(3))
+    with pytest.raises(ConfigError, match="key 'tot': .*tot_to_energy_tensor"):
+        make_config(1, tmp_path, "Pilatus", tot=str(tmp_path / "empty.npz"))
+    with pytest.raises(ConfigError, match="key 'rotate': True would be ignored by class Eiger"):
+        make_config(1, tmp_path, "Eiger", rotate=True)
+    with pytest.raises(ConfigError, match="key 'pipeline': unknown pipeline 'Nonesuch'"):
+        make_config(1, tmp_path, "Detector", pipeline="Nonesuch")
 
 
 # --- Orca Lightning: Mono12p -> uint16 -> bitshuffle-LZ4 -------------------------------------
@@ -406,7 +406,7 @@ def test_xspress3_bad_shapes_are_counted(tmp_path, sender):
 
 
 # --- the general case, and the profiles that tie simulators to detectors.yaml ----------------
-GENERAL = [name for name, p in PROFILES.items() if p.format == "stins"]
+GENERAL = [name for name, p in PROFILES.items() if p.format == "internal"]
 
 
 def test_every_profile_has_a_matching_detectors_yaml_entry():
@@ -415,7 +415,7 @@ def test_every_profile_has_a_matching_detectors_yaml_entry():
         assert name in configs, name
         assert tuple(configs[name].shape) == profile.shape and configs[name].dtype == \
             profile.dtype, name
-        assert profile.format in SERIES and name in FORMATS
+        assert profile.format in simulators() and name in formats()
     assert {"pi-mte3", "dhyana", "ximea", "fastcam-nova", "rigaku", "zyla"} <= set(GENERAL)
 
 
@@ -439,5 +439,5 @@ def test_general_case_detector_at_its_real_shape(tmp_path, sender, name):
 def test_lambda_profile_needs_one_worker(tmp_path):
     entry = load_config(REPO / "detectors.yaml")["lambda-4x750k"]
     assert isinstance(detector_for(entry), Lambda)
-    with pytest.raises(ValueError, match="nworkers: 1"):
-        detector_for(make_config(1, tmp_path, "Lambda", nworkers=2))
+    with pytest.raises(ConfigError, match="key 'nworkers': class Lambda takes 1"):
+        make_config(1, tmp_path, "Lambda", nworkers=2)

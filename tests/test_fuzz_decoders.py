@@ -1,6 +1,6 @@
 """Any bytes at every decoder: a message or InvalidMessage, never another exception.
 
-Property-based (hypothesis) over every detector class registered in ``DETECTOR_CLASSES``:
+Property-based (hypothesis) over every detector class registered in ``detector_classes()``:
 random parts, and valid messages from each simulator with bytes flipped, cut or appended.
 The atheris harness in tests/fuzz/ runs the same target for longer.
 """
@@ -12,18 +12,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import make_config
-from tango_receiver.detector import DETECTOR_CLASSES, detector_for
+from tango_receiver.detector import detector_classes, detector_for
 from tango_receiver.messages import InvalidMessage
 from tango_receiver.sim.formats import series_for
 
 SEEDS = {  # a valid series per wire format, to mutate
-    "Detector": "stins", "Eiger": "eiger", "DectrisStream2": "stream2", "Pilatus": "pilatus",
+    "Detector": "internal", "Eiger": "eiger", "DectrisStream2": "stream2", "Pilatus": "pilatus",
     "OrcaLightning": "orca", "Xspress3": "xspress3",
 }
 
 
 def valid_messages(cls_name: str) -> list[list[bytes]]:
-    fmt = SEEDS.get(cls_name, "stins")
+    fmt = SEEDS.get(cls_name, "internal")
     return [[bytes(p) for p in m] for m in series_for(fmt, (16, 12), "uint16", count=2)]
 
 
@@ -34,7 +34,7 @@ def decode_or_invalid(detector, parts) -> None:
         pass
 
 
-@pytest.fixture(scope="module", params=sorted(DETECTOR_CLASSES))
+@pytest.fixture(scope="module", params=sorted(detector_classes()))
 def detector(request, tmp_path_factory):
     return detector_for(make_config(9999, tmp_path_factory.mktemp("fuzz"), request.param,
                                     verify_chunks=True))

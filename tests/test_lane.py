@@ -18,6 +18,7 @@ from conftest import make_config, wait_series_done
 from tango_receiver import lane
 from tango_receiver.codecs.bslz4 import encode_chunk
 from tango_receiver.detector import Eiger, detector_for
+from tango_receiver.engine.chunk_writer import write_chunks
 from tango_receiver.engine.receiver import Receiver
 from tango_receiver.engine.writer import SeriesWriter
 from tango_receiver.messages import FrameRun, InvalidMessage
@@ -234,10 +235,10 @@ def test_write_chunks_reports_how_far_it_got(tmp_path):
         f.create_dataset("data", shape=(3, *SHAPE), chunks=(1, *SHAPE), dtype="uint32",
                          compression=32008, compression_opts=(0, 2))
     with h5py.File(path, "r+") as f:
-        assert lane.write_chunks(f["data"], 0, CHUNKS[:3]) == (3, 0)
+        assert write_chunks(f["data"], 0, CHUNKS[:3]) == (3, 0)
     with h5py.File(path, "r") as f:
         assert np.array_equal(f["data"][()], np.stack(FRAMES[:3]))
-        written, _ = lane.write_chunks(f["data"], 0, CHUNKS[:1])  # read-only: HDF5 refuses
+        written, _ = write_chunks(f["data"], 0, CHUNKS[:1])  # read-only: HDF5 refuses
         assert written == 0
 
 

@@ -32,7 +32,7 @@ from tango_receiver.sim.sender import Sender
 LEGACY = Path(__file__).parent / "legacy-detectors.yaml"
 ENTRIES = yaml.safe_load(LEGACY.read_text())
 #: the simulator of each detector class, with a small frame of its kind
-SIMULATED = {"Detector": ("stins", (16, 24), "uint16"), "OrcaLightning": ("orca", (16, 24), "uint16"),
+SIMULATED = {"Detector": ("internal", (16, 24), "uint16"), "OrcaLightning": ("orca", (16, 24), "uint16"),
              "Pilatus": ("pilatus", (16, 24), "int32"), "Eiger": ("eiger", (16, 24), "uint32"),
              "DectrisStream2": ("stream2", (16, 24), "uint16"),
              "Xspress3": ("xspress3", (4, 64), "uint32")}

@@ -27,7 +27,7 @@ from conftest import make_config, wait_series_done
 from tango_receiver.api import start_sidecar
 from tango_receiver.engine.receiver import Receiver
 from tango_receiver.sim.frames import synthetic_frames
-from tango_receiver.sim.stins import stins_series
+from tango_receiver.sim.internal import internal_series
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome-stable", "google-chrome")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -163,7 +163,7 @@ def test_live_view_shows_new_frames_counters_and_state(browser, tmp_path, sender
                          ".includes('no frame to show yet')")
         assert browser.text("[data-field=frames_received]") == "0"
 
-        sender.send(stins_series(synthetic_frames(3, SHAPE, "uint16", rate=20.0, seed=1),
+        sender.send(internal_series(synthetic_frames(3, SHAPE, "uint16", rate=20.0, seed=1),
                                  str(tmp_path / "first.h5")))
         wait_series_done(receiver, 1)
         browser.wait_for("document.getElementById('frame').dataset.frame === '2'")
@@ -177,7 +177,7 @@ def test_live_view_shows_new_frames_counters_and_state(browser, tmp_path, sender
 
         # a slow series: the page follows the state while it runs, and the new frames
         slow = threading.Thread(target=sender.send, daemon=True, kwargs={
-            "messages": stins_series(synthetic_frames(6, SHAPE, "uint16", rate=20.0, seed=2),
+            "messages": internal_series(synthetic_frames(6, SHAPE, "uint16", rate=20.0, seed=2),
                                      str(tmp_path / "second.h5")),
             "rate": 5})
         slow.start()

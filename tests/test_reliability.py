@@ -17,13 +17,14 @@ import yaml
 import zmq
 
 from conftest import Consumer, make_config, wait_for, wait_series_done
-from tango_receiver import detector as detector_module
+from tango_receiver import transport
+from tango_receiver.engine import forwarder
 from tango_receiver.detector import Detector
 from tango_receiver.engine.receiver import Receiver
 from tango_receiver.messages import Channel, Header, Image
 from tango_receiver.sim.frames import synthetic_frames
 from tango_receiver.sim.sender import Sender
-from tango_receiver.sim.stins import stins_series
+from tango_receiver.sim.internal import internal_series
 
 
 def noise(count: int, shape=(64, 64)) -> list[np.ndarray]:
@@ -53,7 +54,7 @@ def test_disk_full_mid_series_then_reset(tmp_path, sender, small_fs):
     receiver = Receiver(config)
     receiver.start()
     try:
-        sender.send(stins_series(frames, str(target), compression="none"), rate=400)
+        sender.send(internal_series(frames, str(target), compression="none"), rate=400)
         snap = wait_series_done(receiver)
         assert snap.state == "error"
         assert "disk full" in snap.error and str(target) in snap.error
@@ -63,7 +64,7 @@ def test_disk_full_mid_series_then_reset(tmp_path, sender, small_fs):
 
         receiver.reset()
         assert receiver.snapshot().state == "idle"
-        sender.send(stins_series(frames[:10], str(roomy / "after.h5"), compression="none"))
+        sender.send(internal_series(frames[:10], str(roomy / "after.h5"), compression="none"))
         snap = wait_series_done(receiver, 2)
         assert snap.state == "idle" and snap.series_complete and snap.frames_written == 10
     finally:
@@ -108,7 +109,7 @@ def test_killed_mid_series_keeps_what_was_flushed(tmp_path, sender, sig):
     target = tmp_path / f"killed_{sig.name}.h5"
     proc = _receiver_process(tmp_path, sender.port, flush_interval_s=0.2)
     try:
-        messages = list(stins_series(frames, str(target)))[:-1]  # no series_end: mid-series
+        messages = list(internal_series(frames, str(target)))[:-1]  # no series_end: mid-series
         _send_until_written(proc, sender, messages, len(frames))
         time.sleep(0.5)  # more than one flush interval with nothing new
         proc.send_signal(sig)
@@ -127,8 +128,8 @@ def test_killed_mid_series_keeps_what_was_flushed(tmp_path, sender, sig):
 
 def test_detector_restart_closes_the_open_file_incomplete(tmp_path, sender):
     frames = synthetic_frames(5, (16, 16), "uint32")
-    first = list(stins_series(frames, str(tmp_path / "first.h5")))[:-1]
-    second = list(stins_series(frames[:3], str(tmp_path / "second.h5")))
+    first = list(internal_series(frames, str(tmp_path / "first.h5")))[:-1]
+    second = list(internal_series(frames[:3], str(tmp_path / "second.h5")))
     receiver = Receiver(make_config(sender.port, tmp_path))
     receiver.start()
     try:
@@ -170,7 +171,7 @@ def test_consumer_that_comes_and_goes_never_slows_writing(tmp_path, sender):
     try:
         start = time.monotonic()
         thread.start()
-        sender.send(stins_series(frames, str(tmp_path / "fwd.h5"), count=count), rate=rate)
+        sender.send(internal_series(frames, str(tmp_path / "fwd.h5"), count=count), rate=rate)
         snap = wait_series_done(receiver)
         elapsed = time.monotonic() - start
         thread.join()
@@ -185,11 +186,11 @@ def test_consumer_that_comes_and_goes_never_slows_writing(tmp_path, sender):
 
 def test_a_stalled_consumer_holds_big_frames_up_to_the_forward_bytes_only(tmp_path, sender,
                                                                           monkeypatch):
-    monkeypatch.setattr(detector_module, "FORWARD_BYTES", 16 << 20)
+    monkeypatch.setattr(forwarder, "FORWARD_BYTES", 16 << 20)
     shape, count = (1024, 1024), 40  # 4 MB raw, sent raw and forwarded raw
     frames = synthetic_frames(2, shape, "uint32", rate=1.0)
     receiver = Receiver(make_config(sender.port, tmp_path, shape=list(shape), dtype="uint32"))
-    assert receiver.detector.forward_hwm() == 4  # 16 MB of 4 MB frames, not the entry's 256
+    assert forwarder.forward_hwm(receiver.config) == 4  # 16 MB of 4 MB frames, not the entry's 256
     receiver.open()
     ctx = zmq.Context()
     stalled = ctx.socket(zmq.PULL)  # connected, never reads
@@ -198,7 +199,7 @@ def test_a_stalled_consumer_holds_big_frames_up_to_the_forward_bytes_only(tmp_pa
     wait_for(lambda: receiver.snapshot().consumers == 1, what="the consumer to connect")
     receiver.start()
     try:
-        sender.send(stins_series(frames, str(tmp_path / "stalled.h5"), compression="none",
+        sender.send(internal_series(frames, str(tmp_path / "stalled.h5"), compression="none",
                                  count=count))
         snap = wait_series_done(receiver)
     finally:
@@ -216,11 +217,11 @@ def test_silent_upstream_is_reported_and_the_next_series_taken(tmp_path, sender)
     receiver = Receiver(make_config(sender.port, tmp_path, silence_timeout_s=0.3))
     receiver.start()
     try:
-        sender.send(list(stins_series(frames, str(tmp_path / "quiet.h5")))[:3])
+        sender.send(list(internal_series(frames, str(tmp_path / "quiet.h5")))[:3])
         wait_for(lambda: any("no data from the detector" in m
                              for m in receiver.snapshot().messages), 5, "a silence warning")
         assert receiver.snapshot().in_series
-        sender.send(stins_series(frames, str(tmp_path / "next.h5")))
+        sender.send(internal_series(frames, str(tmp_path / "next.h5")))
         snap = wait_series_done(receiver, 2)
     finally:
         receiver.close()
@@ -250,7 +251,7 @@ def test_a_failing_command_reaches_its_caller_and_the_engine_goes_on(tmp_path, s
     try:
         with pytest.raises(ZeroDivisionError):
             receiver._call(lambda: 1 / 0)  # what any command that breaks in the engine does
-        sender.send(stins_series(frames, str(tmp_path / "after_command.h5")))
+        sender.send(internal_series(frames, str(tmp_path / "after_command.h5")))
         snap = wait_series_done(receiver)
     finally:
         receiver.close()
@@ -288,7 +289,7 @@ def test_frames_waiting_for_a_slow_worker_count_in_the_queue_budget(tmp_path, se
     """Frames the ordering holds for a slower worker's frame are bounded by ``queue_mb``: the
     other worker stops decoding, and once the slow frame comes, every frame is written."""
     # 2 frames a batch, however late a worker comes to its socket
-    monkeypatch.setattr(detector_module, "BATCH_BYTES", 512 << 10)
+    monkeypatch.setattr(transport, "BATCH_BYTES", 512 << 10)
     # 256 kB raw, about 512 kB held each (sent raw, compressed on the way: both are kept)
     frames, count = noise(8, shape=(256, 256)), 120
     target = tmp_path / "slow.h5"
@@ -297,7 +298,7 @@ def test_frames_waiting_for_a_slow_worker_count_in_the_queue_budget(tmp_path, se
     receiver = Receiver(config, detector)
     receiver.start()
     try:
-        sender.send(stins_series(frames, str(target), compression="none", count=count),
+        sender.send(internal_series(frames, str(target), compression="none", count=count),
                     rate=300)
         time.sleep(0.5)
         # the budget's 1 MB (2 frames), the batches that passed it and the one in hand (2
@@ -318,7 +319,7 @@ def test_a_frame_behind_a_waiting_batch_still_comes_through(tmp_path, sender):
     until the gap timeout, the frame would be counted missing."""
     frames, count = noise(8, shape=(256, 256)), 120
     target = tmp_path / "late.h5"
-    messages = list(stins_series(frames, str(target), compression="none", count=count))
+    messages = list(internal_series(frames, str(target), compression="none", count=count))
     late = messages.pop(2)  # frame 1
     with Sender(timeout_s=60) as second:
         config = make_config(sender.port, tmp_path, nworkers=2, queue_mb=1, gap_timeout_s=6,

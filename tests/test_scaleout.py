@@ -30,10 +30,10 @@ from tango_receiver.config import ReceiverConfig
 from tango_receiver.engine.ordering import Ordering, OrderingCounts
 from tango_receiver.engine.writer import SeriesWriter, part_filename
 from tango_receiver.messages import Channel, Header, Image, SeriesEnd
-from tango_receiver.scaleout import MISSING, Run, StitchError, add_parser, frame_runs, stitch
+from tango_receiver.scaleout.stitch import MISSING, Run, StitchError, add_parser, frame_runs, stitch
 from tango_receiver.sim.frames import synthetic_frames
 from tango_receiver.sim.sender import Sender
-from tango_receiver.sim.stins import stins_series
+from tango_receiver.sim.internal import internal_series
 
 DSET = "/entry/instrument/detector/data"
 UINT16_MISSING = np.iinfo(np.uint16).max
@@ -235,7 +235,7 @@ def test_two_receiver_processes_split_one_stream_and_the_master_reads_back_equal
     frames = synthetic_frames(24, (32, 40), "uint16", rate=2.0)
     suffixes = ["_part0", "_part1"]
     target = tmp_path / "scan_001.h5"
-    messages = list(stins_series(frames, str(target), metadata={"sample": "lysozyme"}))
+    messages = list(internal_series(frames, str(target), metadata={"sample": "lysozyme"}))
     with Sender(timeout_s=20) as sender:
         data_ports = [free_port() for _ in suffixes]
         config = tmp_path / "detectors.yaml"

@@ -24,14 +24,14 @@ PER_SERIES = 10_000
 def _detector(port, ready, series: int, pattern: str) -> None:
     from tango_receiver.sim.frames import synthetic_frames
     from tango_receiver.sim.sender import Sender
-    from tango_receiver.sim.stins import stins_series
+    from tango_receiver.sim.internal import internal_series
 
     frames = synthetic_frames(4, (32, 32), "uint16", rate=1.0)
     with Sender(timeout_s=120) as sender:
         port.value = sender.port
         ready.set()
         for k in range(series):
-            sender.send(stins_series(frames, pattern.format(k), count=PER_SERIES))
+            sender.send(internal_series(frames, pattern.format(k), count=PER_SERIES))
 
 
 def test_soak(tmp_path, request):

@@ -29,32 +29,37 @@ import zmq
 
 from conftest import wait_for
 from tango_receiver.config import load_receiver
-from tango_receiver.detector import DETECTOR_CLASSES
+from tango_receiver.codecs.cbor_view import cbor_type
+from tango_receiver.detector import detector_classes
 from tango_receiver.engine.writer import part_filename
-from tango_receiver.scaleout import stitch
+from tango_receiver.scaleout.stitch import stitch
 from tango_receiver.sim.eiger_v1 import capture_v1, eiger_v1_series
-from tango_receiver.sim.formats import READERS, series_for
+from tango_receiver.sim.formats import reader, series_for
 from tango_receiver.sim.frames import synthetic_frames
 from tango_receiver.sim.sender import Sender
-from tango_receiver.sim.stins import stins_series
+from tango_receiver.sim.internal import internal_series
 from tango_receiver.sim.stream_v2 import capture_v2, stream_v2_series
-from tango_receiver.split import (CLASSIFIERS, REFUSED, Kind, SplitError, Splitter, add_parser,
-                                  cbor_type, classifier_for, internal_kind, stream_v1_kind,
-                                  stream_v2_kind)
+from tango_receiver.scaleout.classify import Kind, SplitError, classifier_for
+from tango_receiver.scaleout.split import Splitter, add_parser
 
 DSET = "/entry/instrument/detector/data"
 C, I, U = Kind.CONTROL, Kind.IMAGE, Kind.UNKNOWN
+internal_kind, stream_v1_kind, stream_v2_kind = (classifier_for(name) for name in
+                                                 ("Detector", "Eiger", "DectrisStream2"))
+INTERNAL_HEADER = next(iter(internal_series([np.zeros((4, 4), np.uint16)])))
+V1_HEADER = next(iter(eiger_v1_series([np.zeros((4, 4), np.uint16)])))
+V2_HEADER = next(iter(stream_v2_series({"t": [np.zeros((4, 4), np.uint16)]})))
 START_S = 30.0  # a receiver process's start (imports h5py, FastAPI) on a loaded machine
 
 
 # --- classifiers --------------------------------------------------------------------------------
 @pytest.mark.parametrize("fmt, shape, dtype", [
-    ("stins", (16, 24), "uint16"), ("eiger", (16, 24), "uint32"),
+    ("internal", (16, 24), "uint16"), ("eiger", (16, 24), "uint32"),
     ("stream2", (16, 24), "uint16"), ("pilatus", (16, 24), "int32"),
     ("orca", (16, 24), "uint16"), ("xspress3", (4, 64), "uint32"),
 ])
 def test_every_simulated_format_is_told_control_and_images(fmt, shape, dtype):
-    classify = classifier_for(READERS[fmt])
+    classify = classifier_for(reader(fmt).__name__)
     assert [classify(m) for m in series_for(fmt, shape, dtype, 3)] == [C, I, I, I, C]
 
 
@@ -69,7 +74,7 @@ def test_captured_streams_are_told_control_and_images(fixtures_dir):
 
 
 def test_a_format_is_not_mistaken_for_another_and_garbage_is_unknown():
-    internal = next(iter(stins_series([np.zeros((4, 4), np.uint16)])))
+    internal = next(iter(internal_series([np.zeros((4, 4), np.uint16)])))
     v1 = next(iter(eiger_v1_series([np.zeros((4, 4), np.uint16)])))
     v2 = next(iter(stream_v2_series({"t": [np.zeros((4, 4), np.uint16)]})))
     assert (stream_v1_kind(internal), internal_kind(v1)) == (U, U)
@@ -101,14 +106,14 @@ def test_cbor_type_reads_the_head_of_the_map_only():
 
 
 def test_every_detector_class_is_split_or_refused_with_a_reason():
-    for name, cls in DETECTOR_CLASSES.items():
-        if cls.wire_format in CLASSIFIERS:
-            assert classifier_for(name) is CLASSIFIERS[cls.wire_format]
+    header = next(iter(internal_series([np.zeros((4, 4), np.uint16)])))
+    for name, cls in detector_classes().items():
+        if cls.unsplittable is None:
+            classifier_for(name)
         else:
-            assert cls.wire_format in REFUSED, f"{name} ({cls.wire_format}): not split, not refused"
             with pytest.raises(SplitError, match=f"class {name} cannot be split: .+"):
                 classifier_for(name)
-    assert classifier_for("Pilatus") is internal_kind  # a subclass speaks what it inherits
+    assert classifier_for("Pilatus")(header) is C  # a subclass speaks what it inherits
     with pytest.raises(SplitError, match="Lambda cannot be split: its modules stream"):
         classifier_for("Lambda")
     with pytest.raises(SplitError, match="Nope cannot be split: unknown class"):
@@ -123,18 +128,18 @@ def test_upstream_and_class_come_from_the_detectors_entry(tmp_path):
         "eiger2": {"class": "DectrisStream2", "dcu_host_purple": "127.0.0.1"},
         "pilatus": {"class": "Detector", "pipeline": "PilatusPipeline",
                     "upstream": "tcp://127.0.0.1:9402"},
-        "lambda": {"class": "Lambda", "nworkers": 2,
+        "lambda": {"class": "Lambda",
                    "upstream": [f"tcp://127.0.0.1:{9010 + i}" for i in range(4)]}}))
     with Splitter.for_receiver(load_receiver(config, "eiger"), 3) as splitter:
         assert splitter.upstream_endpoints == ["tcp://127.0.0.1:9401", "tcp://127.0.0.1:9999"]
-        assert splitter.classify is stream_v1_kind and len(set(splitter.ports)) == 3
+        assert splitter.classify(V1_HEADER) is C and len(set(splitter.ports)) == 3
         assert splitter.endpoints == [f"tcp://127.0.0.1:{p}" for p in splitter.ports]
     with Splitter.for_receiver(load_receiver(config, "eiger2"), 2) as splitter:
         assert splitter.upstream_endpoints == ["tcp://127.0.0.1:31001"]
-        assert splitter.classify is stream_v2_kind
+        assert splitter.classify(V2_HEADER) is C and splitter.classify(V1_HEADER) is U
     with Splitter.for_receiver(load_receiver(config, "pilatus"), 2) as splitter:
-        assert splitter.classify is internal_kind
-    with pytest.raises(SplitError, match="Lambda cannot be split"):  # not its nworkers
+        assert splitter.classify(INTERNAL_HEADER) is C and splitter.classify(V1_HEADER) is U
+    with pytest.raises(SplitError, match="Lambda cannot be split"):
         Splitter.for_receiver(load_receiver(config, "lambda"), 2)
 
 
@@ -261,7 +266,7 @@ def part_frames(path: Path) -> tuple[np.ndarray, bool]:
 
 FRAMES = 300
 SERIES: dict[str, Callable[[list[np.ndarray], str], Iterator[list[bytes]]]] = {
-    "Detector": lambda frames, target: stins_series(frames, target),
+    "Detector": lambda frames, target: internal_series(frames, target),
     "Eiger": lambda frames, target: eiger_v1_series(frames, target),
     "DectrisStream2": lambda frames, target: stream_v2_series({"threshold_1": frames}, target),
 }  # one channel: stored at dset_name, as the others
@@ -303,7 +308,7 @@ def test_a_stalled_part_loses_nothing_the_other_part_takes_its_share(tmp_path):
     count = 240
     frames = synthetic_frames(count, (256, 256), "uint16", rate=2.0)
     target = tmp_path / "scan_002.h5"
-    messages = list(stins_series(frames, str(target), compression="none"))  # 128 kB each
+    messages = list(internal_series(frames, str(target), compression="none"))  # 128 kB each
     ctx = zmq.Context()
     stalled = ctx.socket(zmq.PULL)
     stalled.setsockopt(zmq.RCVHWM, 1)
@@ -375,7 +380,7 @@ def test_cli_relays_from_the_entry_and_stops_cleanly_on_sigterm(tmp_path):
         try:
             for i, pull in enumerate(pulls):
                 pull.connect(f"tcp://127.0.0.1:{base + i}")
-            sender.send(stins_series(frames, "/data/x.h5"))
+            sender.send(internal_series(frames, "/data/x.h5"))
             got: list[list[str]] = [[], []]
             for pull, htypes in zip(pulls, got):
                 while not htypes or htypes[-1] != "series_end":

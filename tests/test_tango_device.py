@@ -25,7 +25,7 @@ from conftest import wait_for
 from tango_receiver.codecs.downsample import block_mean
 from tango_receiver.sim.frames import synthetic_frames
 from tango_receiver.sim.sender import Sender
-from tango_receiver.sim.stins import stins_series
+from tango_receiver.sim.internal import internal_series
 from tango_receiver.config import ReceiverConfig
 from tango_receiver.tango.device import ReceiverDevice
 
@@ -125,7 +125,7 @@ def test_series_drives_state_counters_and_live_view(tmp_path, sender):
         assert proxy.detector_class == "Detector"
         assert list(proxy.upstream) == [f"tcp://127.0.0.1:{sender.port}"]
         with secondary_consumer(proxy.secondary_port):
-            states = send_watching_states(proxy, sender, stins_series(frames, str(target),
+            states = send_watching_states(proxy, sender, internal_series(frames, str(target),
                                                                       count=20), 40, 20)
         assert states == [DevState.ON, DevState.RUNNING, DevState.ON]
         assert counters(proxy) == {"frames_received": 20, "frames_written": 20,
@@ -173,7 +173,7 @@ def test_refused_files_fault_then_reset_and_next_series_is_whole(tmp_path, sende
                 (blocker / "scan_002.h5", "cannot open for writing")]
     with device(properties) as proxy, secondary_consumer(proxy.secondary_port):
         for series, (refused, reason) in enumerate(refusals, start=1):
-            sender.send(stins_series(frames, str(refused), count=6))
+            sender.send(internal_series(frames, str(refused), count=6))
             wait_for(lambda n=series: proxy.state() == DevState.FAULT
                      and proxy.series_count == n and proxy.frames_received == 6,
                      what=f"FAULT after {refused}")
@@ -183,7 +183,7 @@ def test_refused_files_fault_then_reset_and_next_series_is_whole(tmp_path, sende
             proxy.Reset()
             assert proxy.state() == DevState.ON
 
-        sender.send(stins_series(frames, str(good), count=9))
+        sender.send(internal_series(frames, str(good), count=9))
         wait_for(lambda: proxy.series_count == 3 and proxy.state() == DevState.ON
                  and proxy.frames_written == 9, what="the next series written whole")
         assert proxy.frames_received == 9 and proxy.frames_missing == 0
@@ -198,7 +198,7 @@ def test_abort_discards_the_rest_raises_alarm_until_reset(tmp_path, sender):
     properties = entry(sender, tmp_path)
     properties["detector_class"] = properties.pop("class")
     with device(properties) as proxy, secondary_consumer(proxy.secondary_port):
-        thread = send_in_background(sender, stins_series(frames, str(target), count=30), rate=30)
+        thread = send_in_background(sender, internal_series(frames, str(target), count=30), rate=30)
         wait_for(lambda: proxy.frames_received >= 5, what="5 frames before Abort")
         proxy.Abort()
         thread.join(20)
@@ -216,7 +216,7 @@ def test_abort_discards_the_rest_raises_alarm_until_reset(tmp_path, sender):
         assert proxy.state() == DevState.ON
 
         proxy.save_enabled = False
-        sender.send(stins_series(frames, str(tmp_path / "not_saved.h5"), count=4))
+        sender.send(internal_series(frames, str(tmp_path / "not_saved.h5"), count=4))
         wait_for(lambda: proxy.series_count == 2 and proxy.frames_received == 4
                  and proxy.state() == DevState.ON, what="a series with saving disabled")
         assert proxy.frames_written == 0 and not (tmp_path / "not_saved.h5").exists()

@@ -20,10 +20,10 @@ from tango import DevState, EventType
 from conftest import wait_for
 from tango_receiver.config import load_receiver
 from tango_receiver.sim.frames import synthetic_frames
-from tango_receiver.sim.stins import stins_series
+from tango_receiver.sim.internal import internal_series
 from tango_receiver.tango.database import DatabaseServer
-from tango_receiver.tango.server import ServerProcess, device_name, register_device, \
-    server_instance
+from tango_receiver.tango.registration import device_name, register_device, server_instance
+from tango_receiver.tango.server_process import ServerProcess
 from test_tango_device import decode_video, entry, secondary_consumer, send_watching_states
 
 NAME = "stins-int"
@@ -91,7 +91,7 @@ def test_series_seen_by_proxy_events_and_taurus(tmp_path, sender, device_server)
     try:
         with secondary_consumer(proxy.secondary_port):
             start = time.monotonic()
-            states = send_watching_states(proxy, sender, stins_series(frames, str(target),
+            states = send_watching_states(proxy, sender, internal_series(frames, str(target),
                                                                       count=30), 30, 30)
             wait_for(lambda: state_events.values[-1] == DevState.ON
                      and received_events.values[-1] == 30 and archive_events.values[-1] == 30,

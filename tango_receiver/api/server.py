@@ -37,6 +37,7 @@ class Sidecar:
     port: int
     server: uvicorn.Server
     thread: threading.Thread
+    receiver: Receiver
 
     @property
     def url(self) -> str:
@@ -44,6 +45,7 @@ class Sidecar:
         return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
     def stop(self) -> None:
+        self.receiver.stats.rest_url = ""
         self.server.should_exit = True
         self.thread.join(STOP_TIMEOUT_S)
         if self.thread.is_alive():
@@ -70,7 +72,7 @@ def start_sidecar(receiver: Receiver, host: str | None = None, port: int | None 
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"{name}-api",
                               daemon=True)
     thread.start()
-    sidecar = Sidecar(host, sock.getsockname()[1], server, thread)
+    sidecar = Sidecar(host, sock.getsockname()[1], server, thread, receiver)
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
@@ -79,6 +81,7 @@ def start_sidecar(receiver: Receiver, host: str | None = None, port: int | None 
             raise RuntimeError(f"{name}: REST sidecar on {host}:{sidecar.port} did not start "
                                "(see the log for the cause)")
         time.sleep(0.01)
+    receiver.stats.rest_url = sidecar.url
     log.info("%s: REST sidecar at %s (live view at %s/live)", name, sidecar.url, sidecar.url)
     return sidecar
 

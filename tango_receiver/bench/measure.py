@@ -237,7 +237,7 @@ def _probe_liveview(receiver: Any, latencies: list[float], empty: list[int]) -> 
 
 def _split(name: str, port: int, ports: Any, ready: Any, stop: Any) -> None:
     """The scale-out relay in a process of its own, as it runs in a deployment."""
-    from ..split import Splitter
+    from ..scaleout.split import Splitter
 
     splitter = Splitter([f"tcp://127.0.0.1:{port}"], scenario_named(name).detector_class,
                         len(ports))

@@ -12,7 +12,7 @@ from ..codecs.bslz4 import encode_chunk
 from ..sim.eiger_v1 import eiger_v1_series
 from ..sim.frames import synthetic_frames
 from ..sim.pilatus import pilatus_series
-from ..sim.stins import stins_series
+from ..sim.internal import internal_series
 from ..sim.stream_v2 import stream_v2_series
 
 DISTINCT = 4  # distinct frames cycled by the sender; generating each frame would dominate
@@ -23,7 +23,7 @@ class Scenario:
     name: str
     title: str
     detector_class: str
-    wire: str  # "eiger" | "stream2" | "stins" | "pilatus"
+    wire: str  # "eiger" | "stream2" | "internal" | "pilatus"
     shape: tuple[int, int]
     dtype: str
     frames: int
@@ -55,7 +55,7 @@ class Scenario:
             return stream_v2_series({"threshold_1": frames}, filename, count=count)
         if self.wire == "pilatus":
             return pilatus_series(frames, filename, count=count)
-        return stins_series(frames, filename, compression=self.compression, count=count)
+        return internal_series(frames, filename, compression=self.compression, count=count)
 
 
 EIGER_1M = Scenario("1-eiger-v1", "EIGER 1M stream v1, bslz4, sparse", "Eiger", "eiger",
@@ -72,10 +72,10 @@ SCENARIOS: list[Scenario] = [
     Scenario("2-eiger2-16m-2proc", "scenario 2 through the splitter into 2 receiver processes",
              "DectrisStream2", "stream2", (4362, 4148), "uint32", frames=1500, quick_frames=200,
              photons=0.05, parts=2),
-    Scenario("3-zyla-1w", "Zyla raw uint16, compressed on the way, 1 worker", "Detector", "stins",
+    Scenario("3-zyla-1w", "Zyla raw uint16, compressed on the way, 1 worker", "Detector", "internal",
              (2160, 2560), "uint16", frames=400, quick_frames=80, photons=100.0,
              compression="none", nworkers=1, time_decoders=True),
-    Scenario("3-zyla-2w", "Zyla raw uint16, compressed on the way, 2 workers", "Detector", "stins",
+    Scenario("3-zyla-2w", "Zyla raw uint16, compressed on the way, 2 workers", "Detector", "internal",
              (2160, 2560), "uint16", frames=400, quick_frames=80, photons=100.0,
              compression="none", nworkers=2, time_decoders=True),
     Scenario("4-pilatus-1w", "Pilatus 2M CBF -> bitshuffle-LZ4, 1 worker", "Pilatus", "pilatus",

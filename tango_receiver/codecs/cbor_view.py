@@ -169,3 +169,44 @@ class _Decoder:
         if items > len(self.view) - self.pos:
             raise ValueError(f"CBOR container claims {items} items with "
                              f"{len(self.view) - self.pos} bytes left")
+
+
+SELF_DESCRIBE_PREFIX = b"\xd9\xd9\xf7"  # tag 55799, which DECTRIS puts before every message
+MAX_KEYS = 8  # DECTRIS writes "type" first; a few keys more tolerate another encoder's order
+
+
+def cbor_type(message: Any) -> str | None:
+    """The ``type`` of a stream v2 message, read from the first entries of its CBOR map; None
+    when it is not there.
+
+    Only keys and scalar values (numbers, strings, whose length the item's head gives) are
+    stepped over, at most MAX_KEYS of them; a value that is an array, a map or a tag ends the
+    search, so an image's pixel data is never walked, whatever it holds: a few dozen bytes are
+    read where cbor2 would decode the whole megabyte-sized message.
+    """
+    view = memoryview(message)
+    try:
+        prefix = len(SELF_DESCRIBE_PREFIX)
+        pos = prefix if view[:prefix] == SELF_DESCRIBE_PREFIX else 0
+        major, count, pos = item_head(view, pos)
+        if major != MAP:
+            return None
+        for _ in range(MAX_KEYS if count is None else min(count, MAX_KEYS)):
+            major, length, pos = item_head(view, pos)
+            if major != TEXT or length is None:
+                return None
+            key, pos = view[pos:pos + length], pos + length
+            major, value, pos = item_head(view, pos)
+            if value is None:
+                return None
+            if key == b"type":
+                end = pos + value
+                return bytes(view[pos:end]).decode() if major == TEXT and end <= len(view) \
+                    else None
+            if major in (BYTES, TEXT):
+                pos += value
+            elif major not in (UINT, NINT, SIMPLE):
+                return None
+    except (IndexError, ValueError):  # truncated, or not CBOR at all
+        return None
+    return None

@@ -21,6 +21,9 @@ import numpy as np
 from .bslz4 import default_block_elements
 from .limits import MAX_NBYTES, byte_view, check_shape
 
+#: stream v1: parts of a dheader-1.0 message per header_detail, not counting the optional appendix
+V1_HEADER_PARTS = {"all": 8, "basic": 2, "none": 1}
+
 _ENCODING = re.compile(r"(?:bs(8|16|32|64))?(?:-?(lz4))?([<>])?")
 _LZ4_HEADER = struct.Struct(">QI")
 _LZ4_LEN = struct.Struct(">I")

@@ -13,8 +13,16 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from ..messages import FrameRun, Message
+from ..receiver_config import ReceiverConfig
 
 SENT, DROPPED, NO_CONSUMER = "sent", "dropped", "no_consumer"
+FORWARD_BYTES = 128 << 20  # what the port may queue for a slow consumer
+
+
+def forward_hwm(config: ReceiverConfig) -> int:
+    """Messages the port queues for a consumer: the entry's ``forward_hwm``, fewer where the
+    entry's ``shape`` and ``dtype`` say that many raw frames would pass FORWARD_BYTES."""
+    return min(config.forward_hwm, config.frames_in(FORWARD_BYTES) or config.forward_hwm)
 # plain ints: pyzmq's enum members cost an Enum construction per ``&`` (a few us a frame)
 EVENTS, POLLIN, POLLOUT = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.POLLOUT)
 

@@ -67,7 +67,7 @@ def decode_plane(channel: Channel) -> np.ndarray:
     """Pixels of one stored plane, whatever compression the writer received."""
     dtype = np.dtype(channel.dtype)
     data = channel.stored
-    if channel.chunk is not None or channel.compression == "bslz4":
+    if channel.stored_bslz4:
         return decode_chunk(data, channel.shape, dtype)
     return np.frombuffer(data, dtype=dtype).reshape(channel.shape)
 

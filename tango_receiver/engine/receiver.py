@@ -24,12 +24,13 @@ from dataclasses import dataclass, replace
 
 import zmq
 
-from ..config import ReceiverConfig
-from ..detector import Detector, Source, detector_for, wire_nbytes
+from ..detector import Detector, detector_for
 from ..messages import FrameRun, Header, Image, InvalidMessage, Message, SeriesEnd
+from ..receiver_config import ReceiverConfig
+from ..transport import Upstream, wire_nbytes
 from . import allocator
 from .budget import ByteBudget
-from .forwarder import DROPPED, NO_CONSUMER, SENT, Forwarder
+from .forwarder import DROPPED, NO_CONSUMER, SENT, Forwarder, forward_hwm
 from .liveview import LiveView
 from .ordering import Ordering, OrderingCounts
 from .stats import Stats, StatsSnapshot
@@ -78,7 +79,7 @@ class Receiver:
         self._engine: threading.Thread | None = None
         # one decoder: the engine thread receives and decodes itself (no hand-over at all)
         self._inline = config.nworkers == 1
-        self._source: Source | None = None
+        self._source: Upstream | None = None
         self._workers: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._closing = threading.Event()
@@ -90,7 +91,7 @@ class Receiver:
             return
         allocator.keep_freed_memory()
         self._forwarder = Forwarder(self._ctx, self.config.data_host, self.config.data_port,
-                                    self.detector.forward_hwm())
+                                    forward_hwm(self.config))
         self.stats.secondary_port = self._forwarder.port
         self._engine = threading.Thread(target=self._run_engine, name=f"{self.config.name}-engine",
                                         daemon=True)

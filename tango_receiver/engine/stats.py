@@ -57,6 +57,7 @@ class StatsSnapshot(SeriesCounters):
     detector_class: str
     upstream: tuple[str, ...]
     secondary_port: int
+    rest_url: str  # where the REST sidecar serves this receiver ('' if none)
     consumers: int  # connected to the secondary port
     messages: tuple[str, ...]  # recent warnings and errors, newest last
 
@@ -85,6 +86,7 @@ class Stats:
     detector_class: str = ""
     upstream: tuple[str, ...] = ()
     secondary_port: int = 0
+    rest_url: str = ""
     consumers: int = 0
     state: str = IDLE
     error: str = ""
@@ -206,7 +208,8 @@ class Stats:
                 frame_rate=frame_rate, data_rate=data_rate, compression_ratio=ratio,
                 queue_depth=self.queue_depth, connected=self.connected,
                 detector_class=self.detector_class, upstream=self.upstream,
-                secondary_port=self.secondary_port, consumers=self.consumers,
+                secondary_port=self.secondary_port, rest_url=self.rest_url,
+                consumers=self.consumers,
                 messages=tuple(self._messages),
                 **counters,
             )

@@ -26,7 +26,7 @@ import hdf5plugin
 import numpy as np
 
 from ..codecs import bslz4
-from ..lane import write_chunks
+from .chunk_writer import write_chunks
 from ..messages import Channel, FrameRun, Header, Image
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ class SeriesWriter:
         for channel in image.channels:
             name = self._dataset_name(channel, image.channels)
             dtype = np.dtype(channel.dtype)
-            bslz = channel.chunk is not None or channel.compression == "bslz4"
+            bslz = channel.stored_bslz4
             if name in self.file:
                 ds = self.file[name]
                 if ds.shape[1:] != channel.shape or ds.dtype != dtype:
@@ -299,10 +299,9 @@ class SeriesWriter:
 def _stored(compressed: bool, channel: Channel) -> Any:
     """The bytes for a chunk of a dataset that is stored ``compressed`` or raw."""
     stored = channel.stored
-    is_bslz = channel.chunk is not None or channel.compression == "bslz4"
-    if is_bslz == compressed:
+    if channel.stored_bslz4 == compressed:
         return stored
-    if is_bslz:  # rare: a compressed frame into a raw dataset
+    if channel.stored_bslz4:  # rare: a compressed frame into a raw dataset
         return bslz4.decode_chunk(stored, channel.shape, np.dtype(channel.dtype))
     return bslz4.encode_chunk(np.frombuffer(stored, np.dtype(channel.dtype)).reshape(channel.shape))
 

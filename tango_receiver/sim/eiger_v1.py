@@ -14,7 +14,7 @@ import cbor2
 import numpy as np
 
 from ..codecs.bslz4 import encode_chunk
-from ..detector import Eiger
+from ..codecs.dectris import V1_HEADER_PARTS
 
 ENCODINGS = {"uint32": "bs32-lz4<", "uint16": "bs16-lz4<", "uint8": "bs8-lz4<"}
 
@@ -73,8 +73,14 @@ def capture_v1(path: Path, filename: str = "") -> list[list[bytes]]:
         messages.append([bytes(p) for p in payload["eigerxes"].value[1]])
     header = messages[0]
     head = json.loads(header[0])
-    fixed = Eiger.HEADER_PARTS[head.get("header_detail", "none")]
+    fixed = V1_HEADER_PARTS[head.get("header_detail", "none")]
     appendix = json.loads(header[fixed]) if len(header) > fixed else {}
     messages[0] = header[:fixed] + [_j(appendix | {"filename": filename})]
     messages.append([_j({"htype": "dseries_end-1.0", "series": head.get("series", 0)})])
     return messages
+
+
+def simulate(frames: Sequence[np.ndarray], filename: str, count: int,
+             series: int) -> Iterator[list[bytes]]:
+    """``tango-receiver simulate``'s series of this wire form (see detector.Simulator)."""
+    return eiger_v1_series(frames, filename, series=series, count=count)

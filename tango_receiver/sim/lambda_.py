@@ -13,11 +13,12 @@ from typing import Any
 import numpy as np
 
 from ..codecs.bslz4 import encode_chunk
-from ..detector import Lambda
-from .internal import internal_series
+from .internal import encoded_series
 from .sender import Sender
 
 GAP = 6  # pixels between modules in the assembled image
+
+FIRST_PORT = 9010  # module m streams on FIRST_PORT + m, the Lambda's default ports
 
 
 def stacked_geometry(modules: int, rows: int, cols: int) -> list[dict[str, Any]]:
@@ -38,7 +39,7 @@ def lambda_series(frames: Sequence[np.ndarray], filename: str = "",
     modules, rows, cols = frames[0].shape
     geometry = geometry or stacked_geometry(modules, rows, cols)
     encode = encode_chunk if compression == "bslz4" else np.ndarray.tobytes
-    return [internal_series([({"shape": [rows, cols], "type": f.dtype.name,
+    return [encoded_series([({"shape": [rows, cols], "type": f.dtype.name,
                                "compression": compression}, [encode(f[m])]) for f in frames],
                             filename, (metadata or {}) | geometry[m], count)
             for m in range(modules)]
@@ -82,8 +83,14 @@ def first_module_series(frames: Sequence[np.ndarray], filename: str = "",
     through it (port 9010 by default); modules 1, 2, ... are sent from here, in step, on
     127.0.0.1:9011, 9012, ... (the Lambda's default ports)."""
     first, *others = lambda_series(frames, filename, count=count)
-    ports = [Lambda.default_port + m for m in range(1, len(others) + 1)]
+    ports = [FIRST_PORT + m for m in range(1, len(others) + 1)]
     with ModuleSenders(ports) as senders:
         for messages in zip(first, *others):
             senders.send_set(messages[1:])
             yield messages[0]
+
+
+def simulate(frames: Sequence[np.ndarray], filename: str, count: int,
+             series: int) -> Iterator[list[bytes]]:
+    """``tango-receiver simulate``'s series of this wire form (see detector.Simulator)."""
+    return first_module_series(frames, filename, count=count)

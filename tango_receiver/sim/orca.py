@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..codecs.mono12p import pack
-from .internal import internal_series
+from .internal import encoded_series
 
 
 def orca_series(frames: Sequence[np.ndarray], filename: str = "",
@@ -17,4 +17,14 @@ def orca_series(frames: Sequence[np.ndarray], filename: str = "",
     """header, ``count`` mono12p images (values 0..4095, cycling through ``frames``), series_end."""
     images = [({"shape": list(f.shape), "type": "mono12p", "compression": "none"}, [pack(f)])
               for f in frames]
-    return internal_series(images, filename, metadata, count)
+    return encoded_series(images, filename, metadata, count)
+
+
+TWELVE_BIT = 4095  # where a 12-bit (Mono12p) sensor saturates
+
+
+def simulate(frames: Sequence[np.ndarray], filename: str, count: int,
+             series: int) -> Iterator[list[bytes]]:
+    """``tango-receiver simulate``'s series of this wire form (see detector.Simulator)."""
+    return orca_series([f.clip(0, TWELVE_BIT) for f in frames], filename,
+                       metadata={"series": series}, count=count)

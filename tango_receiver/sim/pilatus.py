@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..codecs.cbf import encode_cbf
-from .internal import internal_series
+from .internal import encoded_series
 
 
 def pilatus_series(frames: Sequence[np.ndarray], filename: str = "",
@@ -17,4 +17,10 @@ def pilatus_series(frames: Sequence[np.ndarray], filename: str = "",
     """header, ``count`` CBF images (int32, cycling through ``frames``), series_end."""
     images = [({"shape": list(f.shape), "type": "int32", "compression": "cbf"}, [encode_cbf(f)])
               for f in frames]
-    return internal_series(images, filename, metadata, count)
+    return encoded_series(images, filename, metadata, count)
+
+
+def simulate(frames: Sequence[np.ndarray], filename: str, count: int,
+             series: int) -> Iterator[list[bytes]]:
+    """``tango-receiver simulate``'s series of this wire form (see detector.Simulator)."""
+    return pilatus_series(frames, filename, metadata={"series": series}, count=count)

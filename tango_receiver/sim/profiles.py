@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Profile:
-    format: str  # a key of sim.formats.SERIES
+    format: str  # a simulator name (Detector.simulator)
     shape: tuple[int, ...]
     dtype: str
     rate: float  # frames/s
@@ -21,17 +21,17 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    "pi-mte3": Profile("stins", (2048, 2048), "uint16", 1.0,
+    "pi-mte3": Profile("internal", (2048, 2048), "uint16", 1.0,
                        "Teledyne Princeton Instruments PI-MTE3 2048B (PICam), 16-bit CCD"),
-    "dhyana": Profile("stins", (2048, 2048), "uint16", 24.0,
+    "dhyana": Profile("internal", (2048, 2048), "uint16", 24.0,
                       "Tucsen Dhyana 95 V2, back-illuminated sCMOS"),
-    "ximea": Profile("stins", (3008, 4112), "uint16", 30.0,
+    "ximea": Profile("internal", (3008, 4112), "uint16", 30.0,
                      "XIMEA xiC MC124MG, 12-bit sCMOS in 16-bit pixels"),
-    "fastcam-nova": Profile("stins", (256, 256), "uint16", 20000.0,
+    "fastcam-nova": Profile("internal", (256, 256), "uint16", 20000.0,
                             "Photron FASTCAM Nova S16, high frame rate at reduced resolution"),
-    "rigaku": Profile("stins", (385, 775), "uint32", 100.0,
+    "rigaku": Profile("internal", (385, 775), "uint32", 100.0,
                       "Rigaku HyPix-6000HE, photon counting"),
-    "zyla": Profile("stins", (2160, 2560), "uint16", 100.0, "Andor Zyla 5.5 sCMOS"),
+    "zyla": Profile("internal", (2160, 2560), "uint16", 100.0, "Andor Zyla 5.5 sCMOS"),
     "pilatus-2m": Profile("pilatus", (1679, 1475), "int32", 250.0,
                           "DECTRIS PILATUS3 2M, CBF files"),
     "pilatus-6m": Profile("pilatus", (2527, 2463), "int32", 100.0,

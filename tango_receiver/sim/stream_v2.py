@@ -60,3 +60,9 @@ def _with_filename(start: bytes, filename: str) -> bytes:
     user = json.loads(user) if isinstance(user, str) else dict(user or {})
     msg["user_data"] = json.dumps(user | {"filename": filename})  # a JSON string, as captured
     return cbor2.dumps(cbor2.CBORTag(55799, msg))
+
+
+def simulate(frames: Sequence[np.ndarray], filename: str, count: int,
+             series: int) -> Iterator[list[bytes]]:
+    """``tango-receiver simulate``'s series of this wire form (see detector.Simulator)."""
+    return stream_v2_series({"threshold_1": frames}, filename, series_id=series, count=count)

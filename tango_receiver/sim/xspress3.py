@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .internal import internal_series
+from .internal import encoded_series
 
 CLOCK_HZ = 80e6  # Xspress3 clock ticks per second
 EXPTIME_S = 0.001
@@ -39,4 +39,10 @@ def xspress3_series(spectra: Sequence[np.ndarray], filename: str = "",
     images = [({"shape": list(s.shape), "type": s.dtype.name, "compression": "none",
                 "exptime": EXPTIME_S},
                [s.tobytes(), json.dumps(scalers_for(s)).encode()]) for s in spectra]
-    return internal_series(images, filename, metadata, count)
+    return encoded_series(images, filename, metadata, count)
+
+
+def simulate(frames: Sequence[np.ndarray], filename: str, count: int,
+             series: int) -> Iterator[list[bytes]]:
+    """``tango-receiver simulate``'s series of this wire form (see detector.Simulator)."""
+    return xspress3_series(frames, filename, metadata={"series": series}, count=count)

@@ -21,7 +21,8 @@ import threading
 import time
 import types
 import typing
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import numpy as np
 import tango
@@ -29,7 +30,6 @@ import zmq
 from tango import AttrQuality, AttrWriteType, DevState
 from tango.server import Device, attribute, command, device_property
 
-from ..api.server import Sidecar, start_sidecar
 from ..config import ConfigError, ReceiverConfig, load_receiver, parse_entry
 from ..engine.receiver import Receiver
 from ..engine.stats import ERROR, StatsSnapshot
@@ -144,8 +144,16 @@ def _snapshot_attribute(field: str, **kwargs: Any) -> attribute:
     return attribute(fget=lambda self: getattr(self.snap, field), **kwargs)
 
 
+#: something the serving process runs beside each receiver the device starts (the REST
+#: sidecar, see tango/server.py): given the receiver, it returns how to stop it again
+Companion = Callable[[Receiver], Callable[[], None]]
+
+
 class ReceiverDevice(EntryProperties):
     """A detector data receiver: ZMQ detector stream -> HDF5, secondary port and live view."""
+
+    #: set by the process that serves the device; the device itself knows no REST
+    companions: ClassVar[list[Companion]] = []
 
     # --- properties: the detectors.yaml entry --------------------------------------------
     config_file = device_property(dtype=str, doc="detectors.yaml to take the entry from "
@@ -175,8 +183,8 @@ class ReceiverDevice(EntryProperties):
                               fget=lambda self: list(self.snap.upstream))
     messages = attribute(dtype=(str,), max_dim_x=64, doc="recent warnings and errors, newest last",
                          fget=lambda self: list(self.snap.messages))
-    rest_url = attribute(dtype=str, doc="the REST sidecar beside this device ('' if not running)",
-                         fget=lambda self: self._sidecar.url if self._sidecar else "")
+    rest_url = _snapshot_attribute("rest_url", dtype=str,
+                                   doc="the REST sidecar beside this device ('' if not running)")
 
     # --- life cycle ----------------------------------------------------------------------
     def init_device(self) -> None:
@@ -186,7 +194,7 @@ class ReceiverDevice(EntryProperties):
         self._snap: StatsSnapshot | None = None
         self._stop_events = threading.Event()
         self._pusher: threading.Thread | None = None
-        self._sidecar: Sidecar | None = None
+        self._companions_stop: list[Callable[[], None]] = []
         for name in COUNTERS + GAUGES:
             self.set_change_event(name, True, False)
         for name in COUNTERS:
@@ -210,11 +218,7 @@ class ReceiverDevice(EntryProperties):
             self._fail_init(failed)
             return
         self._receiver = receiver
-        try:
-            self._sidecar = start_sidecar(receiver)
-        except (OSError, RuntimeError) as exc:  # Tango clients still get the receiver
-            log.error("%s: REST sidecar not started: %s", self.get_name(), exc)
-            receiver.stats.warn(f"REST sidecar not started: {exc}")
+        self._companions_stop = [start(receiver) for start in self.companions]
         self._pusher = threading.Thread(target=self._push_events, daemon=True,
                                         name=f"{config.name}-tango-events")
         self._pusher.start()
@@ -231,11 +235,12 @@ class ReceiverDevice(EntryProperties):
             # The pusher may wait for the device monitor that this Tango thread holds.
             with tango.AutoTangoAllowThreads(self):
                 self._pusher.join(5)
-        if self._sidecar is not None:
-            self._sidecar.stop()
+        for stop in self._companions_stop:
+            stop()
+        self._companions_stop = []
         if self._receiver is not None:
             self._receiver.close()  # writes out what was received, closes the file cleanly
-        self._receiver = self._pusher = self._sidecar = None
+        self._receiver = self._pusher = None
 
     def receiver_config(self) -> ReceiverConfig:
         """The detectors.yaml entry from ``config_file`` (if any), overridden by the properties

@@ -15,13 +15,13 @@ import atheris
 
 with atheris.instrument_imports():
     from tango_receiver.config import parse_entry
-    from tango_receiver.detector import DETECTOR_CLASSES, detector_for
+    from tango_receiver.detector import detector_classes, detector_for
     from tango_receiver.messages import InvalidMessage
 
 DETECTORS = [
     detector_for(parse_entry(f"fuzz-{name}", {"class": name, "upstream": "tcp://127.0.0.1:1",
                                               "write_roots": ["/tmp"], "verify_chunks": True}))
-    for name in sorted(DETECTOR_CLASSES)
+    for name in sorted(detector_classes())
 ]
 
 

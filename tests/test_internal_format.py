@@ -15,7 +15,7 @@ from conftest import make_config, run_series, run_with_consumer, wait_series_don
 from tango_receiver.engine.receiver import Receiver
 from tango_receiver.sim.eiger_v1 import eiger_v1_series
 from tango_receiver.sim.frames import synthetic_frames
-from tango_receiver.sim.stins import stins_series
+from tango_receiver.sim.internal import internal_series
 from tango_receiver.sim.stream_v2 import stream_v2_series
 
 
@@ -23,7 +23,7 @@ from tango_receiver.sim.stream_v2 import stream_v2_series
 def test_series_written_bit_exact_and_forwarded(tmp_path, sender, compression):
     frames = synthetic_frames(7, (64, 80), "uint32", rate=2.0)
     target = tmp_path / "scan_001.h5"
-    snap, got = run_with_consumer(make_config(sender.port, tmp_path), sender, stins_series(
+    snap, got = run_with_consumer(make_config(sender.port, tmp_path), sender, internal_series(
         frames, str(target), compression=compression,
         metadata={"sample": "lysozyme", "beam": {"energy_eV": 12400}}))
     assert (snap.frames_received, snap.frames_written, snap.frames_forwarded) == (7, 7, 7)
@@ -63,7 +63,7 @@ def test_series_written_bit_exact_and_forwarded(tmp_path, sender, compression):
 
 def test_no_filename_means_forward_only(tmp_path, sender):
     frames = synthetic_frames(3, (8, 8), "uint16")
-    receiver, snap = run_series(make_config(sender.port, tmp_path), sender, stins_series(frames, ""))
+    receiver, snap = run_series(make_config(sender.port, tmp_path), sender, internal_series(frames, ""))
     receiver.close()
     assert snap.frames_received == 3 and snap.frames_written == 0
     assert list(tmp_path.iterdir()) == []
@@ -72,7 +72,7 @@ def test_no_filename_means_forward_only(tmp_path, sender):
 def test_save_raw_false_writes_nothing(tmp_path, sender):
     frames = synthetic_frames(3, (8, 8), "uint16")
     receiver, snap = run_series(make_config(sender.port, tmp_path), sender,
-                                stins_series(frames, str(tmp_path / "x.h5"), save_raw=False))
+                                internal_series(frames, str(tmp_path / "x.h5"), save_raw=False))
     receiver.close()
     assert snap.frames_received == 3 and snap.frames_written == 0
     assert not (tmp_path / "x.h5").exists()
@@ -81,7 +81,7 @@ def test_save_raw_false_writes_nothing(tmp_path, sender):
 def test_live_view_holds_the_last_frame(tmp_path, sender):
     frames = synthetic_frames(5, (32, 48), "uint16", rate=3.0)
     receiver, _ = run_series(make_config(sender.port, tmp_path), sender,
-                             stins_series(frames, str(tmp_path / "lv.h5")))
+                             internal_series(frames, str(tmp_path / "lv.h5")))
     try:
         latest = receiver.liveview.latest()
         assert latest is not None and latest.frame == 4
@@ -100,9 +100,9 @@ def test_two_series_two_files_and_append_to_matching_dataset(tmp_path, sender):
     receiver = Receiver(config)
     receiver.start()
     try:
-        sender.send(stins_series(frames, str(target)))
+        sender.send(internal_series(frames, str(target)))
         wait_series_done(receiver, 1)
-        sender.send(stins_series(frames[:2], str(target)))
+        sender.send(internal_series(frames[:2], str(target)))
         snap = wait_series_done(receiver, 2)
     finally:
         receiver.close()
@@ -118,7 +118,7 @@ def test_two_series_two_files_and_append_to_matching_dataset(tmp_path, sender):
 def test_no_consumer_is_counted_apart_and_raises_no_alarm(tmp_path, sender):
     frames = synthetic_frames(3, (8, 8), "uint16")
     receiver, snap = run_series(make_config(sender.port, tmp_path), sender,
-                                stins_series(frames, str(tmp_path / "alone.h5")))
+                                internal_series(frames, str(tmp_path / "alone.h5")))
     receiver.close()
     assert (snap.frames_written, snap.frames_forwarded, snap.forward_no_consumer) == (3, 0, 3)
     assert snap.forward_dropped == 0 and not snap.alarm
@@ -135,7 +135,7 @@ def cut_v2_chunk(message: list[bytes]) -> list[bytes]:
 
 
 @pytest.mark.parametrize("cls, series, corrupt", [
-    ("Detector", lambda frames, target: stins_series(frames, target),
+    ("Detector", lambda frames, target: internal_series(frames, target),
      lambda m: [m[0], m[1][:14]]),
     ("Eiger", lambda frames, target: eiger_v1_series(frames, target),
      lambda m: [*m[:2], m[2][:14], *m[3:]]),

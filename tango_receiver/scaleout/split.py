@@ -7,29 +7,28 @@ message (a series' header or end) goes to every part, each image to one part, ro
 passing over a part whose queue is full. Nothing is dropped: when every part is full the
 splitter waits, and the detector's PUSH waits for it, as it would for one slow receiver.
 
-Messages are told apart from their first bytes only (the JSON header part, or the head of the
-CBOR map) and forwarded as the buffers they arrived in: a frame is never decoded nor copied.
+Messages are told apart from their first bytes only (classify.py) and forwarded as the buffers
+they arrived in: a frame is never decoded nor copied.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
-from typing import Any
 
 import zmq
 
-from .codecs.cbor_view import BYTES, MAP, NINT, SIMPLE, TEXT, UINT, item_head
-from .config import ReceiverConfig, load_receiver
-from .detector import DETECTOR_CLASSES, detector_for
+from ..config import load_receiver
+from ..detector import detector_for
+from ..messages import Parts
+from ..receiver_config import ReceiverConfig
+from .classify import Kind, SplitError, classifier_for
 
 log = logging.getLogger(__name__)
 
@@ -39,117 +38,6 @@ RCVHWM = 64  # messages buffered from the detector: beyond, the detector's PUSH 
 SNDHWM = 32  # messages buffered per part: beyond, its images go to another part
 LINGER_MS = 2000  # on stop, how long messages queued for the parts may still go out
 WARN_AFTER_S = 10.0  # a message waiting this long for a part is worth telling the operator
-
-Parts = list  # the frames of one multipart message (zmq.Frame with copy=False, or bytes)
-
-
-class SplitError(ValueError):
-    """A splitter that cannot run; the text says why (class, ports)."""
-
-
-class Kind(Enum):
-    CONTROL = "control"  # to every part: each must open and close its own file
-    IMAGE = "image"  # to one part
-    UNKNOWN = "unknown"  # to one part, as an image: its receiver counts it invalid, as it would
-
-
-Classifier = Callable[[Parts], Kind]
-
-INTERNAL_TYPES = {"header": Kind.CONTROL, "series_end": Kind.CONTROL, "image": Kind.IMAGE}
-STREAM_V1_TYPES = {"dheader-1.0": Kind.CONTROL, "dseries_end-1.0": Kind.CONTROL,
-                   "dimage-1.0": Kind.IMAGE}
-STREAM_V2_TYPES = {"start": Kind.CONTROL, "end": Kind.CONTROL, "image": Kind.IMAGE}
-
-
-def _htype(parts: Parts) -> str | None:
-    """The ``htype`` of the JSON first part: a small header in both JSON formats (the blobs
-    follow in parts of their own, untouched)."""
-    try:
-        head = json.loads(memoryview(parts[0]).tobytes())
-    except (ValueError, RecursionError):
-        return None
-    htype = head.get("htype") if isinstance(head, dict) else None
-    return htype if isinstance(htype, str) else None
-
-
-def internal_kind(parts: Parts) -> Kind:
-    """The internal format (``Detector`` and the classes that decode only its images)."""
-    return INTERNAL_TYPES.get(_htype(parts), Kind.UNKNOWN)
-
-
-def stream_v1_kind(parts: Parts) -> Kind:
-    """DECTRIS stream v1: dheader-1.0 / dimage-1.0 / dseries_end-1.0."""
-    return STREAM_V1_TYPES.get(_htype(parts), Kind.UNKNOWN)
-
-
-def stream_v2_kind(parts: Parts) -> Kind:
-    """DECTRIS stream v2: one CBOR map per message, told apart by its ``type``."""
-    return STREAM_V2_TYPES.get(cbor_type(parts[0]), Kind.UNKNOWN)
-
-
-# --- the head of a CBOR map (RFC 8949), enough to find a stream v2 message's "type" ----------
-SELF_DESCRIBE = b"\xd9\xd9\xf7"  # tag 55799, which DECTRIS puts before every message
-MAX_KEYS = 8  # DECTRIS writes "type" first; a few keys more tolerate another encoder's order
-
-
-def cbor_type(message: Any) -> str | None:
-    """The ``type`` of a stream v2 message, read from the first entries of its CBOR map; None
-    when it is not there.
-
-    Only keys and scalar values (numbers, strings, whose length the item's head gives) are
-    stepped over, at most MAX_KEYS of them; a value that is an array, a map or a tag ends the
-    search, so an image's pixel data is never walked, whatever it holds: a few dozen bytes are
-    read where cbor2 would decode the whole megabyte-sized message.
-    """
-    view = memoryview(message)
-    try:
-        pos = len(SELF_DESCRIBE) if view[:len(SELF_DESCRIBE)] == SELF_DESCRIBE else 0
-        major, count, pos = item_head(view, pos)
-        if major != MAP:
-            return None
-        for _ in range(MAX_KEYS if count is None else min(count, MAX_KEYS)):
-            major, length, pos = item_head(view, pos)
-            if major != TEXT or length is None:
-                return None
-            key, pos = view[pos:pos + length], pos + length
-            major, value, pos = item_head(view, pos)
-            if value is None:
-                return None
-            if key == b"type":
-                end = pos + value
-                return bytes(view[pos:end]).decode() if major == TEXT and end <= len(view) \
-                    else None
-            if major in (BYTES, TEXT):
-                pos += value
-            elif major not in (UINT, NINT, SIMPLE):
-                return None
-    except (IndexError, ValueError):  # truncated, or not CBOR at all
-        return None
-    return None
-
-
-#: a detector class's ``wire_format`` -> how its messages are told apart
-CLASSIFIERS: dict[str, Classifier] = {
-    "internal": internal_kind, "stream-v1": stream_v1_kind, "stream-v2": stream_v2_kind,
-}
-#: wire formats that cannot be split, and why
-REFUSED: dict[str, str] = {
-    "modules": "its modules stream on one socket each and one receiver must assemble every "
-               "frame from all of them; split it by running one receiver per detector",
-}
-
-
-def classifier_for(detector_class: str) -> Classifier:
-    cls = DETECTOR_CLASSES.get(detector_class)
-    if cls is None:
-        splittable = [name for name, c in DETECTOR_CLASSES.items()
-                      if c.wire_format in CLASSIFIERS]
-        reason = f"unknown class; classes that can be split: {', '.join(splittable)}"
-    elif cls.wire_format in CLASSIFIERS:
-        return CLASSIFIERS[cls.wire_format]
-    else:
-        reason = REFUSED[cls.wire_format]  # every format is in one of the two (the tests)
-    raise SplitError(f"class {detector_class} cannot be split: {reason}")
 
 
 @dataclass
