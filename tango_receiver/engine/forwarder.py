@@ -15,7 +15,7 @@ from zmq.utils.monitor import recv_monitor_message
 from ..messages import FrameRun, Message
 
 SENT, DROPPED, NO_CONSUMER = "sent", "dropped", "no_consumer"
-# plain ints: pyzmq's enum members cost an Enum construction per ``&`` (a few us a frame)
+# plain ints: pyzmq's enum members cost an Enum construction per ``&``, on every frame
 EVENTS, POLLIN, POLLOUT = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.POLLOUT)
 
 
@@ -41,9 +41,9 @@ class Forwarder:
         """Queue one message without waiting: SENT, DROPPED (a consumer could not take it) or
         NO_CONSUMER.
 
-        Asking whether the socket can take a message first costs 1-2 us; a send that fails
-        costs 8 us (pyzmq raises), and with no or a slow consumer most sends would fail. The
-        message is put into wire form only when it can go."""
+        Asking whether the socket can take a message is cheaper than a send that fails (pyzmq
+        raises), and with no or a slow consumer most sends would fail. The message is put into
+        wire form only when it can go."""
         return SENT if self._ready() and self._push(message) else self._unsent()
 
     def send_run(self, run: FrameRun) -> tuple[int, str]:
