@@ -47,7 +47,7 @@ def warm_memory(nbytes: int, directory: Path) -> None:
 
     A virtual machine whose balloon reports free pages to the host (Firecracker's, where this
     suite was written) hands them back; the first touch of such a page costs a fault in the
-    host, and a tmpfs file written into them grows at about 330 MB/s instead of 3.4 GB/s. How
+    host, and a tmpfs file written into them grows ten times slower (benchmarks/LOG.md). How
     many of those pages a writer meets depends on what ran in the seconds before it. Writing
     the series' size first gives the bare h5py loop and the receiver the same start. A file,
     not an array: the pages do not count in the writer's peak RSS. Best effort: a directory

@@ -62,8 +62,8 @@ def check_chunk(chunk: Any, shape: Sequence[int], dtype: Any, walk: bool = True)
     HDF5 as it came, since bitshuffle's HDF5 filter would crash the reader on a bad length.
 
     ``walk=False`` checks the header and the minimum length only (a truncated chunk still
-    fails), for a receiver told to trust its detector's framing (``verify_chunks: false``); the
-    walk of a 4 MB frame's 536 blocks costs about 1 us compiled, 50 in Python (Internals.md).
+    fails), for a receiver told to trust its detector's framing (``verify_chunks: false``): in a
+    receiver the walk's dependent reads miss the cache (Internals.md; benchmarks/LOG.md).
     """
     _validate(chunk, shape, dtype, walk)
 
@@ -82,8 +82,8 @@ def decode_chunk(chunk: Any, shape: Sequence[int], dtype: Any) -> np.ndarray:
 def walk_blocks_py(view: memoryview, n_blocks: int) -> tuple[int, bool]:
     """(position after the last block, True), or (position of the length that lies past the
     end, False). Lengths are never negative, so a position past the end makes the next read
-    fail: one check per block is enough. The compiled walk (``_blockwalk``) does the same
-    about 50 times faster; this one runs where it was not built."""
+    fail: one check per block is enough. The compiled walk (``_blockwalk``) does the same,
+    much faster; this one runs where it was not built."""
     pos = HEADER.size
     unpack = _BLOCK_LEN.unpack_from
     try:

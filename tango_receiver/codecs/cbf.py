@@ -7,10 +7,8 @@ appended and ``n + 7`` pixels asked for; a well-formed section decodes to exactl
 expected pixels followed by seven +1 steps, while any escape that crossed the end (its high
 byte then comes from the sentinel) produces a step of at least 256 and is refused.
 
-Measured on a 2-core box (fabio 2026.6, Poisson(10) int32 frames): decode_cbf takes 2.3 ms for
-1679 x 1475 (Pilatus 2M) and 5.5 ms for 2527 x 2463 (Pilatus 6M), of which about 0.6 ms is the
-sentinel copy and check. The loop runs without the GIL: two threads decode 870 frames/s of 2M
-against 440 for one (6M: 340 against 180).
+The loop runs without the GIL, so decoder workers decode in parallel (timings:
+benchmarks/LOG.md).
 """
 
 from __future__ import annotations

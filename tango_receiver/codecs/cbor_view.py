@@ -1,8 +1,8 @@
 """CBOR (RFC 8949) decoded in place: byte strings come back as memoryviews of the message.
 
 cbor2 copies every byte string into a new ``bytes``. For a stream v2 image that byte string is
-the whole compressed frame, and the copy was the receiver's largest per-frame cost at EIGER2 16M
-frames (a quarter of the engine thread's time, see Internals.md). Here a byte string is a slice
+the whole compressed frame: megabytes copied per frame for nothing (benchmarks/LOG.md,
+2026-11-25). Here a byte string is a slice
 of the buffer it came in, so the zmq.Frame's memory goes to HDF5 and the secondary port as it
 arrived. cbor2 still encodes (the simulators) and stays the reference the tests compare with.
 

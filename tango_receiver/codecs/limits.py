@@ -52,7 +52,8 @@ def dtype_of(name: str, byteorder: str = "<") -> np.dtype:
 
 @functools.lru_cache(maxsize=64)
 def dtype_name(dtype: np.dtype) -> str:
-    """``dtype.name``, which numpy works out in Python on every access (2 us, per frame)."""
+    """``dtype.name``, which numpy works out in Python on every access, and it is asked per
+    frame."""
     return dtype.name
 
 

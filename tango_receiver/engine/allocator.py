@@ -1,21 +1,12 @@
 """The C allocator of a receiver's process: freed frame memory is kept for the next frame.
 
-A receiver allocates and frees blocks of the same few sizes thousands of times a second: ZMQ's
-message buffers, decoded planes, compressed chunks. glibc's defaults give such a block back to
-the kernel when it is freed (a block above the mmap threshold is unmapped; free space at the top
-of an arena beyond the trim threshold is returned), so the next frame's block is fresh memory:
-a page fault and a zeroed page for every 4 kB. perf in scenario 4 (PILATUS 2M) found 17% of all
-samples in those faults; keeping the memory took scenario 4 from 108 to 140 frames/s.
-
-So blocks up to glibc's largest mmap threshold (32 MB on 64-bit) come from the arenas, and free
-memory stays in them while a series runs. What is kept is what the series needed at its peak,
-which the byte-bounded queue and the sockets' high-water marks already bound; it goes back to
-the kernel when the series ends (``give_back``). Each thread's arena keeps its own peak, though,
-and when the writer falls behind those peaks add up (Zyla with 2 workers and a writer slowed to
-15 ms a frame: 350 MB kept free beside 340 MB in use), so ``bound_kept`` gives it all back
-whenever more than ``KEEP_LIMIT`` is kept; a running series keeps 10-60 MB in the bench's
-scenarios. All of it is process-wide, set by the first receiver opened; where the C library is
-not glibc (2.33 or later) nothing changes.
+With glibc's defaults each frame's buffers (ZMQ message, decoded plane, compressed chunk) go back
+to the kernel when freed, so the next frame's are fresh pages: a fault and a zeroed page per 4 kB.
+So blocks up to the largest mmap threshold come from the arenas and stay there while a series
+runs; ``give_back`` returns them at its end, and ``bound_kept`` as soon as more than ``KEEP_LIMIT``
+is kept, since each thread's arena keeps its own peak. Process-wide, set by the first receiver
+opened; nothing changes where the C library is not glibc 2.33 or later. Measurements:
+benchmarks/LOG.md (2026-11-26).
 """
 
 from __future__ import annotations

@@ -17,14 +17,14 @@ from ..receiver_config import ReceiverConfig
 
 SENT, DROPPED, NO_CONSUMER = "sent", "dropped", "no_consumer"
 FORWARD_BYTES = 128 << 20  # what the port may queue for a slow consumer
+# plain ints: pyzmq's enum members cost an Enum construction per ``&``, on every frame
+EVENTS, POLLIN, POLLOUT = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.POLLOUT)
 
 
 def forward_hwm(config: ReceiverConfig) -> int:
     """Messages the port queues for a consumer: the entry's ``forward_hwm``, fewer where the
     entry's ``shape`` and ``dtype`` say that many raw frames would pass FORWARD_BYTES."""
     return min(config.forward_hwm, config.frames_in(FORWARD_BYTES) or config.forward_hwm)
-# plain ints: pyzmq's enum members cost an Enum construction per ``&`` (a few us a frame)
-EVENTS, POLLIN, POLLOUT = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.POLLOUT)
 
 
 class Forwarder:
@@ -49,9 +49,9 @@ class Forwarder:
         """Queue one message without waiting: SENT, DROPPED (a consumer could not take it) or
         NO_CONSUMER.
 
-        Asking whether the socket can take a message first costs 1-2 us; a send that fails
-        costs 8 us (pyzmq raises), and with no or a slow consumer most sends would fail. The
-        message is put into wire form only when it can go."""
+        Asking whether the socket can take a message is cheaper than a send that fails (pyzmq
+        raises), and with no or a slow consumer most sends would fail. The message is put into
+        wire form only when it can go."""
         return SENT if self._ready() and self._push(message) else self._unsent()
 
     def send_run(self, run: FrameRun) -> tuple[int, str]:

@@ -21,9 +21,9 @@ from ..messages import Channel, Image
 log = logging.getLogger(__name__)
 
 FRESH_WAIT_S = 0.03  # how long a viewer waits for the newest frame before taking the last one
-# the share of a core that background decodes may take, however fast viewers poll: a 16M
-# frame takes 50 ms to decode and bin here, so about 2 views a second; a quarter of a core
-# cost scenario 2 (EIGER2 16M, 2 cores) a tenth of its rate (Internals.md, "Live view")
+# the share of a core that background decodes may take, however fast viewers poll: at 16M
+# frames the receiver is bandwidth-bound and every share taken comes off its rate
+# (Internals.md, "Live view"; benchmarks/LOG.md)
 REFRESH_SHARE = 0.1
 
 
@@ -78,10 +78,10 @@ class LiveView:
     ``view()`` decodes the newest frame in the background, once for every binning asked for
     since the last decode, and waits for it only while it would come within ``FRESH_WAIT_S``
     (the rest of the pause that keeps decodes to ``REFRESH_SHARE`` of a core, then a decode):
-    a 16M frame takes 50 ms here to decode and bin, a viewer must not wait that long, and is
-    answered at once from the last decode. The first frame of each series
-    is decoded ahead (once, at ``downsample``), so that the first viewer of a series is answered
-    at once too; beyond that, nothing is decoded while nobody looks.
+    a frame whose decode takes longer (a 16M frame) is answered at once from the last decode.
+    The first frame of each series is decoded ahead (once, at ``downsample``), so that the first
+    viewer of a series is answered at once too; beyond that, nothing is decoded while nobody
+    looks.
     """
 
     def __init__(self) -> None:

@@ -4,8 +4,8 @@ Threads: ``nworkers`` decoder workers each own their upstream PULL socket (ZMQ r
 detector's frames between them) and decode in parallel; one engine thread restores order and owns
 the HDF5 file and the secondary socket, so neither needs a lock. With one worker there is no
 worker thread: the engine thread receives and decodes itself, which saves a thread hand-over
-per batch (with the GIL, hand-overs cost as much as the work at small frames). Commands from other threads
-(abort, reset, close) are run by the engine thread between two messages.
+per batch (with the GIL, hand-overs cost as much as the work at small frames). Commands from
+other threads (abort, reset, close) are run by the engine thread between two messages.
 
 The bounded queue between the two is the back-pressure: when writing cannot keep up, workers
 wait, the upstream socket's buffer fills and the detector's PUSH waits. Nothing is dropped on the

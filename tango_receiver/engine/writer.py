@@ -3,7 +3,7 @@
 Pre-compressed bitshuffle-LZ4 chunks go in with ``write_direct_chunk``: no decompression, no
 recompression, no copy. Datasets grow in blocks (a resize per frame halves the write rate) and are
 trimmed to the frames written at every flush and on close. Files use the default (earliest)
-format: with direct chunk writes it is as fast as ``libver="latest"`` here, and a file left by a
+format: with direct chunk writes it is as fast as ``libver="latest"``, and a file left by a
 crash opens with plain h5py (the newer format's consistency flags would need h5clear first).
 
 A file is only ever created inside the configured write roots and an existing file is never
