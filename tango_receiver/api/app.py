@@ -22,7 +22,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from PIL import Image as PILImage
 from pydantic import BaseModel
 
-from ..engine.liveview import LiveFrame, effective_downsample
+from ..engine.liveview import DOWNSAMPLE_MAX, DOWNSAMPLE_MIN, LiveFrame, effective_downsample
 from ..engine.receiver import Receiver
 from ..engine.stats import StatsSnapshot
 from . import metrics
@@ -31,7 +31,6 @@ from .liveview_page import render_page
 log = logging.getLogger(__name__)
 
 #: The binning range the engine accepts (``Receiver.downsample``), published in the OpenAPI spec.
-DOWNSAMPLE_MIN, DOWNSAMPLE_MAX = 1, 64
 #: Existing clients unpickle with whatever Python they run; protocol 4 is read by every Python 3
 #: still in service, and its framing adds nothing for a list of one dict and a few bytes objects.
 PICKLE_PROTOCOL = 4
