@@ -1,0 +1,66 @@
+"""The OpenAPI pages work on a network that reaches no other host: every asset they load is
+served by the sidecar itself, from the package, over the real server."""
+
+from __future__ import annotations
+
+from html.parser import HTMLParser
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from conftest import make_config
+from tango_receiver.api import start_sidecar
+from tango_receiver.engine.receiver import Receiver
+
+
+class Links(HTMLParser):
+    """Every URL a page makes the browser load or follow (src, href, spec-url attributes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.urls += [value for name, value in attrs
+                      if name in ("src", "href", "spec-url") and value]
+
+
+@pytest.fixture(scope="module")
+def http(tmp_path_factory):
+    receiver = Receiver(make_config(1, tmp_path_factory.mktemp("docs")))
+    sidecar = start_sidecar(receiver, "127.0.0.1", 0)
+    try:
+        with httpx.Client(base_url=sidecar.url, timeout=10) as client:
+            yield client
+    finally:
+        sidecar.stop()
+        receiver.close()
+
+
+@pytest.mark.parametrize("page, script", [("/docs", "swagger-ui-bundle.js"),
+                                          ("/redoc", "redoc.standalone.js")])
+def test_docs_pages_load_everything_from_the_sidecar(http, page, script):
+    reply = http.get(page)
+    assert reply.status_code == 200
+    assert "http://" not in reply.text and "https://" not in reply.text  # no CDN, no fonts
+    parser = Links()
+    parser.feed(reply.text)
+    assert any(url.endswith(script) for url in parser.urls), parser.urls
+    for url in parser.urls:
+        parts = urlsplit(url)
+        assert not parts.scheme and not parts.netloc, f"{page} loads {url} from another host"
+        asset = http.get(url)
+        assert asset.status_code == 200 and len(asset.content) > 1000, url
+    assert http.get("/openapi.json").json()["info"]["title"].startswith("tango_receiver")
+
+
+def test_swagger_assets_are_the_bundle_and_its_stylesheet(http):
+    parser = Links()
+    parser.feed(http.get("/docs").text)
+    types = {url.rsplit(".", 1)[-1]: http.get(url).headers["content-type"]
+             for url in parser.urls}
+    assert types["js"].startswith(("text/javascript", "application/javascript"))
+    assert types["css"].startswith("text/css")
+    bundle = next(url for url in parser.urls if url.endswith("swagger-ui-bundle.js"))
+    assert "SwaggerUIBundle" in http.get(bundle).text
