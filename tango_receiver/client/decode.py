@@ -94,9 +94,9 @@ def decode_blob(spec: ChannelSpec, blob: Any) -> np.ndarray:
                              f"{list(spec.shape)} {spec.dtype.name} ({spec.nbytes} bytes)")
         return np.frombuffer(view, dtype=spec.dtype).reshape(spec.shape)
     what = f"{spec.name}: "
-    if not has_chunk_header(view, spec.nbytes):
-        what += (f"no 12-byte chunk header (the first 8 bytes are not the size, {spec.nbytes}), "
-                 f"read as bare bitshuffle-LZ4 blocks with the default block size: ")
+    if not has_chunk_header(view, spec):
+        what += ("no 12-byte chunk header (the first 4 bytes are not zero), read as bare "
+                 "bitshuffle-LZ4 blocks with the default block size: ")
         view = memoryview(with_default_header(view, spec))
     try:
         return bslz4.decode_chunk(view, spec.shape, spec.dtype)
@@ -104,13 +104,17 @@ def decode_blob(spec: ChannelSpec, blob: Any) -> np.ndarray:
         raise ValueError(what + str(exc)) from None
 
 
-def has_chunk_header(view: memoryview, nbytes: int) -> bool:
-    """Whether a bslz4 blob starts with its 12-byte chunk header: its first 8 bytes are the
-    array's size. A blob without one (bitshuffle.compress_lz4's own output, as some older
-    consumers stored it) starts with a 4-byte block length instead, which cannot read so
-    unless the array is under 8 elements, when there are no blocks at all."""
-    return view.nbytes >= bslz4.HEADER.size and \
-        int.from_bytes(view[:8], "big") == nbytes
+def has_chunk_header(view: memoryview, spec: ChannelSpec) -> bool:
+    """Whether a bslz4 blob starts with its 12-byte chunk header, or is bitshuffle's bare
+    blocks (``bitshuffle.compress_lz4``'s own output, as some older consumers stored it).
+
+    A chunk starts with the size's 4 high bytes, zero for any array under 4 GiB (all of
+    them: see ``codecs.limits``); bare blocks start with the first block's compressed length,
+    never zero. An array of under 8 elements has no blocks, only its raw bytes: bare, the
+    blob is exactly those."""
+    if math.prod(spec.shape) < 8:
+        return view.nbytes != spec.nbytes
+    return view.nbytes < 4 or not any(view[:4])
 
 
 def with_default_header(view: memoryview, spec: ChannelSpec) -> bytes:
