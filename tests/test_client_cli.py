@@ -8,7 +8,6 @@ import json
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -56,7 +55,7 @@ def test_consume_command_prints_and_saves_two_series(tmp_path, sender):
     lines = out.splitlines()
     assert lines[0] == f"consuming tcp://127.0.0.1:{receiver.secondary_port}, saving to {saved}"
     assert lines[1] == "header 0 series 1 file -"
-    assert lines[2] == "image 1 frame 0 24x32 uint16 bslz4 (%d bytes)" % len(encode_chunk(FRAMES[0]))
+    assert lines[2] == f"image 1 frame 0 24x32 uint16 bslz4 ({len(encode_chunk(FRAMES[0]))} bytes)"
     assert lines[7:9] == ["series_end 6", "  series ended: 5 images received"]
     assert lines[9] == "header 0 series 2 file -"
     assert lines[-1] == "14 messages, 10 images, 0 missing"
@@ -100,8 +99,8 @@ def test_gaps_a_joined_series_and_what_cannot_be_saved(tmp_path):
     assert "image 3 not saved: arrays data [2, 2] uint8 differ from the series' data " \
         "[24, 32] uint16" in text
     assert "image 2 not saved: data: bitshuffle-LZ4 chunk holds 32 bytes" in text
-    assert "image 4 frame 3 24x32 uint16 bslz4 (%d bytes) [1 missing before]" % len(messages[4][1]) \
-        in text
+    size = len(messages[4][1])
+    assert f"image 4 frame 3 24x32 uint16 bslz4 ({size} bytes) [1 missing before]" in text
     assert "series_end 6 [1 missing before]" in text
     assert text.splitlines()[-1] == "8 messages, 6 images, 2 missing"
     with h5py.File(tmp_path / "joined_at_2.h5", "r") as f:

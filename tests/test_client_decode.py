@@ -87,7 +87,8 @@ CHUNK = encode_chunk(RAMP)
 
 
 @pytest.mark.parametrize("message, blob, error", [
-    (head(RAMP.shape, "uint32"), lying_length(CHUNK), "truncated: 1 blocks and 4 raw tail bytes need 2147483668"),
+    (head(RAMP.shape, "uint32"), lying_length(CHUNK),
+     "truncated: 1 blocks and 4 raw tail bytes need 2147483668"),
     (head(RAMP.shape, "uint32"), CHUNK[:-5], "truncated"),
     (head(RAMP.shape, "uint32"), CHUNK[:12], "truncated"),
     (head((29, 37, 2), "uint32"), CHUNK, "chunk holds 4292 bytes but shape .29, 37, 2. of "
@@ -153,7 +154,7 @@ def test_image_message_decodes_lazily_and_once():
     assert isinstance(message, ImageMessage) and message.nbytes == len(CHUNK)
     assert message.channels[0].shape == RAMP.shape  # the header alone
     with pytest.raises(ValueError, match="truncated"):
-        message.array
+        _ = message.array
     good = parse([json.dumps(head(RAMP.shape, "uint32")).encode(), CHUNK])
     assert good.array is good.array and np.array_equal(good.array, RAMP)
 

@@ -33,12 +33,16 @@ FRAMES = 4
 Expected = list[dict[str, np.ndarray]]  # per image: channel name -> array
 
 
+def readme_recipe() -> str:
+    """The README's recipe for users who cannot import the package, as printed."""
+    block = re.search(r"<!-- recipe -->\s*```python\n(.*?)```", README.read_text(), re.S)
+    assert block, "README has no recipe block after <!-- recipe -->"
+    return block.group(1)
+
+
 def readme_decode() -> Callable:
     """``decode`` exactly as the README's recipe defines it (the block up to the socket)."""
-    text = README.read_text()
-    block = re.search(r"<!-- recipe -->\s*```python\n(.*?)```", text, re.S)
-    assert block, "README has no recipe block after <!-- recipe -->"
-    code = block.group(1).split("\nsocket = ")[0]
+    code = readme_recipe().split("\nsocket = ")[0]
     namespace: dict = {}
     exec(compile(code, "README.md recipe", "exec"), namespace)  # noqa: S102 - our own README
     return namespace["decode"]
@@ -205,3 +209,31 @@ def test_xspress3_spectra_and_scalers(tmp_path, sender):
     expected = [{"data": s} | {name: np.array(scalers_for(s)[name], dtype)
                                for name, dtype in Xspress3.SCALERS.items()} for s in spectra]
     run(tmp_path, sender, "Xspress3", list(xspress3_series(spectra)), expected)
+
+
+def test_readme_recipe_runs_as_printed(tmp_path, sender):
+    """The whole recipe, socket and loop included, with its endpoint pointed at a live
+    receiver and its loop bounded: what it decodes is what was sent."""
+    one, two = frames_of((30, 20), "uint16", 9), frames_of((30, 20), "uint16", 10)
+    receiver = Receiver(make_config(sender.port, tmp_path, "DectrisStream2"))
+    receiver.open()
+    code = readme_recipe().replace("tcp://receiver-host:9100",
+                                   f"tcp://127.0.0.1:{receiver.secondary_port}")
+    setup, loop = code.split("while True:")
+    assert loop.rstrip().endswith("parts[1:])]")
+    loop = f"for _ in range({FRAMES + 2}):" + loop + "        got.append(arrays)\n"
+    namespace: dict = {"got": []}
+    try:
+        exec(compile(setup, "README.md recipe", "exec"), namespace)  # noqa: S102 - our README
+        wait_for(lambda: receiver.snapshot().consumers == 1, 10, "the recipe to connect")
+        receiver.start()
+        sender.send(stream_v2_series({"threshold_1": one, "threshold_2": two}))
+        wait_series_done(receiver)
+        exec(compile(loop, "README.md recipe loop", "exec"), namespace)  # noqa: S102
+    finally:
+        if "socket" in namespace:
+            namespace["socket"].close(linger=0)
+            namespace["socket"].context.term()
+        receiver.close()
+    assert [[a.tobytes() for a in arrays] for arrays in namespace["got"]] == \
+        [[a.tobytes(), b.tobytes()] for a, b in zip(one, two)]

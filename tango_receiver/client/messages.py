@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -113,7 +113,7 @@ class Unreadable:
     msg_number: int | None = None
 
 
-Message = Union[HeaderMessage, ImageMessage, SeriesEndMessage, Unreadable]
+Message = HeaderMessage | ImageMessage | SeriesEndMessage | Unreadable
 
 
 def parse(parts: Sequence[Part]) -> Message:
