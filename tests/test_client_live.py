@@ -19,7 +19,9 @@ from conftest import make_config, wait_for, wait_series_done
 from tango_receiver.client import Consumer, HeaderMessage, ImageMessage, SeriesEndMessage
 from tango_receiver.codecs.bslz4 import encode_chunk
 from tango_receiver.detector import Xspress3
+from tango_receiver.engine.forwarder import Forwarder
 from tango_receiver.engine.receiver import Receiver
+from tango_receiver.lane import AVAILABLE as LANE_BUILT
 from tango_receiver.sim.eiger_v1 import eiger_v1_series
 from tango_receiver.sim.internal import internal_series
 from tango_receiver.sim.lambda_ import ModuleSenders, lambda_series
@@ -59,7 +61,7 @@ def frames_of(shape: tuple[int, ...], dtype: str, seed: int = 0) -> list[np.ndar
             for _ in range(FRAMES)]
 
 
-def received(config, send: Callable[[], None]) -> list:
+def received(config, send: Callable[[], None], images: int = FRAMES) -> list:
     """One series through a live receiver with a client connected first: what it forwarded."""
     receiver = Receiver(config)
     receiver.open()
@@ -71,7 +73,7 @@ def received(config, send: Callable[[], None]) -> list:
             snap = wait_series_done(receiver)
             assert snap.frames_invalid == snap.frames_missing == 0, snap.messages
             messages = []
-            for message in itertools.islice(stream, 2 * FRAMES + 10):
+            for message in itertools.islice(stream, images + 2):
                 messages.append(message)
                 if isinstance(message, SeriesEndMessage):
                     break
@@ -107,7 +109,7 @@ def check(messages: list, expected: Expected) -> None:
 
 def run(tmp_path, sender, cls: str, messages: list, expected: Expected, **options) -> list:
     config = make_config(sender.port, tmp_path, cls, **options)
-    got = received(config, lambda: sender.send(messages))
+    got = received(config, lambda: sender.send(messages), len(expected))
     check(got, expected)
     return got
 
@@ -141,10 +143,17 @@ def test_general_case_several_channels(tmp_path, sender):
 # --- EIGER stream v1: chunks as they came (compiled lane or Python), or decoded -------------
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "uint32"])
 @pytest.mark.parametrize("fast_lane", [True, False])
-def test_eiger_stream_v1(tmp_path, sender, dtype, fast_lane):
+def test_eiger_stream_v1(tmp_path, sender, monkeypatch, dtype, fast_lane):
+    """Enough frames for the compiled lane to take the form after the first batch."""
+    runs = []
+    send_run = Forwarder.send_run
+    monkeypatch.setattr(Forwarder, "send_run", lambda self, run: runs.append(len(run)) or
+                        send_run(self, run))
     frames = frames_of((48, 36), dtype)
-    run(tmp_path, sender, "Eiger", list(eiger_v1_series(frames)), [{"data": f} for f in frames],
-        fast_lane=fast_lane)
+    count = 150
+    run(tmp_path, sender, "Eiger", list(eiger_v1_series(frames, count=count)),
+        [{"data": frames[i % FRAMES]} for i in range(count)], fast_lane=fast_lane)
+    assert bool(runs) == (fast_lane and LANE_BUILT)
 
 
 def test_eiger_stream_v1_raw_encoding_is_forwarded_raw(tmp_path, sender):
