@@ -64,7 +64,7 @@ def decode_image(header: Mapping[str, Any], blob: Any,
     ``blob`` is bytes, a memoryview or a ``zmq.Frame`` (``recv_multipart(copy=False)``). An
     image of several arrays needs ``channel`` (an index into ``channels``, or a name) with that
     channel's blob, ``parts[1 + index]``; :func:`decode_images` decodes them all. A ``none``
-    array is a read-only view of ``blob`` (no copy); a ``bslz4`` one is a new array.
+    array is a view of ``blob`` (no copy), a ``bslz4`` one a new array.
     """
     specs = channel_specs(header)
     if channel is None:
@@ -121,10 +121,7 @@ def with_default_header(view: memoryview, spec: ChannelSpec) -> bytes:
     """A headerless blob as the chunk it would be with bitshuffle's default block size (the
     only one a reader can assume), so that it gets the same checks: one copy, on a path the
     receiver itself never sends."""
-    try:
-        block_bytes = bslz4.default_block_elements(spec.dtype.itemsize) * spec.dtype.itemsize
-    except ValueError as exc:
-        raise ValueError(f"{spec.name}: {exc}") from None
+    block_bytes = bslz4.default_block_elements(spec.dtype.itemsize) * spec.dtype.itemsize
     return bslz4.HEADER.pack(spec.nbytes, block_bytes) + view
 
 

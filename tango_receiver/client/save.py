@@ -84,7 +84,6 @@ class SeriesStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.current: SeriesFile | None = None
         self.series = 0
-        self.paths: list[Path] = []
 
     def take(self, message: Message) -> None:
         """Store what the message adds; ValueError for an image that cannot be stored."""
@@ -114,7 +113,6 @@ class SeriesStore:
             path = self.directory / f"{stem}_{suffix}.h5"
             suffix += 1
         self.current = SeriesFile(path, header)
-        self.paths.append(path)
 
 
 def _safe(value: Any) -> str | None:
