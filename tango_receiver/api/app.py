@@ -278,7 +278,7 @@ def create_app(receiver: Receiver) -> FastAPI:
     ``/docs`` and ``/redoc`` load Swagger UI and ReDoc from files served here (fastapi-offline),
     not from a CDN: a beamline network usually reaches no other host."""
     app = FastAPIOffline(title=f"tango_receiver {receiver.config.name}",
-                  description="REST sidecar of a detector data receiver", version="1")
+                         description="REST sidecar of a detector data receiver", version="1")
     app.state.receiver = receiver
     for router in (status_router, frames_router, page_router, metrics_router):
         app.include_router(router)
