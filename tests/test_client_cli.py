@@ -125,3 +125,37 @@ def test_progress_lines_take_over_at_high_rates():
     assert len(lines) == LINES_PER_S + 2
     assert lines[LINES_PER_S] == "... 480 more images in 1.0 s (480/s, 0.0 MB/s), 500 in all"
     assert lines[-1].startswith("image 1 frame 0 4 uint8 none")  # a new second: lines again
+
+
+def test_sigterm_closes_the_saved_file_whole(tmp_path):
+    """A series cut short by SIGTERM: exit 0 and a file holding every image received."""
+    ctx = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.SNDTIMEO, 20000)  # a consumer that never comes fails the test
+    port = push.bind_to_random_port("tcp://127.0.0.1")
+    process = subprocess.Popen([sys.executable, "-m", "tango_receiver.cli", "consume", str(port),
+                                "--save", str(tmp_path)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in process.stdout:
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        for parts in series(3)[:3]:  # the header and two images; no series_end
+            push.send_multipart(parts)
+        wait_for(lambda: any(line.startswith("image 2 ") for line in lines), 20,
+                 "consume to print image 2")
+        process.terminate()
+        assert process.wait(20) == 0, process.stderr.read()
+        reader.join(10)
+    finally:
+        process.kill()
+        push.close(linger=0)
+        ctx.term()
+    assert lines[-1] == "3 messages, 2 images, 0 missing\n"
+    with h5py.File(tmp_path / "series_3.h5", "r") as f:
+        assert np.array_equal(f["data"][()], np.stack(FRAMES[:2]))
