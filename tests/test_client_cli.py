@@ -159,3 +159,10 @@ def test_sigterm_closes_the_saved_file_whole(tmp_path):
     assert lines[-1] == "3 messages, 2 images, 0 missing\n"
     with h5py.File(tmp_path / "series_3.h5", "r") as f:
         assert np.array_equal(f["data"][()], np.stack(FRAMES[:2]))
+
+
+def test_an_endpoint_zeromq_refuses_is_exit_status_2():
+    result = subprocess.run([sys.executable, "-m", "tango_receiver.cli", "consume",
+                             "tcp://no port"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "cannot connect to 'tcp://no port'" in result.stderr

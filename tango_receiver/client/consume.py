@@ -113,9 +113,14 @@ def consume(endpoint: str, save: Path | None = None, count: int | None = None,
 
 
 def run(endpoint: str, save: Path | None, count: int | None, timeout_s: float | None) -> int:
-    """The command: SIGTERM stops it as Ctrl-C does, so that saved files are closed whole."""
+    """The command: SIGTERM stops it as Ctrl-C does, so that saved files are closed whole;
+    an endpoint ZeroMQ cannot connect to is exit status 2."""
     signal.signal(signal.SIGTERM, _interrupt)
-    return consume(endpoint, save, count, timeout_s)
+    try:
+        return consume(endpoint, save, count, timeout_s)
+    except ValueError as exc:  # only the connect raises it: images are reported, not raised
+        log.error("%s", exc)
+        return 2
 
 
 def _interrupt(signum: int, frame: object) -> None:
