@@ -275,10 +275,12 @@ async def prometheus_metrics(receiver: ReceiverDep) -> PlainTextResponse:
 def create_app(receiver: Receiver) -> FastAPI:
     """One app per receiver: the device server runs one receiver per process, one port each.
 
-    ``/docs`` and ``/redoc`` load Swagger UI and ReDoc from files served here (fastapi-offline),
-    not from a CDN: a beamline network usually reaches no other host."""
+    ``/docs`` loads Swagger UI from files served here (fastapi-offline), not from a CDN: a
+    beamline network usually reaches no other host. No ``/redoc``: ReDoc fetches its vendor's
+    logo from the vendor's CDN whatever it is served from."""
     app = FastAPIOffline(title=f"tango_receiver {receiver.config.name}",
-                         description="REST sidecar of a detector data receiver", version="1")
+                         description="REST sidecar of a detector data receiver", version="1",
+                         redoc_url=None)
     app.state.receiver = receiver
     for router in (status_router, frames_router, page_router, metrics_router):
         app.include_router(router)
