@@ -61,7 +61,7 @@ class Report:
             self.series_images += 1
         if not image or message.position != Position() or self.lines < LINES_PER_S:
             self.print(describe(message))
-            self.lines += image
+            self.lines += int(image)
         else:
             self.quiet_images += 1
             self.quiet_bytes += message.nbytes
