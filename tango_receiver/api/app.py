@@ -19,6 +19,7 @@ from urllib.parse import quote
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+from fastapi_offline import FastAPIOffline
 from PIL import Image as PILImage
 from pydantic import BaseModel
 
@@ -271,9 +272,14 @@ async def prometheus_metrics(receiver: ReceiverDep) -> PlainTextResponse:
 
 
 def create_app(receiver: Receiver) -> FastAPI:
-    """One app per receiver: the device server runs one receiver per process, one port each."""
-    app = FastAPI(title=f"tango_receiver {receiver.config.name}",
-                  description="REST sidecar of a detector data receiver", version="1")
+    """One app per receiver: the device server runs one receiver per process, one port each.
+
+    ``/docs`` loads Swagger UI from files served here (fastapi-offline), not from a CDN: a
+    beamline network usually reaches no other host. No ``/redoc``: ReDoc fetches its vendor's
+    logo from the vendor's CDN whatever it is served from."""
+    app = FastAPIOffline(title=f"tango_receiver {receiver.config.name}",
+                         description="REST sidecar of a detector data receiver", version="1",
+                         redoc_url=None)
     app.state.receiver = receiver
     for router in (status_router, frames_router, page_router, metrics_router):
         app.include_router(router)

@@ -127,3 +127,12 @@ def test_codecs_import_nothing_else_of_the_package():
     for name in MODULES:
         if name.startswith(f"{ROOT}.codecs"):
             assert all(t.startswith(f"{ROOT}.codecs") for t in GRAPH[name]), name
+
+
+def test_the_client_library_needs_only_the_codecs():
+    """Consumers install the package for ``tango_receiver.client`` alone: it must not drag in
+    the engine, Tango, FastAPI or h5py."""
+    client = {name for name in MODULES if name.startswith(f"{ROOT}.client")}
+    for name in client:
+        assert all(t.startswith((f"{ROOT}.client", f"{ROOT}.codecs")) for t in GRAPH[name]), name
+        assert not third_party(name) & {"tango", "fastapi", "h5py"}, name
