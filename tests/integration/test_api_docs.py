@@ -6,11 +6,10 @@ from __future__ import annotations
 from html.parser import HTMLParser
 from urllib.parse import urlsplit
 
-import httpx
 import pytest
 
 from conftest import make_config
-from tango_receiver.api import start_sidecar
+from test_api import serving
 from tango_receiver.engine.receiver import Receiver
 
 
@@ -29,12 +28,10 @@ class Links(HTMLParser):
 @pytest.fixture(scope="module")
 def http(tmp_path_factory):
     receiver = Receiver(make_config(1, tmp_path_factory.mktemp("docs")))
-    sidecar = start_sidecar(receiver, "127.0.0.1", 0)
     try:
-        with httpx.Client(base_url=sidecar.url, timeout=10) as client:
+        with serving(receiver) as client:
             yield client
     finally:
-        sidecar.stop()
         receiver.close()
 
 
