@@ -13,7 +13,7 @@ import io
 import logging
 import pickle
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated
 from urllib.parse import quote
 
 import numpy as np
@@ -25,7 +25,7 @@ from pydantic import BaseModel
 
 from ..engine.liveview import DOWNSAMPLE_MAX, DOWNSAMPLE_MIN, LiveFrame, effective_downsample
 from ..engine.receiver import Receiver
-from ..engine.stats import StatsSnapshot
+from ..engine.stats import State, StatsSnapshot
 from . import metrics
 from .liveview_page import render_page
 
@@ -58,7 +58,7 @@ WILDCARD_PREFERENCE = (FrameFormat.png, FrameFormat.pickle, FrameFormat.raw, Fra
 
 
 class StatusOut(BaseModel):
-    state: Literal["idle", "running", "error"]
+    state: State
     error: str | None = None
 
 

@@ -178,6 +178,8 @@ class LiveView:
             self._wanted.clear()
             started = time.monotonic()
             frame = self.latest()
+            if frame is None:  # asked before any frame came
+                continue
             with self._changed:
                 stale = [k for k in self._asked
                          if k not in self._views or self._views[k][0] is not frame]
