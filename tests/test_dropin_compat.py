@@ -45,7 +45,8 @@ ZYLA = "/entry/instrument/zyla"
 
 
 @contextmanager
-def streaming_receiver(entry: dict[str, Any], root: Path) -> Iterator[tuple[Receiver, httpx.Client]]:
+def streaming_receiver(entry: dict[str, Any],
+                       root: Path) -> Iterator[tuple[Receiver, httpx.Client]]:
     """A receiver of an entry in the existing deployments' form, with its REST sidecar."""
     config = parse_entry("dropin", entry | {"write_roots": [str(root)], "data_port": 0,
                                             "data_host": "127.0.0.1", "gap_timeout_s": 0.5})
@@ -90,7 +91,7 @@ def stins(frames: list[np.ndarray], filename: str, meta: dict | None = None,
     extra = extra or [{}] * len(frames)
     images = [({"shape": list(f.shape), "type": "uint16", "compression": "none"} | more,
                [f.tobytes()]) for f, more in zip(frames, extra)]
-    return [m for m in encoded_series(images, filename, meta)]
+    return list(encoded_series(images, filename, meta))
 
 
 def entry(**more: Any) -> dict[str, Any]:
@@ -136,7 +137,8 @@ def test_basic_raw_frames_as_they_came_and_last_frame_pickle(tmp_path, sender):
 def test_compressing_stays_one_key_away(tmp_path, sender):
     frames = zyla_frames(3)
     target = tmp_path / "test.h5"
-    with streaming_receiver(entry(dcu_port_purple=sender.port, compress=True), tmp_path) as (_, http):
+    compressing = entry(dcu_port_purple=sender.port, compress=True)
+    with streaming_receiver(compressing, tmp_path) as (_, http):
         sender.send(stins(frames, str(target)))
         wait_idle(http, 3)
     with h5py.File(target, "r") as f:
