@@ -51,13 +51,15 @@ def streaming_receiver(entry: dict[str, Any],
     config = parse_entry("dropin", entry | {"write_roots": [str(root)], "data_port": 0,
                                             "data_host": "127.0.0.1", "gap_timeout_s": 0.5})
     receiver = Receiver(config)
-    receiver.start()
-    sidecar = start_sidecar(receiver, "127.0.0.1", 0)
     try:
-        with httpx.Client(base_url=sidecar.url, timeout=10) as http:
-            yield receiver, http
+        receiver.start()
+        sidecar = start_sidecar(receiver, "127.0.0.1", 0)
+        try:
+            with httpx.Client(base_url=sidecar.url, timeout=10) as http:
+                yield receiver, http
+        finally:
+            sidecar.stop()
     finally:
-        sidecar.stop()
         receiver.close()
 
 
