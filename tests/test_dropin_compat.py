@@ -33,6 +33,8 @@ from tango_receiver.api import start_sidecar
 from tango_receiver.config import parse_entry
 from tango_receiver.detector import detector_for
 from tango_receiver.engine.receiver import Receiver
+from tango_receiver.engine.writer import SeriesWriter
+from tango_receiver.messages import Channel, Header, Image
 from tango_receiver.sim.eiger_v1 import capture_v1
 from tango_receiver.sim.internal import encoded_series
 from tango_receiver.sim.lambda_ import ModuleSenders
@@ -231,6 +233,22 @@ def test_nested_header_fields_in_the_detector_group(tmp_path, sender):
         assert list(f[f"{ZYLA}/sequence_number"][()]) == list(range(FRAMES))
         assert f[f"{ZYLA}/metadata/data"][()] == b"clash"
         assert f[f"{ZYLA}/metadata/sequence_number"][()] == -1
+
+
+def test_a_frame_channel_named_like_a_header_field_takes_the_name(tmp_path):
+    """Xspress3-like companions sit beside the frames: the frames win the name, the header
+    field stays in ``metadata/``."""
+    path = tmp_path / "x.h5"
+    header = Header(msg_number=0, filename=str(path), metadata={"ocr": 7, "gain": 2})
+    writer = SeriesWriter(header, f"{ZYLA}/data", [tmp_path], flush_interval_s=60.0)
+    pixels, ocr = np.ones((2, 3), np.uint32), np.array([0.5, 0.25])
+    writer.write(Image(msg_number=1, frame=0, channels=[
+        Channel("data", pixels.shape, "uint32", "none", pixels.tobytes()),
+        Channel("ocr", ocr.shape, "float64", "none", ocr.tobytes())]))
+    writer.close(True)
+    with h5py.File(path, "r") as f:
+        assert list(f[f"{ZYLA}/ocr"][0]) == [0.5, 0.25]
+        assert f[f"{ZYLA}/metadata/ocr"][()] == 7 and f[f"{ZYLA}/gain"][()] == 2
 
 
 # --- test_lambda ----------------------------------------------------------------------------
