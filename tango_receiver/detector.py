@@ -123,8 +123,10 @@ class Detector:
             return image
         if htype == self.types.header:
             meta = json_part(parts, 1, "header metadata") if len(parts) > 1 else {}
+            # existing senders put save_raw in the metadata part, where the original read it
+            save_raw = head.get("save_raw", meta.get("save_raw", True))
             return Header(msg_number=number, filename=str(head.get("filename") or ""),
-                          save_raw=bool(head.get("save_raw", True)), metadata=meta,
+                          save_raw=bool(save_raw), metadata=meta,
                           series_id=head.get("series_id"), nimages=head.get("nimages"))
         if htype == self.types.end:
             return SeriesEnd(msg_number=number)

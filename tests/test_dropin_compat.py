@@ -214,6 +214,17 @@ def test_discard(tmp_path, sender):
         assert np.array_equal(f[f"{ZYLA}/data"][()], np.stack(frames[3:7]))
 
 
+def test_save_raw_false_in_the_metadata_part_writes_no_file(tmp_path, sender):
+    """Where the original reads ``save_raw``: the header's second part."""
+    target = tmp_path / "test.h5"
+    with streaming_receiver(entry(dcu_port_purple=sender.port), tmp_path) as (receiver, http):
+        sender.send(stins(zyla_frames(3), str(target), meta={"save_raw": False}))
+        wait_idle(http, 3)
+        messages = receiver.snapshot().messages
+    assert not target.exists()
+    assert any("no file written: the header says save_raw: false" in m for m in messages)
+
+
 # --- test_nested ----------------------------------------------------------------------------
 def test_nested_header_fields_in_the_detector_group(tmp_path, sender):
     """Header fields where the original wrote them, and beside them the ``metadata/`` copy; a
