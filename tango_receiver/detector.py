@@ -25,6 +25,7 @@ from .lane import Candidate, LaneForm, LaneSource
 from .messages import Channel, Header, Image, InvalidMessage, Message, SeriesEnd
 from .modules import ModuleAligner, ModuleGap, ModuleSet, Position
 from .transforms import ImageTransform
+from .wire_fields import MAX_NUMBER
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,7 @@ class Detector:
                 return self.decode_image(head, number, parts)
         if htype == "header":
             meta = json_part(parts, 1, "header metadata") if len(parts) > 1 else {}
-            return Header(msg_number=number, filename=str(head.get("filename") or ""),
+            return Header(msg_number=number, filename=head.get("filename") or "",
                           save_raw=bool(head.get("save_raw", True)), metadata=meta,
                           series_id=head.get("series_id"), nimages=head.get("nimages"))
         if htype == "series_end":
@@ -297,7 +298,7 @@ class Eiger(Detector):
         appendix = json_part(parts, expected, "header appendix") if len(parts) > expected else {}
         if appendix:
             meta["appendix"] = appendix
-        return Header(msg_number=0, filename=str(appendix.get("filename") or ""), metadata=meta,
+        return Header(msg_number=0, filename=appendix.get("filename") or "", metadata=meta,
                       series_id=head.get("series"), nimages=nimages)
 
     def decode_v1_image(self, head: dict[str, Any], parts: Parts) -> Image:
@@ -357,7 +358,7 @@ class DectrisStream2(Detector):
         if isinstance(user_data, Mapping):
             meta["user_data"] = _v2_metadata(user_data)  # beamline keys as a group, not a string
         nimages = msg.get("number_of_images")
-        return Header(msg_number=0, filename=str(filename or ""), metadata=meta,
+        return Header(msg_number=0, filename=filename or "", metadata=meta,
                       series_id=msg.get("series_id"),
                       nimages=int(nimages) if isinstance(nimages, int) else None)
 
@@ -676,8 +677,8 @@ def json_part(parts: Parts, index: int, what: str) -> dict[str, Any]:
 
 def _int(head: Mapping[str, Any], key: str) -> int:
     value = head.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise InvalidMessage(f"{key} must be a non-negative integer, got {value!r}")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_NUMBER:
+        raise InvalidMessage(f"{key} must be an integer in 0..2**63-1, got {value!r:.40}")
     return value
 
 
@@ -691,7 +692,7 @@ def _shape_dtype(spec: Mapping[str, Any]) -> tuple[tuple[int, ...], np.dtype]:
 def _announced_images(config: Mapping[str, Any]) -> int | None:
     try:
         return int(config["nimages"]) * int(config.get("ntrigger", 1))
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         return None
 
 

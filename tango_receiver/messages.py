@@ -17,6 +17,8 @@ from typing import Any, Union
 
 import numpy as np
 
+from .wire_fields import check_header
+
 Buffer = Any  # bytes, memoryview, numpy array or zmq.Frame: anything with the buffer protocol
 
 
@@ -33,7 +35,15 @@ class Header:
     save_raw: bool = True
     metadata: dict[str, Any] = field(default_factory=dict)
     series_id: Union[int, str, None] = None
-    nimages: int | None = None  # when the detector announces it: lets the writer preallocate
+    nimages: int | None = None  # announced by the detector: where a stream's end falls
+
+    def __post_init__(self) -> None:
+        """Every decoder builds its header here, so no unchecked field reaches the engine."""
+        try:
+            check_header(msg_number=self.msg_number, filename=self.filename,
+                         save_raw=self.save_raw, series_id=self.series_id, nimages=self.nimages)
+        except ValueError as exc:
+            raise InvalidMessage(str(exc)) from None
 
     @property
     def saves(self) -> bool:

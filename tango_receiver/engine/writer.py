@@ -149,7 +149,9 @@ class SeriesWriter:
 
     def _create(self, image: Image) -> None:
         nch = len(image.channels)
-        initial = max(self.nimages or 0, 1) if self.nimages else GROW_FRAMES
+        # an announced count only ever shrinks the first block: trimming a dataset costs
+        # HDF5 time in its length, so a header's 1e9 would freeze the series' close
+        initial = min(self.nimages, GROW_FRAMES) if self.nimages else GROW_FRAMES
         for channel in image.channels:
             name = self._dataset_name(channel, image.channels)
             dtype = np.dtype(channel.dtype)

@@ -54,15 +54,18 @@ VIDEO_MODES = {np.dtype(np.uint8): 0, np.dtype(np.uint16): 1, np.dtype(np.uint32
 
 
 def state_of(snap: StatsSnapshot) -> DevState:
-    """FAULT on a receiver error, RUNNING during a series, ALARM when the last series lost
-    frames (until Reset acknowledges those losses), OFF when not listening, else ON."""
+    """The first that holds, in README's order: FAULT (a receiver error), OFF (not listening,
+    after Stop), RUNNING (a series is open), ALARM (the last series lost frames, until Reset
+    acknowledges them), ON."""
     if snap.state == ERROR:
         return DevState.FAULT
+    if not snap.connected:
+        return DevState.OFF
     if snap.in_series:
         return DevState.RUNNING
     if snap.alarm:
         return DevState.ALARM
-    return DevState.ON if snap.connected else DevState.OFF
+    return DevState.ON
 
 
 def status_of(snap: StatsSnapshot, state: DevState) -> str:

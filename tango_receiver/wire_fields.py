@@ -1,0 +1,65 @@
+"""Typed models of the wire fields the engine acts on, checked where a message is decoded.
+
+A header's fields steer the engine: the filename picks the file, ``nimages`` where a stream's end
+falls, ``series_id`` what Status and the file say. A decoder that passed them on unchecked let a
+header with ``"nimages": "5"`` kill the engine thread. The model refuses such a field with a
+reason that names it and its value; nothing of the package is imported here, so every decoder
+and the messages themselves can use it.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, \
+    StrictStr, ValidationError
+
+#: Stream positions and frame numbers fit the int64 ``sequence_number`` dataset.
+MAX_NUMBER = 2**63 - 1
+#: Longer than any path a filesystem takes (PATH_MAX is 4096): a longer one is a lie.
+MAX_FILENAME = 4096
+MAX_SERIES_ID = 256
+#: Unicode categories that would let a wire value forge or break a log line or Status:
+#: control characters (newline, NUL, ESC), format characters and line/paragraph separators.
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Zl", "Zp"})
+
+
+def printable(text: str) -> str:
+    """Refuse text that would break a log line, Status, or a C path (NUL)."""
+    bad = next((c for c in text if unicodedata.category(c) in _UNPRINTABLE), None)
+    if bad is not None:
+        raise ValueError(f"control character {bad!r} at position {text.index(bad)}")
+    return text
+
+
+Number = Annotated[StrictInt, Field(ge=0, le=MAX_NUMBER)]
+Text = Annotated[StrictStr, AfterValidator(printable)]
+
+
+class HeaderFields(BaseModel):
+    """What a series header may carry, after its decoder mapped the wire form onto it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    msg_number: Number
+    filename: Annotated[Text, Field(max_length=MAX_FILENAME)]
+    save_raw: StrictBool
+    series_id: Annotated[StrictInt, Field(ge=-MAX_NUMBER, le=MAX_NUMBER)] | \
+        Annotated[Text, Field(max_length=MAX_SERIES_ID)] | None
+    nimages: Number | None
+
+
+def check_header(**fields: Any) -> None:
+    """ValueError naming the first bad field and its value (escaped: it came off the wire)."""
+    try:
+        HeaderFields(**fields)
+    except ValidationError as exc:
+        raise ValueError(describe(exc, "header")) from None
+
+
+def describe(exc: ValidationError, what: str) -> str:
+    """One line: ``header field 'nimages' = '5': Input should be a valid integer``."""
+    error = exc.errors(include_url=False)[0]
+    field = ".".join(str(p) for p in error["loc"][:1])
+    return f"{what} field {field!r} = {error['input']!r:.120}: {error['msg']}"
