@@ -229,10 +229,10 @@ class Detector:
 
 
 def bslz4_channel(name: str, shape: tuple[int, ...], dtype: np.dtype, blob: Any,
-                  walk: bool) -> Channel:
+                  verify: bool) -> Channel:
     """A pre-compressed chunk, written as it is: checked, never decoded (see Internals.md)."""
     try:
-        bslz4.check_chunk(blob, shape, dtype, walk)
+        bslz4.check_chunk(blob, shape, dtype, verify)
     except ValueError as exc:
         raise InvalidMessage(f"channel {name}: {exc}") from None
     return Channel(name, shape, dtype_name(dtype), "bslz4", blob)
@@ -247,12 +247,12 @@ class Eiger(Detector):
     HEADER_PARTS: ClassVar[dict[str, int]] = {"all": 8, "basic": 2, "none": 1}
 
     def open(self, ctx: zmq.Context) -> Source | LaneSource:
-        """Through the compiled lane (lane.py) where it is built and the entry allows it."""
+        """Through the compiled lane (lane.py) where it is built and the entry allows it;
+        ``verify_chunks`` decompresses every chunk, which only Python does."""
         source = super().open(ctx)
-        if not (LANE_BUILT and self.config.fast_lane):
+        if not (LANE_BUILT and self.config.fast_lane) or self.config.verify_chunks:
             return source
-        return LaneSource(source, self.lane_form, self.config.verify_chunks, BATCH_MESSAGES,
-                          BATCH_BYTES)
+        return LaneSource(source, self.lane_form, BATCH_MESSAGES, BATCH_BYTES)
 
     def lane_form(self, candidate: Candidate) -> LaneForm | None:
         """The form of the frames the lane may take for an image described as ``candidate``:
