@@ -25,7 +25,7 @@ from .lane import Candidate, LaneForm, LaneSource
 from .messages import Channel, Header, Image, InvalidMessage, Message, SeriesEnd
 from .modules import ModuleAligner, ModuleGap, ModuleSet, Position
 from .transforms import ImageTransform
-from .wire_fields import MAX_NUMBER
+from .wire_fields import MAX_NUMBER, channel_name
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +190,9 @@ class Detector:
             raise InvalidMessage(f"image {number}: {len(parts) - 1} blobs for "
                                  f"{len(specs) if isinstance(specs, list) else '?'} channels")
         channels = [self.channel(spec, blob) for spec, blob in zip(specs, parts[1:])]
+        if len({c.name for c in channels}) < len(channels):
+            raise InvalidMessage(f"image {number}: channel names repeat: "
+                                 f"{[c.name for c in channels]}")
         image = Image(msg_number=number, frame=_int(head, "frame"), channels=channels)
         if all(c.chunk is None for c in channels):
             image.wire = parts  # forwarded exactly as it came
@@ -198,12 +201,15 @@ class Detector:
     def channel(self, spec: Mapping[str, Any], blob: Any) -> Channel:
         """One plane in the internal format, made ready for the writer."""
         shape, dtype = _shape_dtype(spec)
+        try:
+            name = channel_name(spec.get("name", "data"))
+        except ValueError as exc:
+            raise InvalidMessage(str(exc)) from None
         compression = spec.get("compression", "none")
         if compression == "bslz4":
-            return bslz4_channel(str(spec.get("name", "data")), shape, dtype, blob,
-                                 self.config.verify_chunks)
+            return bslz4_channel(name, shape, dtype, blob, self.config.verify_chunks)
         if compression == "none":
-            return self.raw_channel(str(spec.get("name", "data")), shape, dtype, blob)
+            return self.raw_channel(name, shape, dtype, blob)
         raise InvalidMessage(f"unknown compression {compression!r}")
 
     def raw_channel(self, name: str, shape: tuple[int, ...], dtype: np.dtype, blob: Any) -> Channel:
@@ -367,7 +373,11 @@ class DectrisStream2(Detector):
         data = msg.get("data")
         if not isinstance(data, Mapping) or not data:
             raise InvalidMessage(f"image {image_id}: no data channels")
-        channels = [self.v2_channel(str(name), value) for name, value in data.items()]
+        try:
+            names = [channel_name(name) for name in data]
+        except ValueError as exc:
+            raise InvalidMessage(f"image {image_id}: {exc}") from None
+        channels = [self.v2_channel(name, value) for name, value in zip(names, data.values())]
         return Image(msg_number=image_id + 1, frame=image_id, channels=channels)
 
     def v2_channel(self, name: str, value: Any) -> Channel:

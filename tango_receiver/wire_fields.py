@@ -20,6 +20,7 @@ MAX_NUMBER = 2**63 - 1
 #: Longer than any path a filesystem takes (PATH_MAX is 4096): a longer one is a lie.
 MAX_FILENAME = 4096
 MAX_SERIES_ID = 256
+MAX_CHANNEL_NAME = 64
 #: Unicode categories that would let a wire value forge or break a log line or Status:
 #: control characters (newline, NUL, ESC), format characters and line/paragraph separators.
 _UNPRINTABLE = frozenset({"Cc", "Cf", "Zl", "Zp"})
@@ -48,6 +49,15 @@ class HeaderFields(BaseModel):
     series_id: Annotated[StrictInt, Field(ge=-MAX_NUMBER, le=MAX_NUMBER)] | \
         Annotated[Text, Field(max_length=MAX_SERIES_ID)] | None
     nimages: Number | None
+
+
+def channel_name(value: Any) -> str:
+    """A channel's name becomes an HDF5 dataset name: a short printable word, no path."""
+    if not (isinstance(value, str) and 0 < len(value) <= MAX_CHANNEL_NAME
+            and value.isprintable() and "/" not in value and value not in (".", "..")):
+        raise ValueError(f"channel name must be 1 to {MAX_CHANNEL_NAME} printable characters "
+                         f"without '/', got {value!r:.80}")
+    return value
 
 
 def check_header(**fields: Any) -> None:
