@@ -58,7 +58,7 @@ class ReceiverConfig(BaseModel):
     # transformation of the frames, run in the decoder workers
     pipeline: str | None = None
     compress: bool = True  # uncompressed frames are stored bitshuffle-LZ4
-    verify_chunks: bool = False  # also walk each pre-compressed chunk's block table (Internals.md)
+    verify_chunks: bool = False  # also decompress each pre-compressed chunk (Internals.md)
     fast_lane: bool = True  # stream v1: a running series' frames through the compiled lane (lane.py)
     rotate: bool = False
     mask: list[list[int]] | None = None

@@ -79,8 +79,8 @@ def status_of(snap: StatsSnapshot, state: DevState) -> str:
         (snap.forward_dropped, "dropped on the secondary port"),
         (snap.frames_discarded, "discarded after Abort")) if n)
     if state == DevState.FAULT:
-        return (f"FAULT: {snap.error}\nLast {series} -> {target}: {counts}.\n"
-                f"Fix the cause, then run Reset.")
+        todo = "Restart the device server." if snap.fatal else "Fix the cause, then run Reset."
+        return f"FAULT: {snap.error}\nLast {series} -> {target}: {counts}.\n{todo}"
     if state == DevState.RUNNING:
         problems = f"\nProblems so far: {losses}." if losses else ""
         return (f"Receiving {series} -> {target}: {counts}, {snap.frame_rate:.0f} frames/s, "
