@@ -8,6 +8,9 @@ crash opens with plain h5py (the newer format's consistency flags would need h5c
 
 A file is only ever created inside the configured write roots and an existing file is never
 truncated: the refusal says why, and the series goes on without a file.
+
+Disk space is reserved ahead of HDF5 (diskspace.py): a full disk stops the writing before HDF5
+fails, and the file is closed holding exactly the frames written.
 """
 
 from __future__ import annotations
@@ -107,12 +110,16 @@ class SeriesWriter:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             exists = self.path.exists()
             self.file = h5py.File(self.path, "r+" if exists else "x")
-            self._space = SpaceReserve(self.path, self.file.id.get_filesize)
         except OSError as exc:
             reason = _reason(exc)
-            if reason.startswith("disk full"):
-                self._abandon(exists)
+            if reason.startswith("disk full") and not exists:
+                self.path.unlink(missing_ok=True)  # created, but its superblock did not fit
             raise WriteRefused(f"{self.path}: cannot open for writing: {reason}") from None
+        try:
+            self._space = SpaceReserve(self.path, self.file.id.get_filesize)
+        except OSError as exc:
+            self._abandon(exists)
+            raise WriteRefused(f"{self.path}: cannot open for writing: {_reason(exc)}") from None
         try:
             self._layout(header, exists)
         except (OSError, ValueError, TypeError) as exc:
@@ -317,8 +324,7 @@ class SeriesWriter:
         """Give up a file before anything was written to it: a new one is removed (at a full
         disk its close cannot even write the superblock), an existing one left as it was."""
         try:
-            if getattr(self, "file", None):
-                self.file.close()
+            self.file.close()
         except H5_ERRORS:
             pass  # a new file is removed below, an existing one was not changed
         if not existed:
