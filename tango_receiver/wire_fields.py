@@ -12,8 +12,8 @@ from __future__ import annotations
 import unicodedata
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, \
-    StrictStr, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, \
+    StrictInt, StrictStr, ValidationError
 
 #: Stream positions and frame numbers fit the int64 ``sequence_number`` dataset.
 MAX_NUMBER = 2**63 - 1
@@ -47,6 +47,7 @@ class HeaderFields(BaseModel):
     filename: Annotated[Text, Field(max_length=MAX_FILENAME)]
     save_raw: StrictBool
     series_id: Annotated[StrictInt, Field(ge=-MAX_NUMBER, le=MAX_NUMBER)] | \
+        Annotated[StrictFloat, Field(allow_inf_nan=False)] | \
         Annotated[Text, Field(max_length=MAX_SERIES_ID)] | None
     nimages: Number | None
 
@@ -69,7 +70,10 @@ def check_header(**fields: Any) -> None:
 
 
 def describe(exc: ValidationError, what: str) -> str:
-    """One line: ``header field 'nimages' = '5': Input should be a valid integer``."""
-    error = exc.errors(include_url=False)[0]
+    """One line: ``header field 'nimages' = '5': Input should be a valid integer``. Of a
+    union's errors the one past the type check says most ("control character ...")."""
+    errors = exc.errors(include_url=False)
+    first = [e for e in errors if e["loc"][:1] == errors[0]["loc"][:1]]
+    error = next((e for e in first if not e["type"].endswith("_type")), first[0])
     field = ".".join(str(p) for p in error["loc"][:1])
     return f"{what} field {field!r} = {error['input']!r:.120}: {error['msg']}"
