@@ -3,6 +3,8 @@ the receiver, and what it must do instead. Real sockets on 127.0.0.1, real files
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import logging
 import os
@@ -164,6 +166,29 @@ def test_3_full_disk_keeps_exactly_the_frames_written(tmp_path, sender, tmpfs, w
         assert_file_holds(disk / "next.h5", frames, 10)
     finally:
         receiver.close()
+
+
+def test_3_a_filesystem_that_cannot_reserve_is_written_unreserved(tmp_path, sender,
+                                                                  monkeypatch, caplog):
+    from tango_receiver.engine import diskspace
+
+    def unsupported(*args):
+        ctypes.set_errno(errno.EOPNOTSUPP)
+        return -1
+    monkeypatch.setattr(diskspace, "_fallocate", unsupported)
+    frames = noise(5)
+    receiver = Receiver(make_config(sender.port, tmp_path))
+    receiver.start()
+    try:
+        with caplog.at_level(logging.WARNING):
+            sender.send(series(tmp_path / "a.h5", frames))
+            sender.send(series(tmp_path / "b.h5", frames))
+            snap = wait_series_done(receiver, 2, timeout=10)
+    finally:
+        receiver.close()
+    assert snap.state == "idle" and snap.frames_written == 5
+    assert_file_holds(tmp_path / "b.h5", frames, 5)
+    assert len([r for r in caplog.records if "cannot reserve" in r.getMessage()]) <= 1
 
 
 # --- 4. a chunk cut in half ----------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -35,6 +36,13 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _fallocate = getattr(_libc, "fallocate", None)
 if _fallocate is not None:
     _fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong)
+
+
+@functools.cache
+def _cannot_reserve(reason: str) -> None:
+    """Said once per reason, not once per file."""
+    log.warning("cannot reserve disk space ahead of HDF5 here (%s): a full disk may cost the "
+                "open file its frames since the last flush", reason)
 
 
 class DiskFull(OSError):
@@ -73,8 +81,7 @@ class SpaceReserve:
         err = ctypes.get_errno()
         if err in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             return False
-        log.info("cannot reserve disk space here (%s): a full disk may cost the open file",
-                 os.strerror(err))
+        _cannot_reserve(os.strerror(err))
         os.close(self._fd)
         self._fd = None  # this filesystem cannot: write unreserved
         return True
