@@ -236,7 +236,8 @@ class Detector:
 
 def bslz4_channel(name: str, shape: tuple[int, ...], dtype: np.dtype, blob: Any,
                   verify: bool) -> Channel:
-    """A pre-compressed chunk, written as it is: checked, never decoded (see Internals.md)."""
+    """A pre-compressed chunk, written as it is: checked, decoded only with ``verify_chunks``
+    (see Internals.md)."""
     try:
         bslz4.check_chunk(blob, shape, dtype, verify)
     except ValueError as exc:
