@@ -245,7 +245,6 @@ typedef struct {
     int has_form;
     form form;
     long long n_blocks, tail;   /* what the chunk's block table holds, for the form's header */
-    int walk;                   /* follow every block length (verify_chunks) */
 } Lane;
 
 /* What a message is, read without the GIL. */
@@ -268,10 +267,10 @@ static int copy_name(char *dst, text t) {
 static int chunk_sound(const Lane *lane, const unsigned char *chunk, size_t size) {
     if (size < 12 || memcmp(chunk, lane->form.header, 12) != 0)
         return 0;
-    size_t pos = 12 + 4 * (size_t)lane->n_blocks;  /* the least the block table can take */
-    if (lane->walk && !bslz4_walk(chunk, size, lane->n_blocks, &pos))
+    size_t pos;  /* the blocks and the raw tail end where the chunk ends, as check_chunk asks */
+    if (!bslz4_walk(chunk, size, lane->n_blocks, &pos))
         return 0;
-    return pos + (size_t)lane->tail <= size;
+    return pos + (size_t)lane->tail == size;
 }
 
 static const char *const HEAD_KEYS[] = {"htype", "frame"};
@@ -313,9 +312,8 @@ static PyObject *lane_set_form(PyObject *obj, PyObject *args) {
     long long x, y, n_blocks, tail;
     const char *type, *encoding;
     Py_buffer header;
-    int walk;
-    if (!PyArg_ParseTuple(args, "LLssy*LLp", &x, &y, &type, &encoding, &header, &n_blocks,
-                          &tail, &walk))
+    if (!PyArg_ParseTuple(args, "LLssy*LL", &x, &y, &type, &encoding, &header, &n_blocks,
+                          &tail))
         return NULL;
     form f;
     memset(&f, 0, sizeof(form));
@@ -334,7 +332,6 @@ static PyObject *lane_set_form(PyObject *obj, PyObject *args) {
     self->form = f;
     self->n_blocks = n_blocks;
     self->tail = tail;
-    self->walk = walk;
     self->has_form = 1;
     Py_RETURN_NONE;
 }
@@ -508,7 +505,7 @@ static PyObject *lane_receive(PyObject *obj, PyObject *args) {
 
 static PyMethodDef lane_methods[] = {
     {"set_form", lane_set_form, METH_VARARGS,
-     "set_form(x, y, type, encoding, header, n_blocks, tail, walk): take the frames of this form "
+     "set_form(x, y, type, encoding, header, n_blocks, tail): take the frames of this form "
      "from now on (Python decoded one and found it sound)."},
     {"receive", lane_receive, METH_VARARGS,
      "receive(socket_address, timeout_ms, max_messages, max_bytes) -> list of items: "

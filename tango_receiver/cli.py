@@ -11,9 +11,9 @@ import os
 import signal
 import sys
 import threading
-from pathlib import Path
-
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 from .config import ConfigError, load_receiver
 from .logs import setup_logging
@@ -21,13 +21,26 @@ from .logs import setup_logging
 log = logging.getLogger("tango_receiver")
 
 
-def wait_for_signal(status_every_s: float, status: Callable[[], str]) -> None:
-    """Block until SIGTERM or SIGINT, logging a status line now and then."""
+HEALTH_EVERY_S = 1.0  # how soon a receiver whose thread died ends the process
+
+
+def wait_for_signal(status_every_s: float, status: Callable[[], str],
+                    health: Callable[[], str] = lambda: "") -> int:
+    """Block until SIGTERM or SIGINT (0), logging a status line now and then; or until
+    ``health`` names why the receiver no longer works (1: a supervisor restarts it)."""
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
-    while not done.wait(status_every_s):
-        log.info(status())
+    last = time.monotonic()
+    while not done.wait(min(status_every_s, HEALTH_EVERY_S)):
+        why = health()
+        if why:
+            log.error("exiting: %s", why)
+            return 1
+        if time.monotonic() - last >= status_every_s:
+            last = time.monotonic()
+            log.info(status())
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -47,14 +60,16 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f"{s.frames_received} written {s.frames_written} forwarded {s.frames_forwarded} "
                 f"missing {s.frames_missing} invalid {s.frames_invalid} "
                 f"{s.frame_rate:.0f} frames/s {s.data_rate / 1e6:.1f} MB/s")
+    code = 1
     try:
-        wait_for_signal(args.status_every, status)
+        code = wait_for_signal(args.status_every, status, receiver.health)
     finally:
         if sidecar is not None:
             sidecar.stop()
         receiver.close()
-        log.info("%s: closed cleanly; %s", config.name, status())
-    return 0
+        log.info("%s: closed %s; %s", config.name, "cleanly" if code == 0 else "after a failure",
+                 status())
+    return code
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ import numpy as np
 from .codecs import bslz4, cbor_v2, dectris
 from .codecs.limits import check_shape, dtype_name, dtype_of
 from .messages import Channel, InvalidMessage, Parts
+from .wire_fields import MAX_NUMBER
 
 
 def json_head(parts: Parts) -> dict[str, Any] | None:
@@ -29,10 +30,11 @@ def json_head(parts: Parts) -> dict[str, Any] | None:
 
 
 def bslz4_channel(name: str, shape: tuple[int, ...], dtype: np.dtype, blob: Any,
-                  walk: bool) -> Channel:
-    """A pre-compressed chunk, written as it is: checked, never decoded (see Internals.md)."""
+                  verify: bool) -> Channel:
+    """A pre-compressed chunk, written as it is: checked, decoded only with ``verify_chunks``
+    (see Internals.md)."""
     try:
-        bslz4.check_chunk(blob, shape, dtype, walk)
+        bslz4.check_chunk(blob, shape, dtype, verify)
     except ValueError as exc:
         raise InvalidMessage(f"channel {name}: {exc}") from None
     return Channel(name, shape, dtype_name(dtype), "bslz4", blob)
@@ -132,8 +134,8 @@ def json_part(parts: Parts, index: int, what: str) -> dict[str, Any]:
 
 def non_negative_int(head: Mapping[str, Any], key: str) -> int:
     value = head.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise InvalidMessage(f"{key} must be a non-negative integer, got {value!r}")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_NUMBER:
+        raise InvalidMessage(f"{key} must be an integer in 0..2**63-1, got {value!r:.40}")
     return value
 
 
@@ -147,7 +149,7 @@ def shape_dtype(spec: Mapping[str, Any]) -> tuple[tuple[int, ...], np.dtype]:
 def announced_images(config: Mapping[str, Any]) -> int | None:
     try:
         return int(config["nimages"]) * int(config.get("ntrigger", 1))
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         return None
 
 

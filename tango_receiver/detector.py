@@ -36,6 +36,7 @@ from .sim import pilatus as sim_pilatus
 from .sim import stream_v2 as sim_stream_v2
 from .sim import xspress3 as sim_xspress3
 from .transforms import ImageTransform
+from .wire_fields import channel_name
 from .transport import BATCH_BYTES, BATCH_MESSAGES, ModuleSource, Source, Upstream, receive_hwm
 
 IMAGE_OPTIONS = ("rotate", "mask", "tot")  # ReceiverConfig keys that transform frames
@@ -125,7 +126,7 @@ class Detector:
             meta = json_part(parts, 1, "header metadata") if len(parts) > 1 else {}
             # existing senders put save_raw in the metadata part, where the original read it
             save_raw = head.get("save_raw", meta.get("save_raw", True))
-            return Header(msg_number=number, filename=str(head.get("filename") or ""),
+            return Header(msg_number=number, filename=head.get("filename") or "",
                           save_raw=bool(save_raw), metadata=meta,
                           series_id=head.get("series_id"), nimages=head.get("nimages"))
         if htype == self.types.end:
@@ -138,6 +139,9 @@ class Detector:
             raise InvalidMessage(f"image {number}: {len(parts) - 1} blobs for "
                                  f"{len(specs) if isinstance(specs, list) else '?'} channels")
         channels = [self.channel(spec, blob) for spec, blob in zip(specs, parts[1:])]
+        if len({c.name for c in channels}) < len(channels):
+            raise InvalidMessage(f"image {number}: channel names repeat: "
+                                 f"{[c.name for c in channels]}")
         image = Image(msg_number=number, frame=non_negative_int(head, "frame"), channels=channels)
         if all(c.chunk is None for c in channels):
             image.wire = parts  # forwarded exactly as it came
@@ -146,12 +150,15 @@ class Detector:
     def channel(self, spec: Mapping[str, Any], blob: Any) -> Channel:
         """One plane in the internal format, made ready for the writer."""
         shape, dtype = shape_dtype(spec)
+        try:
+            name = channel_name(spec.get("name", "data"))
+        except ValueError as exc:
+            raise InvalidMessage(str(exc)) from None
         compression = spec.get("compression", "none")
         if compression == "bslz4":
-            return bslz4_channel(str(spec.get("name", "data")), shape, dtype, blob,
-                                 self.config.verify_chunks)
+            return bslz4_channel(name, shape, dtype, blob, self.config.verify_chunks)
         if compression == "none":
-            return self.raw_channel(str(spec.get("name", "data")), shape, dtype, blob)
+            return self.raw_channel(name, shape, dtype, blob)
         raise InvalidMessage(f"unknown compression {compression!r}")
 
     def raw_channel(self, name: str, shape: tuple[int, ...], dtype: np.dtype, blob: Any) -> Channel:
@@ -179,12 +186,12 @@ class Eiger(Detector):
     simulator = Simulator("eiger", sim_eiger_v1.simulate)
 
     def open(self, ctx: zmq.Context) -> Upstream:
-        """Through the compiled lane (lane.py) where it is built and the entry allows it."""
+        """Through the compiled lane (lane.py) where it is built and the entry allows it;
+        ``verify_chunks`` decompresses every chunk, which only Python does."""
         source = Source(ctx, self.endpoints(), receive_hwm(self.config))
-        if not (LANE_BUILT and self.config.fast_lane):
+        if not (LANE_BUILT and self.config.fast_lane) or self.config.verify_chunks:
             return source
-        return LaneSource(source, self.lane_form, self.config.verify_chunks, BATCH_MESSAGES,
-                          BATCH_BYTES)
+        return LaneSource(source, self.lane_form, BATCH_MESSAGES, BATCH_BYTES)
 
     def lane_form(self, candidate: Candidate) -> LaneForm | None:
         """The form of the frames the lane may take for an image described as ``candidate``:
@@ -232,7 +239,7 @@ class Eiger(Detector):
         appendix = json_part(parts, expected, "header appendix") if len(parts) > expected else {}
         if appendix:
             meta["appendix"] = appendix
-        return Header(msg_number=0, filename=str(appendix.get("filename") or ""), metadata=meta,
+        return Header(msg_number=0, filename=appendix.get("filename") or "", metadata=meta,
                       series_id=head.get("series"), nimages=nimages, aliases=aliases)
 
     def decode_v1_image(self, head: dict[str, Any], parts: Parts) -> Image:
@@ -296,7 +303,7 @@ class DectrisStream2(Detector):
         aliases = {str(k): f"threshold_energy/{k}" for k in thresholds} \
             if isinstance(thresholds, dict) else {}
         nimages = msg.get("number_of_images")
-        return Header(msg_number=0, filename=str(filename or ""), metadata=meta,
+        return Header(msg_number=0, filename=filename or "", metadata=meta,
                       series_id=msg.get("series_id"),
                       nimages=int(nimages) if isinstance(nimages, int) else None,
                       no_file_reason=problem, aliases=aliases)
@@ -306,7 +313,11 @@ class DectrisStream2(Detector):
         data = msg.get("data")
         if not isinstance(data, Mapping) or not data:
             raise InvalidMessage(f"image {image_id}: no data channels")
-        channels = [self.v2_channel(str(name), value) for name, value in data.items()]
+        try:
+            names = [channel_name(name) for name in data]
+        except ValueError as exc:
+            raise InvalidMessage(f"image {image_id}: {exc}") from None
+        channels = [self.v2_channel(name, value) for name, value in zip(names, data.values())]
         return Image(msg_number=image_id + 1, frame=image_id, channels=channels)
 
     def v2_channel(self, name: str, value: Any) -> Channel:

@@ -41,12 +41,11 @@ class LaneSource:
     """Receives through the lane from a plain Source's socket (same interface as a Source)."""
 
     def __init__(self, source: Source, form_of: Callable[[Candidate], LaneForm | None],
-                 walk: bool, max_messages: int, max_bytes: int) -> None:
+                 max_messages: int, max_bytes: int) -> None:
         self._source = source
         self._address = source.socket.underlying  # the libzmq socket the lane reads
         self._lane = v1lane.Lane()
         self._form_of = form_of
-        self._walk = walk
         self._limits = (max_messages, max_bytes)
         self._candidate: Candidate | None = None  # the last one looked at, sound or not
         self._form: LaneForm | None = None
@@ -71,7 +70,7 @@ class LaneSource:
         self._candidate = candidate
         form = self._form_of(candidate)
         if form is not None:
-            self._lane.set_form(*candidate, form.n_blocks, form.tail, self._walk)
+            self._lane.set_form(*candidate, form.n_blocks, form.tail)
             self._form = form
 
     def close(self) -> None:

@@ -17,6 +17,8 @@ from typing import Any, Union
 
 import numpy as np
 
+from .wire_fields import check_header
+
 Buffer = Any  # bytes, memoryview, numpy array or zmq.Frame: anything with the buffer protocol
 Parts = list[Buffer]  # the frames of one multipart ZMQ message (zmq.Frame with copy=False)
 
@@ -34,12 +36,20 @@ class Header:
     save_raw: bool = True
     metadata: dict[str, Any] = field(default_factory=dict)
     series_id: Union[int, str, None] = None
-    nimages: int | None = None  # when the detector announces it: lets the writer preallocate
+    nimages: int | None = None  # announced by the detector: where a stream's end falls
     #: why the decoder found no filename where the detector gives one (said when the series opens)
     no_file_reason: str = ""
     #: detector-group name -> path under ``metadata/`` for fields the system this replaces wrote
     #: under another name than the detector's (stream v2 ``threshold_energy/threshold_1``)
     aliases: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Every decoder builds its header here, so no unchecked field reaches the engine."""
+        try:
+            check_header(msg_number=self.msg_number, filename=self.filename,
+                         save_raw=self.save_raw, series_id=self.series_id, nimages=self.nimages)
+        except ValueError as exc:
+            raise InvalidMessage(str(exc)) from None
 
     @property
     def saves(self) -> bool:

@@ -52,7 +52,7 @@ class ReceiverConfig(BaseModel):
     # store uncompressed frames bitshuffle-LZ4; None: the class's default (``compress_default``,
     # what existing deployments' entries without the key stored: raw, but Pilatus compressed)
     compress: bool | None = None
-    verify_chunks: bool = False  # also walk each pre-compressed chunk's block table (Internals.md)
+    verify_chunks: bool = False  # also decompress each pre-compressed chunk (Internals.md)
     fast_lane: bool = True  # stream v1: a running series' frames through the compiled lane (lane.py)
     rotate: bool = False
     mask: list[list[int]] | None = None

@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi_offline import FastAPIOffline
 from PIL import Image as PILImage
 from pydantic import BaseModel
@@ -88,6 +88,25 @@ async def status(receiver: ReceiverDep) -> StatusOut:
     for ``running``, then poll until ``idle``. ``error`` carries its cause."""
     snap = receiver.snapshot()
     return StatusOut(state=snap.state, error=snap.error if snap.state == "error" else None)
+
+
+@status_router.post("/reset", response_model=StatusOut, response_model_exclude_none=True)
+async def reset(receiver: ReceiverDep) -> StatusOut:
+    """What the Tango ``Reset`` command does: leave the error state, acknowledge the losses.
+    A receiver whose thread died stays in error (see ``/health``)."""
+    receiver.reset()
+    return await status(receiver)
+
+
+@status_router.get("/health", response_model=StatusOut, response_model_exclude_none=True,
+                   responses={503: {"model": StatusOut}})
+async def health(receiver: ReceiverDep) -> Response:
+    """200 while the receiver works (an error with a file is not a reason to restart it);
+    503 once a thread of it has died: the liveness probe in deploy/ restarts the pod."""
+    why = receiver.health()
+    if why:
+        return JSONResponse(StatusOut(state="error", error=why).model_dump(), status_code=503)
+    return JSONResponse(StatusOut(state=receiver.snapshot().state).model_dump(exclude_none=True))
 
 
 @status_router.get("/received_frames", response_model=ValueOut)

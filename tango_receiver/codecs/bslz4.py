@@ -22,6 +22,7 @@ HEADER = struct.Struct(">QI")
 _BLOCK_LEN = struct.Struct(">I")
 _TARGET_BLOCK_BYTES = 8192  # what DECTRIS detectors and bitshuffle's own default use
 _BLOCKED_MULT = 8  # bitshuffle transposes groups of 8 elements; the tail is stored raw
+_HEADERLESS_BLOCKS = 1 << 14  # a refusal's diagnosis follows at most this many (16M: 8,835)
 
 
 def default_block_elements(itemsize: int) -> int:
@@ -57,15 +58,19 @@ def chunk_header(chunk: Any) -> tuple[int, int]:
     return nbytes, block_bytes
 
 
-def check_chunk(chunk: Any, shape: Sequence[int], dtype: Any, walk: bool = True) -> None:
+def check_chunk(chunk: Any, shape: Sequence[int], dtype: Any, verify: bool = False) -> None:
     """Everything :func:`decode_chunk` checks, without decompressing: for a chunk written to
     HDF5 as it came, since bitshuffle's HDF5 filter would crash the reader on a bad length.
+    The block lengths are followed and must end where the chunk ends, so a chunk cut short
+    is refused (compiled, a microsecond or so for a 4 MB frame: benchmarks/LOG.md).
 
-    ``walk=False`` checks the header and the minimum length only (a truncated chunk still
-    fails), for a receiver told to trust its detector's framing (``verify_chunks: false``): in a
-    receiver the walk's dependent reads miss the cache (Internals.md; benchmarks/LOG.md).
+    ``verify=True`` (``verify_chunks``) also decompresses it, into memory thrown away: a block
+    table that is corrupt yet adds up, or corrupt LZ4 data, would fail the reader as well.
     """
-    _validate(chunk, shape, dtype, walk)
+    if verify:
+        decode_chunk(chunk, shape, dtype)
+    else:
+        _validate(chunk, shape, dtype)
 
 
 def decode_chunk(chunk: Any, shape: Sequence[int], dtype: Any) -> np.ndarray:
@@ -100,14 +105,37 @@ except ImportError:  # a build without a C compiler
     walk_blocks = walk_blocks_py
 
 
-def _validate(chunk: Any, shape: Sequence[int], dtype: Any,
-              walk: bool = True) -> tuple[memoryview, tuple[int, ...], np.dtype, int]:
+def _validate(chunk: Any, shape: Sequence[int],
+              dtype: Any) -> tuple[memoryview, tuple[int, ...], np.dtype, int]:
     dims = check_shape(shape)
     dt = np.dtype(dtype)
     view = byte_view(chunk)
-    block_elements, n_blocks, tail = block_table(view, dims, dt)
-    _check_block_table(view, n_blocks, tail, walk)
+    try:
+        block_elements, n_blocks, tail = block_table(view, dims, dt)
+    except ValueError:
+        if headerless(view, math.prod(dims), dt.itemsize):
+            raise ValueError(HEADERLESS) from None
+        raise
+    _check_block_table(view, n_blocks, tail)
     return view, dims, dt, block_elements
+
+
+HEADERLESS = ("the 12-byte bitshuffle-LZ4 chunk header (8-byte big-endian uncompressed size, "
+              "4-byte big-endian block size) is missing: the data looks like the raw output of "
+              "bitshuffle.compress_lz4(); send the header before it, as HDF5's filter stores it")
+
+
+def headerless(view: memoryview, n_elements: int, itemsize: int) -> bool:
+    """Whether the data is blocks as ``bitshuffle.compress_lz4()`` returns them, without the
+    chunk header: its block lengths, read from byte 0, end exactly before the raw tail. Only
+    asked once a chunk was refused, to say why in words the sender can act on."""
+    end = len(view) - (n_elements % _BLOCKED_MULT) * itemsize
+    pos = blocks = 0
+    while pos + _BLOCK_LEN.size <= end and blocks < _HEADERLESS_BLOCKS \
+            and blocks * _BLOCKED_MULT < n_elements:
+        pos += _BLOCK_LEN.size + _BLOCK_LEN.unpack_from(view, pos)[0]
+        blocks += 1
+    return blocks > 0 and pos == end
 
 
 def block_table(chunk: Any, shape: tuple[int, ...], dt: np.dtype) -> tuple[int, int, int]:
@@ -135,16 +163,15 @@ def block_table(chunk: Any, shape: tuple[int, ...], dt: np.dtype) -> tuple[int, 
     return block_elements, n_blocks, tail
 
 
-def _check_block_table(view: memoryview, n_blocks: int, tail: int, walk: bool) -> None:
-    """Follow the block lengths the way bitshuffle will, refusing any that runs off the end."""
+def _check_block_table(view: memoryview, n_blocks: int, tail: int) -> None:
+    """Follow the block lengths the way bitshuffle will: they and the raw tail must end
+    exactly where the chunk ends (HDF5's filter writes nothing after them)."""
     end = len(view)
-    if walk:
-        pos, complete = walk_blocks(view, n_blocks)
-        if not complete:
-            raise ValueError(f"bitshuffle-LZ4 chunk truncated: a block of the {n_blocks} starts "
-                             f"at byte {pos}, past the end at {end}")
-    else:
-        pos = HEADER.size + n_blocks * _BLOCK_LEN.size  # the least the block table can take
-    if pos + tail > end:
-        raise ValueError(f"bitshuffle-LZ4 chunk truncated: {n_blocks} blocks and {tail} raw tail "
-                         f"bytes need {pos + tail} bytes, the chunk has {end}")
+    pos, complete = walk_blocks(view, n_blocks)
+    if not complete:
+        raise ValueError(f"bitshuffle-LZ4 chunk truncated: a block of the {n_blocks} starts "
+                         f"at byte {pos}, past the end at {end}")
+    if pos + tail != end:
+        cut = "truncated" if pos + tail > end else "longer than its blocks"
+        raise ValueError(f"bitshuffle-LZ4 chunk {cut}: {n_blocks} blocks and {tail} raw tail "
+                         f"bytes take {pos + tail} bytes, the chunk has {end}")

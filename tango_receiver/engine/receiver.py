@@ -30,6 +30,7 @@ from ..receiver_config import ReceiverConfig
 from ..transport import Upstream, wire_nbytes
 from . import allocator
 from .budget import ByteBudget
+from .errors import one_line
 from .forwarder import DROPPED, NO_CONSUMER, SENT, Forwarder, forward_hwm
 from .liveview import DOWNSAMPLE_MAX, DOWNSAMPLE_MIN, LiveView
 from .ordering import Ordering, OrderingCounts
@@ -93,8 +94,8 @@ class Receiver:
         self._forwarder = Forwarder(self._ctx, self.config.data_host, self.config.data_port,
                                     forward_hwm(self.config))
         self.stats.secondary_port = self._forwarder.port
-        self._engine = threading.Thread(target=self._run_engine, name=f"{self.config.name}-engine",
-                                        daemon=True)
+        self._engine = threading.Thread(target=self._supervised, args=(self._run_engine,),
+                                        name=f"{self.config.name}-engine", daemon=True)
         self._engine.start()
         log.info("%s: secondary port %d, upstream %s", self.config.name, self._forwarder.port,
                  ", ".join(self.stats.upstream))
@@ -109,8 +110,8 @@ class Receiver:
             return
         self._stopping.clear()
         self._workers = [
-            threading.Thread(target=self._run_worker, name=f"{self.config.name}-worker-{i}",
-                             daemon=True)
+            threading.Thread(target=self._supervised, args=(self._run_worker,),
+                             name=f"{self.config.name}-worker-{i}", daemon=True)
             for i in range(self.config.nworkers)
         ]
         for worker in self._workers:
@@ -165,6 +166,25 @@ class Receiver:
     def snapshot(self) -> StatsSnapshot:
         return self.stats.snapshot()
 
+    def health(self) -> str:
+        """Why the receiver no longer works ('' while it does): a thread of it died, or the
+        engine is gone while the receiver is open. A liveness probe restarts on it."""
+        if self.stats.fatal:
+            return self.stats.fatal
+        if self._engine is not None and not self._engine.is_alive():
+            return f"{self.config.name}: the engine thread has ended"
+        return ""
+
+    def _supervised(self, run: Callable[[], None]) -> None:
+        """A thread's body; should anything escape it, the receiver says so everywhere
+        (FAULT, /status error, /health, the CLI's exit status) instead of idling silently."""
+        try:
+            run()
+        except BaseException as exc:
+            log.exception("%s: thread %s died", self.config.name, threading.current_thread().name)
+            self.stats.die(f"{self.config.name}: thread {threading.current_thread().name} died "
+                           f"({type(exc).__name__}: {exc}); restart the receiver")
+
     def abort(self) -> None:
         """Close the file now; the rest of the current series is counted as discarded."""
         def run() -> None:
@@ -184,8 +204,13 @@ class Receiver:
             return
         done, failed = threading.Event(), []
         self._control.put((fn, done, failed))
-        if not done.wait(10):
-            raise TimeoutError(f"{self.config.name}: engine did not take the command in 10 s")
+        deadline = time.monotonic() + 10
+        while not done.wait(TICK_S):
+            if not self._engine.is_alive():  # died with the command queued: no one else runs
+                fn()
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.config.name}: engine did not take the command in 10 s")
         if failed:
             raise failed[0]  # in the caller's thread: the engine goes on
 
@@ -269,6 +294,7 @@ class Receiver:
             log.exception("%s: decoder failed", self.config.name)
             text = f"{self.config.name}: decoder error ({type(exc).__name__}): {exc}"
             number = None
+        text = one_line(text)  # it quotes the wire: one line, control characters escaped
         log.warning(text)
         return Rejected(text, number)
 
@@ -283,16 +309,10 @@ class Receiver:
             if batch:
                 self._last_data = time.monotonic()
             for msg in batch:
-                if isinstance(msg, FrameRun):
-                    self._handle_safely(msg)  # ordered by the run itself
-                elif isinstance(msg, Rejected):
-                    self.stats.add("frames_invalid")  # counted in order with its series
-                    self.stats.warn(msg.text)
-                    if msg.msg_number is not None:
-                        self._ordering.reject(msg.msg_number)
-                else:
-                    for ready in self._ordering.push(msg):
-                        self._handle_safely(ready)
+                try:
+                    self._take(msg)
+                except Exception as exc:  # a bug must cost one message, not the receiver
+                    self._internal_error(msg, exc)
             self._return_budget(taken, held)
             while not self._control.empty():
                 fn, done, failed = self._control.get()
@@ -305,7 +325,11 @@ class Receiver:
             now = time.monotonic()
             if now - last_tick >= TICK_S:
                 last_tick = now
-                self._tick(now)
+                try:
+                    self._tick(now)
+                except Exception as exc:  # noqa: BLE001 - the next tick tries again
+                    log.exception("%s: tick failed", self.config.name)
+                    self._fault(f"internal error between messages: {exc!r}")
         for ready in self._ordering.flush():
             self._handle_safely(ready)
         self._finish_series(complete=False, reason="receiver shut down mid-series")
@@ -338,12 +362,30 @@ class Receiver:
         self.stats.frames_duplicate = counts.duplicate - self._base.duplicate
         self.stats.frames_outside = counts.outside - self._base.outside
 
+    def _take(self, msg: Item) -> None:
+        """One item from a decoder: into the ordering, and on to the file what is ready."""
+        if isinstance(msg, FrameRun):
+            self._handle_safely(msg)  # ordered by the run itself
+        elif isinstance(msg, Rejected):
+            self.stats.add("frames_invalid")  # counted in order with its series
+            self.stats.warn(msg.text)
+            if msg.msg_number is not None:
+                self._ordering.reject(msg.msg_number)
+        else:
+            for ready in self._ordering.push(msg):
+                self._handle_safely(ready)
+
     def _handle_safely(self, msg: Message | FrameRun) -> None:
         try:
             self._handle(msg)
         except Exception as exc:  # a bug must cost one message, not the receiver
-            log.exception("%s: message %s", self.config.name, msg.msg_number)
-            self._fault(f"internal error on message {msg.msg_number}: {exc!r}")
+            self._internal_error(msg, exc)
+
+    def _internal_error(self, msg: Item, exc: Exception) -> None:
+        """Counted as an invalid message, logged with its number and the traceback."""
+        log.exception("%s: message %s", self.config.name, msg.msg_number)
+        self.stats.add("frames_invalid")
+        self._fault(f"internal error on message {msg.msg_number}: {exc!r}")
 
     def _handle(self, msg: Message | FrameRun) -> None:
         if isinstance(msg, FrameRun):
@@ -489,5 +531,6 @@ class Receiver:
             self._fault(str(exc))
 
     def _fault(self, text: str) -> None:
+        text = one_line(text)
         log.error("%s: %s", self.config.name, text)
         self.stats.fail(text)

@@ -13,6 +13,8 @@ from collections import deque
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Final, Literal
 
+from .errors import one_line
+
 State = Literal["idle", "running", "error"]
 IDLE: Final = "idle"
 RUNNING: Final = "running"
@@ -63,6 +65,7 @@ class StatsSnapshot(SeriesCounters):
     rest_url: str  # where the REST sidecar serves this receiver ('' if none)
     consumers: int  # connected to the secondary port
     messages: tuple[str, ...]  # recent warnings and errors, newest last
+    fatal: str  # a thread of the receiver died: it no longer works, only a restart helps
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,6 +112,8 @@ class Stats:
     _messages: deque = field(default_factory=lambda: deque(maxlen=20), repr=False)
     _history: deque = field(default_factory=lambda: deque(maxlen=HISTORY), repr=False)
     _acknowledged: tuple[int, ...] | None = field(default=None, repr=False)
+    _error_series: int = field(default=0, repr=False)  # series_count when the error arose
+    fatal: str = ""
 
     def __post_init__(self) -> None:
         for name in SERIES_COUNTERS:
@@ -141,13 +146,27 @@ class Stats:
                 **{name: getattr(self, name) for name in SERIES_COUNTERS}))
             if self.state == RUNNING:
                 self.state = IDLE
+            elif self.state == ERROR and complete and not self.fatal \
+                    and self._error_series < self.series_count:
+                self.state, self.error = IDLE, ""  # a later series went through whole
 
     def fail(self, text: str) -> None:
-        """Enter the error state; the text is what an operator reads, so it names the cause."""
+        """Enter the error state; the text is what an operator reads, so it names the cause
+        on one line. A later series that completes whole leaves it (``messages`` keeps it)."""
+        text = one_line(text)
         with self._lock:
-            self.state = ERROR
-            self.error = text
+            if not self.fatal:
+                self.state, self.error = ERROR, text
+                self._error_series = self.series_count
             self._messages.append(text)
+
+    def die(self, text: str) -> None:
+        """A thread of the receiver died: the error state for good (Reset cannot bring the
+        thread back; the health check asks for a restart)."""
+        self.fail(text)
+        with self._lock:
+            self.fatal = self.error = one_line(text)
+            self.state = ERROR
 
     def history(self) -> tuple[SeriesSummary, ...]:
         """The last series, oldest first: what a client that polls too slowly still learns."""
@@ -160,6 +179,7 @@ class Stats:
             setattr(self, name, getattr(self, name) + n)
 
     def warn(self, text: str) -> None:
+        text = one_line(text)
         with self._lock:
             self._messages.append(text)
 
@@ -168,8 +188,9 @@ class Stats:
         the counters stay as they are)."""
         with self._lock:
             self._acknowledged = self._losses()
-            self.error = ""
-            self.state = RUNNING if running else IDLE
+            if not self.fatal:
+                self.error = ""
+                self.state = RUNNING if running else IDLE
             self._messages.clear()
 
     def sample(self, now: float | None = None) -> None:
@@ -212,7 +233,6 @@ class Stats:
                 queue_depth=self.queue_depth, connected=self.connected,
                 detector_class=self.detector_class, upstream=self.upstream,
                 secondary_port=self.secondary_port, rest_url=self.rest_url,
-                consumers=self.consumers,
-                messages=tuple(self._messages),
+                consumers=self.consumers, messages=tuple(self._messages), fatal=self.fatal,
                 **counters,
             )

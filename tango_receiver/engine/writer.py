@@ -8,6 +8,9 @@ crash opens with plain h5py (the newer format's consistency flags would need h5c
 
 A file is only ever created inside the configured write roots and an existing file is never
 truncated: the refusal says why, and the series goes on without a file.
+
+Disk space is reserved ahead of HDF5 (diskspace.py): a full disk stops the writing before HDF5
+fails, and the file is closed holding exactly the frames written.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -28,6 +32,8 @@ import numpy as np
 from ..codecs import bslz4
 from .chunk_writer import write_chunks
 from ..messages import Channel, FrameRun, Header, Image
+from .diskspace import DiskFull, SpaceReserve
+from .errors import one_line
 
 log = logging.getLogger(__name__)
 
@@ -99,16 +105,25 @@ class SeriesWriter:
         self._frame_numbers: list[int] = []
         self._seq_base = 0  # sequence_number entries of series appended to before
         self._last_flush = time.monotonic()
+        exists = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             exists = self.path.exists()
             self.file = h5py.File(self.path, "r+" if exists else "x")
         except OSError as exc:
+            reason = _reason(exc)
+            if reason.startswith("disk full") and not exists:
+                self.path.unlink(missing_ok=True)  # created, but its superblock did not fit
+            raise WriteRefused(f"{self.path}: cannot open for writing: {reason}") from None
+        try:
+            self._space = SpaceReserve(self.path, self.file.id.get_filesize)
+        except OSError as exc:
+            self._abandon(exists)
             raise WriteRefused(f"{self.path}: cannot open for writing: {_reason(exc)}") from None
         try:
             self._layout(header, exists)
         except (OSError, ValueError, TypeError) as exc:
-            self.file.close()
+            self._close_file()
             raise WriteRefused(f"{self.path}: cannot lay out the file: {exc}") from None
 
     # --- layout --------------------------------------------------------------------------
@@ -152,7 +167,9 @@ class SeriesWriter:
 
     def _create(self, image: Image) -> None:
         nch = len(image.channels)
-        initial = max(self.nimages or 0, 1) if self.nimages else GROW_FRAMES
+        # an announced count only ever shrinks the first block: trimming a dataset costs
+        # HDF5 time in its length, so a header's 1e9 would freeze the series' close
+        initial = min(self.nimages, GROW_FRAMES) if self.nimages else GROW_FRAMES
         for channel in image.channels:
             name = self._dataset_name(channel, image.channels)
             dtype = np.dtype(channel.dtype)
@@ -192,7 +209,7 @@ class SeriesWriter:
             try:
                 self._create(image)
             except WriteRefused:
-                self.file.close()  # refused: the existing file is left as it was
+                self._close_file()  # refused: the existing file is left as it was
                 raise
         if len(image.channels) != len(self._datasets):
             raise FrameMismatch(f"frame {image.frame}: {len(image.channels)} channels, "
@@ -202,6 +219,10 @@ class SeriesWriter:
             if layout.frame != (channel.shape, channel.dtype):
                 raise FrameMismatch(f"frame {image.frame}: {channel.shape} {channel.dtype}, "
                                     f"series is {layout.frame[0]} {layout.frame[1]}")
+        try:
+            self._space.ensure(sum(map(_frame_bytes, self._layouts, image.channels)), 1)
+        except DiskFull as exc:
+            raise WriteFailed(f"{self.path}: frame {image.frame} not written: {exc}") from None
         try:
             self._grow(index + 1)
             for layout, ds, channel in zip(self._layouts, self._datasets, image.channels):
@@ -223,6 +244,10 @@ class SeriesWriter:
     def write_run(self, run: FrameRun) -> None:
         """Store a fast-lane run (``takes`` said yes) with one call for all its chunks."""
         index = self._start + self.written
+        try:
+            self._space.ensure(run.nbytes_stored, len(run))
+        except DiskFull as exc:
+            raise WriteFailed(f"{self.path}: frames {run.first}.. not written: {exc}") from None
         try:
             self._grow(index + len(run))
             written, err = write_chunks(self._datasets[0], index, run.chunks)
@@ -295,9 +320,34 @@ class SeriesWriter:
             raise WriteFailed(f"{self.path}: closing failed: {_reason(exc)}") from None
         finally:
             try:
-                self.file.close()
+                self._close_file()
             except H5_ERRORS as exc:  # what was flushed before stays readable
-                log.error("%s: close failed: %s", self.path, exc)
+                log.error("%s: close failed: %s", self.path, _reason(exc))
+
+    def _abandon(self, existed: bool) -> None:
+        """Give up a file before anything was written to it: a new one is removed (at a full
+        disk its close cannot even write the superblock), an existing one left as it was."""
+        try:
+            self.file.close()
+        except H5_ERRORS:
+            pass  # a new file is removed below, an existing one was not changed
+        if not existed:
+            self.path.unlink(missing_ok=True)
+
+    def _close_file(self) -> None:
+        try:
+            self.file.close()
+        finally:
+            self._space.release()
+
+
+def _frame_bytes(layout: _Layout, channel: Channel) -> int:
+    """At most what storing ``channel`` adds to the file: the chunk as it is, or the frame
+    made raw or compressed on the way (bitshuffle-LZ4 of noise is a little over raw)."""
+    if layout.compressed == (channel.chunk is not None or channel.compression == "bslz4"):
+        return memoryview(channel.stored).nbytes
+    raw = math.prod(channel.shape) * np.dtype(channel.dtype).itemsize
+    return raw + raw // 64 + 64
 
 
 def _stored(compressed: bool, channel: Channel) -> Any:
@@ -370,7 +420,7 @@ def write_metadata(group: h5py.Group, meta: dict[str, Any]) -> None:
 
 def _reason(exc: OSError) -> str:
     """HDF5 wraps the system error in its own text: find the cause an operator acts on."""
-    text = str(exc)
+    text = one_line(str(exc))
     if getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in text \
             or f"errno = {errno.ENOSPC}" in text:
         return f"disk full ({text})"

@@ -55,15 +55,18 @@ VIDEO_MODES = {np.dtype(np.uint8): 0, np.dtype(np.uint16): 1, np.dtype(np.uint32
 
 
 def state_of(snap: StatsSnapshot) -> DevState:
-    """FAULT on a receiver error, RUNNING during a series, ALARM when the last series lost
-    frames (until Reset acknowledges those losses), OFF when not listening, else ON."""
+    """The first that holds, in README's order: FAULT (a receiver error), OFF (not listening,
+    after Stop), RUNNING (a series is open), ALARM (the last series lost frames, until Reset
+    acknowledges them), ON."""
     if snap.state == ERROR:
         return DevState.FAULT
+    if not snap.connected:
+        return DevState.OFF
     if snap.in_series:
         return DevState.RUNNING
     if snap.alarm:
         return DevState.ALARM
-    return DevState.ON if snap.connected else DevState.OFF
+    return DevState.ON
 
 
 def status_of(snap: StatsSnapshot, state: DevState) -> str:
@@ -77,8 +80,8 @@ def status_of(snap: StatsSnapshot, state: DevState) -> str:
         (snap.forward_dropped, "dropped on the secondary port"),
         (snap.frames_discarded, "discarded after Abort")) if n)
     if state == DevState.FAULT:
-        return (f"FAULT: {snap.error}\nLast {series} -> {target}: {counts}.\n"
-                f"Fix the cause, then run Reset.")
+        todo = "Restart the device server." if snap.fatal else "Fix the cause, then run Reset."
+        return f"FAULT: {snap.error}\nLast {series} -> {target}: {counts}.\n{todo}"
     if state == DevState.RUNNING:
         problems = f"\nProblems so far: {losses}." if losses else ""
         return (f"Receiving {series} -> {target}: {counts}, {snap.frame_rate:.0f} frames/s, "

@@ -88,7 +88,7 @@ CHUNK = encode_chunk(RAMP)
 
 @pytest.mark.parametrize("message, blob, error", [
     (head(RAMP.shape, "uint32"), lying_length(CHUNK),
-     "truncated: 1 blocks and 4 raw tail bytes need 2147483668"),
+     "truncated: 1 blocks and 4 raw tail bytes take 2147483668 bytes"),
     (head(RAMP.shape, "uint32"), CHUNK[:-5], "truncated"),
     (head(RAMP.shape, "uint32"), CHUNK[:12], "truncated"),
     (head((29, 37, 2), "uint32"), CHUNK, "chunk holds 4292 bytes but shape .29, 37, 2. of "

@@ -324,7 +324,7 @@ def test_kubernetes_receiver_agrees_with_its_configmap(overlay, tmp_path):
     assert ports["tango"] == int(image_env()["TANGO_DEVICE_PORT"])
     assert entry.api_host == "0.0.0.0", "the probes reach the sidecar from outside the pod"
     for probe in ("livenessProbe", "readinessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/status", "port": "api"}, probe
+        assert container[probe]["httpGet"] == {"path": "/health", "port": "api"}, probe
     requests = container["resources"]["requests"]
     assert cpu(requests["cpu"]) >= entry.nworkers + 1, "decoder workers + the engine thread"
     assert "memory" in requests and "memory" in container["resources"]["limits"]

@@ -47,11 +47,11 @@ def dimage(frame: int, chunk: bytes = CHUNKS[0], head: bytes | None = None,
 class Pair:
     """A PUSH socket and an Eiger receiver's lane source on 127.0.0.1."""
 
-    def __init__(self, tmp_path, verify: bool = False) -> None:
+    def __init__(self, tmp_path) -> None:
         self.ctx = zmq.Context()
         self.push = self.ctx.socket(zmq.PUSH)
         port = self.push.bind_to_random_port("tcp://127.0.0.1")
-        self.detector = detector_for(make_config(port, tmp_path, "Eiger", verify_chunks=verify))
+        self.detector = detector_for(make_config(port, tmp_path, "Eiger"))
         self.source = self.detector.open(self.ctx)
         assert isinstance(self.source, lane.LaneSource)
 
@@ -198,18 +198,32 @@ def test_a_damaged_message_is_never_taken_unless_python_takes_it(pair, part, pos
     check_items(pair.detector, [message], pair.exchange([message]))
 
 
-def test_verify_chunks_walks_every_block_in_the_lane(tmp_path):
-    p = Pair(tmp_path, verify=True)
+@pytest.mark.parametrize("cut", ["block past the end", "cut in half", "trailing bytes"])
+def test_the_lane_follows_every_block_length_by_default(pair, cut):
+    """What Python refuses with default settings the lane hands back to Python (issue 19)."""
+    pair.teach()
+    bad = bytearray(CHUNKS[0])
+    if cut == "block past the end":
+        bad[12:16] = (len(bad)).to_bytes(4, "big")
+    elif cut == "cut in half":
+        del bad[len(bad) // 2:]
+    else:
+        bad += b"\0" * 8
+    items = pair.exchange([dimage(1), dimage(2, chunk=bytes(bad)), dimage(3)])
+    assert [isinstance(i, FrameRun) for i in items] == [True, False, True]
+    with pytest.raises(InvalidMessage, match="truncated|longer than its blocks"):
+        pair.detector.decode(items[1])
+
+
+def test_verify_chunks_decompresses_in_python_without_the_lane(tmp_path):
+    config = make_config(9, tmp_path, "Eiger", verify_chunks=True)  # connects, never sends
+    ctx = zmq.Context()
     try:
-        p.teach()
-        bad = bytearray(CHUNKS[0])
-        bad[12:16] = (len(bad)).to_bytes(4, "big")  # first block runs past the end
-        items = p.exchange([dimage(1), dimage(2, chunk=bytes(bad)), dimage(3)])
-        assert [isinstance(i, FrameRun) for i in items] == [True, False, True]
-        with pytest.raises(InvalidMessage, match="truncated"):
-            p.detector.decode(items[1])
+        source = detector_for(config).open(ctx)
+        assert not isinstance(source, lane.LaneSource)
+        source.close()
     finally:
-        p.close()
+        ctx.term()
 
 
 def test_many_parts_in_one_batch_come_back_whole(pair):

@@ -34,15 +34,8 @@ def noise(count: int, shape=(64, 64)) -> list[np.ndarray]:
 
 
 @pytest.fixture
-def small_fs(tmp_path):
-    mount = tmp_path / "small"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here (needs root): {result.stderr.strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+def small_fs(tmpfs):
+    return tmpfs("1m")
 
 
 def test_disk_full_mid_series_then_reset(tmp_path, sender, small_fs):
