@@ -58,17 +58,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from .sim.formats import default_port, series_for
+    from .sim.formats import default_form, default_port, series_for, wire_format
     from .sim.sender import Sender
 
-    shape = tuple(int(v) for v in args.shape.lower().split("x"))
+    shape, dtype = default_form(args.format)
+    if args.shape is not None:
+        shape = tuple(int(v) for v in args.shape.lower().split("x"))
+    dtype = args.dtype or dtype
     port = default_port(args.format) if args.port is None else args.port
     with Sender(port=port, host=args.host, timeout_s=args.timeout) as sender:
         log.info("simulated %s detector on %s: %d frames %s %s at %s frames/s", args.format,
-                 sender.endpoint, args.frames, args.shape, args.dtype, args.rate or "max")
+                 sender.endpoint, args.frames, "x".join(map(str, shape)), dtype,
+                 args.rate or "max")
         for series in range(args.series):
-            messages = series_for(args.format, shape=shape, dtype=args.dtype, count=args.frames,
-                                  filename=args.filename.format(series=series), series=series)
+            messages = series_for(wire_format(args.format), shape=shape, dtype=dtype,
+                                  count=args.frames, series=series,
+                                  filename=args.filename.format(series=series))
             sender.send(messages, rate=args.rate, progress=not args.quiet, total=args.frames + 2)
     return 0
 
@@ -136,8 +141,10 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--frames", type=int, default=100)
     sim.add_argument("--series", type=int, default=1)
     sim.add_argument("--rate", type=float, default=None, help="frames/s (default: as fast as taken)")
-    sim.add_argument("--shape", default="1065x1030", help="HxW")
-    sim.add_argument("--dtype", default="uint32")
+    sim.add_argument("--shape", default=None,
+                     help="HxW (default: the profile's, or the detectors.yaml entry's of the "
+                          "format's class: stream2 514x1030, eiger 1065x1030, ...)")
+    sim.add_argument("--dtype", default=None, help="default: as --shape")
     sim.add_argument("--filename", default="", help="file to write; {series} is replaced")
     sim.add_argument("--timeout", type=float, default=60.0, help="give up if nobody receives")
     sim.add_argument("--quiet", action="store_true")
