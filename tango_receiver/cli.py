@@ -1,4 +1,5 @@
-"""tango-receiver serve | run | simulate | demo | bench | stitch | split; streaming-receiver.
+"""tango-receiver serve | run | simulate | replay | demo | bench | stitch | split;
+streaming-receiver.
 
 The commands import what they run when they run (Tango, FastAPI and h5py take seconds to load,
 and ``simulate`` needs none of them)."""
@@ -78,6 +79,26 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from .sim.formats import default_port, reader
+    from .sim.replay import load_capture
+    from .sim.sender import Sender
+
+    try:
+        capture = load_capture(args.capture, args.filename)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    port = default_port(capture.format) if args.port is None else args.port
+    with Sender(port=port, host=args.host, timeout_s=args.timeout) as sender:
+        log.info("replaying %s (%s, read by class %s) on %s: %d images at %s frames/s",
+                 args.capture, capture.format, reader(capture.format).__name__,
+                 sender.endpoint, capture.images, args.rate or "max")
+        sender.send(capture.messages, rate=args.rate, progress=not args.quiet,
+                    total=len(capture.messages))
+    return 0
+
+
 def cmd_consume(args: argparse.Namespace) -> int:
     from .client.consume import run
 
@@ -149,6 +170,21 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--timeout", type=float, default=60.0, help="give up if nobody receives")
     sim.add_argument("--quiet", action="store_true")
     sim.set_defaults(fn=cmd_simulate)
+
+    replay = sub.add_parser("replay", help="send a recorded detector stream (stream v1 or v2 "
+                                           "capture, or a folder of stream v2 messages)")
+    replay.add_argument("capture", type=Path, help="a capture zip, or a folder of *.cbor")
+    replay.add_argument("--host", default="127.0.0.1")
+    replay.add_argument("--port", type=int, default=None,
+                        help="default: where a receiver of its class looks (stream v1 9999, "
+                             "stream v2 31001)")
+    replay.add_argument("--filename", default="",
+                        help="file for the receiver to write (default: none, forward only)")
+    replay.add_argument("--rate", type=float, default=None,
+                        help="frames/s (default: as fast as taken)")
+    replay.add_argument("--timeout", type=float, default=60.0, help="give up if nobody receives")
+    replay.add_argument("--quiet", action="store_true")
+    replay.set_defaults(fn=cmd_replay)
 
     serve = sub.add_parser("serve", add_help=False,
                            help="one receiver as a Tango device server, with its REST sidecar "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -12,13 +11,8 @@ import numpy as np
 import pytest
 import zmq
 
+from conftest import free_port
 from tango_receiver.codecs import cbor_v2
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def simulate(*args: str) -> tuple[str, list[list[bytes]]]:
