@@ -108,7 +108,8 @@ def cmd_consume(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(Path(args.directory), frames=args.frames)
+    return run_demo(Path(args.directory), frames=args.frames,
+                    hold=wait_for_signal if args.keep_running else None)
 
 
 def cmd_serve(argv: list[str]) -> int:
@@ -195,6 +196,9 @@ def parser() -> argparse.ArgumentParser:
                                        "simulated EIGER series into HDF5, with a report")
     demo.add_argument("--directory", default="demo-data")
     demo.add_argument("--frames", type=int, default=500)
+    demo.add_argument("--keep-running", action="store_true",
+                      help="after the report, keep database, device, REST and a slow "
+                           "simulated stream up until Ctrl-C, and print how to reach them")
     demo.set_defaults(fn=cmd_demo)
 
     consume = sub.add_parser("consume", help="print (and save) what a receiver forwards on its "
