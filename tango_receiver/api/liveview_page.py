@@ -9,8 +9,9 @@ URLs are relative, so the page also works behind a reverse proxy under a sub-pat
 The page draws the pixel values itself rather than showing a PNG: the value under the pointer,
 the colour bar and a display range set by hand all need the numbers, and the server then only
 copies the (binned) frame out. Messages from an earlier series than the one running are dimmed
-and dropped once older than ``message_age_s`` (a query parameter, 60 s by default): a warning
-about the last series should still be read after it ends, not stay up all afternoon.
+once a later series starts, and dropped ``message_age_s`` later (a query parameter, 60 s by
+default): a warning about the last series should still be read after it ends, not stay up all
+afternoon.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ PAGE = """<!doctype html>
   figure { margin: 0; flex: 1 1 480px; }
   #frame { width: 100%; image-rendering: pixelated; background: #000; min-height: 8em;
            cursor: crosshair; display: block; }
+  #frame:not([data-frame]) { height: 8em; }  /* no frame yet: no 1 x 1 canvas stretched square */
   #colorbar { width: 100%; height: 14px; display: block; image-rendering: pixelated;
               margin-top: .4em; }
   #ticks { display: flex; justify-content: space-between; font-variant-numeric: tabular-nums; }
@@ -112,7 +114,7 @@ const FORMAT = {
   connected: v => v ? "yes" : "no",
   upstream: v => v.join(", "),
 };
-// how long a message from an earlier series stays up (it is dimmed meanwhile)
+// how long a message stays up (dimmed) once a later series has started
 const MESSAGE_AGE_MS = 1000 * (Number(new URLSearchParams(location.search)
                                       .get("message_age_s")) || 60);
 // the pixel types /last_frame?format=raw sends (always little-endian), as typed arrays
@@ -132,7 +134,8 @@ let shown = null;        // "series/frame" of the image on display
 let imageStale = true;   // fetch the image on the next poll whatever the stats say
 let frame = null;        // the frame on display: {values, width, height, shape, factor, min, max}
 let pointer = null;      // where the pointer is over the image, as fractions of its size
-let messages = [];       // {text, series, seen}: stats.messages, each stamped when first seen
+let messages = [];       // {text, series, stale}: stats.messages, with the series they came in
+                         // and when a later one was first seen
 
 function lut(name) {
   const stops = STOPS[name].map(hex => [0, 2, 4].map(i => parseInt(hex.slice(i, i + 2), 16)));
@@ -174,7 +177,9 @@ function finiteRange(values) {
 }
 
 function number(v) {
-  return Number.isFinite(v) ? String(parseFloat(v.toPrecision(6))) : String(v);
+  // a count exactly; a fraction (a binned mean, a float detector) to 6 digits
+  return Number.isInteger(v) || !Number.isFinite(v) ? String(v)
+    : String(parseFloat(v.toPrecision(6)));
 }
 
 // the display range: the frame's finite min..max, or what was typed (either end)
@@ -251,10 +256,11 @@ function showMessages(current, series) {
   while (kept > 0 && !messages.slice(-kept).every((m, i) => m.text === current[i])) kept--;
   const now = Date.now();
   messages = messages.slice(messages.length - kept).concat(
-    current.slice(kept).map(text => ({text, series, seen: now})));
+    current.slice(kept).map(text => ({text, series, stale: null})));
+  for (const m of messages) if (m.series !== series && m.stale === null) m.stale = now;
   const box = $("messages");
   box.replaceChildren(...messages
-    .filter(m => m.series === series || now - m.seen < MESSAGE_AGE_MS).slice(-5)
+    .filter(m => m.stale === null || now - m.stale < MESSAGE_AGE_MS).slice(-5)
     .map(m => {
       const line = document.createElement("div");
       line.textContent = m.text;
