@@ -167,14 +167,14 @@ def run_demo(directory: Path, frames: int = 200, rate: float = 100.0,
                   f"consumer got {consumed} messages")
             print("REST: " + ", ".join(f"GET {path} -> {body}" for path, body in answers.items()))
             same = check_file(filename, images, frames)
-            if hold is None:
-                print(f"\nTo explore it with Taurus, a browser or Python: "
-                      f"{own_command()} demo --keep-running")
-            else:
+            if hold is not None:
                 keep_running(proxy, server, database.tango_host, sender, images, directory, hold)
         finally:
             code = server.stop()
     print(f"device server exited with {code}")
+    if hold is None:
+        print(f"\nTo explore it with Taurus, a browser or Python, keep it running: "
+              f"{own_command()} demo --keep-running")
     ok = (same and snap["frames_written"] == frames and state == tango.DevState.ON and code == 0
           and answers["/received_frames"] == {"value": frames})
     return 0 if ok else 1
@@ -198,9 +198,12 @@ d.frames_received)
 """, flush=True)
 
     def status() -> str:
-        values = {a.name: a.value for a in proxy.read_attributes(["series_count", *SHOWN])}
-        return f"{device}: State {proxy.state()}, " + ", ".join(f"{k} {v:g}"
-                                                                for k, v in values.items())
+        try:
+            values = {a.name: a.value for a in proxy.read_attributes(["series_count", *SHOWN])}
+            state = proxy.state()
+        except tango.DevFailed as exc:  # said, not raised: Ctrl-C still tears everything down
+            return f"{device} does not answer: {exc.args[0].desc}"
+        return f"{device}: State {state}, " + ", ".join(f"{k} {v:g}" for k, v in values.items())
     try:
         hold(30.0, status)
     finally:
