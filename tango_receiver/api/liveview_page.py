@@ -163,7 +163,8 @@ function pixelValues(buffer, dtype) {
   if (dtype === "float16") return halfFloats(new Uint16Array(buffer));
   if (!(dtype in ARRAYS)) throw new Error(`cannot show ${dtype} pixels`);
   const values = new ARRAYS[dtype](buffer);
-  return typeof values[0] === "bigint" ? Float64Array.from(values, Number) : values;
+  const wide = values instanceof BigInt64Array || values instanceof BigUint64Array;
+  return wide ? Float64Array.from(values, Number) : values;
 }
 
 function finiteRange(values) {

@@ -303,6 +303,7 @@ def test_colour_bar_display_range_and_pixel_readout(browser, tmp_path, sender, l
     assert value == pytest.approx(frame[6:8, 14:16].mean(), rel=1e-4)
     set_control(browser, "downsample", "1")
     browser.wait_for("document.getElementById('frame').width === 48")
+    set_control(browser, "cmap", "viridis")
     point_at(browser, 30, 20)
 
     ARTEFACTS.mkdir(exist_ok=True)
@@ -345,7 +346,7 @@ def shown(value: np.generic) -> str:
 
 @pytest.mark.parametrize("dtype, scale, offset", [
     ("uint32", 1000, 4_000_000_000), ("int32", -7, -1), ("float32", 0.25, -3.0),
-    ("uint64", 3, 2**40), ("float64", 1e-3, 0.0),
+    ("uint64", 3, 2**40), ("float64", 1e-3, 0.0), ("float16", 0.5, -8.0), ("int8", -1, 60),
 ])
 def test_pixel_readout_shows_every_pixel_type_exactly(browser, tmp_path, sender, live, dtype,
                                                        scale, offset):
