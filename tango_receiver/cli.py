@@ -1,4 +1,5 @@
-"""tango-receiver serve | run | simulate | demo | bench | stitch | split; streaming-receiver.
+"""tango-receiver serve | run | simulate | replay | demo | bench | stitch | split;
+streaming-receiver.
 
 The commands import what they run when they run (Tango, FastAPI and h5py take seconds to load,
 and ``simulate`` needs none of them)."""
@@ -73,18 +74,43 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from .sim.formats import default_port, series_for
+    from .sim.formats import default_form, default_port, series_for, wire_format
     from .sim.sender import Sender
 
-    shape = tuple(int(v) for v in args.shape.lower().split("x"))
+    shape, dtype = default_form(args.format)
+    if args.shape is not None:
+        shape = tuple(int(v) for v in args.shape.lower().split("x"))
+    dtype = args.dtype or dtype
     port = default_port(args.format) if args.port is None else args.port
     with Sender(port=port, host=args.host, timeout_s=args.timeout) as sender:
         log.info("simulated %s detector on %s: %d frames %s %s at %s frames/s", args.format,
-                 sender.endpoint, args.frames, args.shape, args.dtype, args.rate or "max")
+                 sender.endpoint, args.frames, "x".join(map(str, shape)), dtype,
+                 args.rate or "max")
         for series in range(args.series):
-            messages = series_for(args.format, shape=shape, dtype=args.dtype, count=args.frames,
-                                  filename=args.filename.format(series=series), series=series)
+            messages = series_for(wire_format(args.format), shape=shape, dtype=dtype,
+                                  count=args.frames, series=series,
+                                  filename=args.filename.format(series=series))
             sender.send(messages, rate=args.rate, progress=not args.quiet, total=args.frames + 2)
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from .sim.formats import default_port, reader
+    from .sim.replay import load_capture
+    from .sim.sender import Sender
+
+    try:
+        capture = load_capture(args.capture, args.filename)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    port = default_port(capture.format) if args.port is None else args.port
+    with Sender(port=port, host=args.host, timeout_s=args.timeout) as sender:
+        log.info("replaying %s (%s, read by class %s) on %s: %d images at %s frames/s",
+                 args.capture, capture.format, reader(capture.format).__name__,
+                 sender.endpoint, capture.images, args.rate or "max")
+        sender.send(capture.messages, rate=args.rate, progress=not args.quiet,
+                    total=len(capture.messages))
     return 0
 
 
@@ -97,7 +123,8 @@ def cmd_consume(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(Path(args.directory), frames=args.frames)
+    return run_demo(Path(args.directory), frames=args.frames,
+                    hold=wait_for_signal if args.keep_running else None)
 
 
 def cmd_serve(argv: list[str]) -> int:
@@ -151,12 +178,29 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--frames", type=int, default=100)
     sim.add_argument("--series", type=int, default=1)
     sim.add_argument("--rate", type=float, default=None, help="frames/s (default: as fast as taken)")
-    sim.add_argument("--shape", default="1065x1030", help="HxW")
-    sim.add_argument("--dtype", default="uint32")
+    sim.add_argument("--shape", default=None,
+                     help="HxW (default: the profile's, or the detectors.yaml entry's of the "
+                          "format's class: stream2 514x1030, eiger 1065x1030, ...)")
+    sim.add_argument("--dtype", default=None, help="default: as --shape")
     sim.add_argument("--filename", default="", help="file to write; {series} is replaced")
     sim.add_argument("--timeout", type=float, default=60.0, help="give up if nobody receives")
     sim.add_argument("--quiet", action="store_true")
     sim.set_defaults(fn=cmd_simulate)
+
+    replay = sub.add_parser("replay", help="send a recorded detector stream (stream v1 or v2 "
+                                           "capture, or a folder of stream v2 messages)")
+    replay.add_argument("capture", type=Path, help="a capture zip, or a folder of *.cbor")
+    replay.add_argument("--host", default="127.0.0.1")
+    replay.add_argument("--port", type=int, default=None,
+                        help="default: where a receiver of its class looks (stream v1 9999, "
+                             "stream v2 31001)")
+    replay.add_argument("--filename", default="",
+                        help="file for the receiver to write (default: none, forward only)")
+    replay.add_argument("--rate", type=float, default=None,
+                        help="frames/s (default: as fast as taken)")
+    replay.add_argument("--timeout", type=float, default=60.0, help="give up if nobody receives")
+    replay.add_argument("--quiet", action="store_true")
+    replay.set_defaults(fn=cmd_replay)
 
     serve = sub.add_parser("serve", add_help=False,
                            help="one receiver as a Tango device server, with its REST sidecar "
@@ -167,6 +211,9 @@ def parser() -> argparse.ArgumentParser:
                                        "simulated EIGER series into HDF5, with a report")
     demo.add_argument("--directory", default="demo-data")
     demo.add_argument("--frames", type=int, default=500)
+    demo.add_argument("--keep-running", action="store_true",
+                      help="after the report, keep database, device, REST and a slow "
+                           "simulated stream up until Ctrl-C, and print how to reach them")
     demo.set_defaults(fn=cmd_demo)
 
     consume = sub.add_parser("consume", help="print (and save) what a receiver forwards on its "

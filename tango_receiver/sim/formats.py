@@ -13,6 +13,8 @@ from .frames import synthetic_frames
 from .profiles import PROFILES
 
 DISTINCT_FRAMES = 8  # cycled through: generating every frame would cost more than sending it
+#: what a wire format that no profile plays sends unless told otherwise: an EIGER 1M's frame
+FALLBACK_FORM: tuple[tuple[int, ...], str] = ((1065, 1030), "uint32")
 
 
 def formats() -> list[str]:
@@ -34,6 +36,18 @@ def default_port(fmt: str) -> int:
     """The port a receiver of this format connects to when its entry names none, so that the
     simulator and a receiver on defaults find each other (EIGER 9999, stream v2 31001, ...)."""
     return reader(fmt).default_port
+
+
+def default_form(fmt: str) -> tuple[tuple[int, ...], str]:
+    """The shape and dtype ``simulate FMT`` sends when ``--shape`` / ``--dtype`` are not given.
+
+    A profile's own; for a wire format, its first profile's (the detectors.yaml entry of its
+    class), so that a simulator and a receiver left on their defaults agree on the frame.
+    """
+    if fmt in PROFILES:
+        return PROFILES[fmt].shape, PROFILES[fmt].dtype
+    plays = (p for p in PROFILES.values() if p.format == fmt)
+    return next(((p.shape, p.dtype) for p in plays), FALLBACK_FORM)
 
 
 def series_for(fmt: str, shape: tuple[int, ...], dtype: str, count: int, filename: str = "",

@@ -1,8 +1,10 @@
 """Detector profiles: a wire format with a real detector's frame shape, pixel type and rate.
 
 ``tango-receiver simulate <profile>`` streams that detector's frames (the profile's shape and
-type replace ``--shape`` and ``--dtype``); detectors.yaml's entry for the same detector states
-the same shape and type, and a test keeps the two equal. ``rate`` is the detector's full-frame
+type are the defaults of ``--shape`` and ``--dtype``); detectors.yaml's entry for the same
+detector states the same shape and type, and a test keeps the two equal. A wire format given by
+its own name plays its first profile here (``sim.formats.default_form``), so ``simulate
+stream2`` sends what the ``eiger2-sim`` entry expects. ``rate`` is the detector's full-frame
 rate, for choosing ``--rate``.
 """
 
@@ -21,6 +23,10 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
+    "eiger-sim": Profile("eiger", (1065, 1030), "uint32", 3000.0,
+                         "DECTRIS EIGER 1M, stream v1 (SIMPLON 1.8)"),
+    "eiger2-sim": Profile("stream2", (514, 1030), "uint16", 2000.0,
+                          "DECTRIS EIGER2 500K, stream v2 (CBOR)"),
     "pi-mte3": Profile("internal", (2048, 2048), "uint16", 1.0,
                        "Teledyne Princeton Instruments PI-MTE3 2048B (PICam), 16-bit CCD"),
     "dhyana": Profile("internal", (2048, 2048), "uint16", 24.0,

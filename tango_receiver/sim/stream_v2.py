@@ -49,8 +49,44 @@ def capture_v2(path: Path, filename: str = "") -> list[list[bytes]]:
     messages = []
     stream = io.BytesIO(raw)
     while stream.tell() < len(raw):
-        messages.append([bytes(p) for p in pickle.load(stream)])
+        messages.append([bytes(p) for p in _PartsUnpickler(stream).load()])
     messages[0] = [_with_filename(messages[0][0], filename)]
+    return messages
+
+
+class _PartsUnpickler(pickle.Unpickler):
+    """Lists of bytes and nothing else: a capture given on the command line (``replay``) must
+    not be able to run code, which any other class in a pickle could."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"a capture holds lists of bytes, not {module}.{name}")
+
+
+def capture_v2_set(folder: Path, filename: str = "") -> list[list[bytes]]:
+    """The messages of a folder of stream v2 messages, one ``*.cbor`` file each, in name order,
+    ready to replay (DECTRIS' test sets).
+
+    Such a set may lack its ``start`` message: one is made from the first image (its channel
+    names, plane shape, ``series_id``) with ``filename`` in its ``user_data``, and an ``end`` is
+    appended where the set has none. The messages the set holds are sent as they are.
+    """
+    raw = [path.read_bytes() for path in sorted(folder.glob("*.cbor"))]
+    types = [cbor_v2.decode(m).get("type") for m in raw]
+    if "image" not in types:
+        raise ValueError(f"{folder}: no stream v2 image message in its *.cbor files")
+    messages = [[m] for m in raw]
+    first = cbor_v2.decode(raw[types.index("image")])
+    if types[0] != "start":
+        shape = cbor_v2.to_numpy(next(iter(first["data"].values()))).shape
+        channels = {name: [np.zeros(shape, np.uint8)] for name in first["data"]}
+        start = next(stream_v2_series(channels, filename, series_id=first["series_id"],
+                                      count=types.count("image")))
+        messages.insert(0, start)
+    else:
+        messages[0] = [_with_filename(raw[0], filename)]
+    if types[-1] != "end":
+        messages.append([cbor_v2.encode({"type": "end", "series_id": first["series_id"],
+                                         "series_unique_id": first.get("series_unique_id", "")})])
     return messages
 
 

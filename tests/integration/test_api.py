@@ -277,7 +277,7 @@ def test_live_page_is_self_contained(served, client, path):
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
     page = response.text
     assert f"<h1>{receiver.config.name}</h1>" in page
-    assert "last_frame?format=png" in page and 'fetch("stats"' in page
+    assert "last_frame?format=raw" in page and 'fetch("stats"' in page
     assert "://" not in page, "the page must load nothing from elsewhere"
 
 
