@@ -138,7 +138,7 @@ def test_series_drives_state_counters_and_live_view(tmp_path, sender):
 
         last = frames[19 % 5]
         image = proxy.last_image
-        assert image.dtype == np.float64 and np.array_equal(image, last)
+        assert image.dtype == np.float64 and np.array_equal(image, last)  # the entry has no dtype
         header, decoded = decode_video(proxy.video_last_image)
         assert header[:6] == (0x5644454F, 1, 2, 19, 80, 64)  # VDEO, v1, Y32, frame, w, h
         assert decoded.dtype == np.uint32 and np.array_equal(decoded, last)
@@ -151,8 +151,9 @@ def test_series_drives_state_counters_and_live_view(tmp_path, sender):
         with pytest.raises(tango.DevFailed):
             proxy.downsample = 65
 
-        proxy.Init()  # a new receiver from the same properties: counters start again
-        assert proxy.state() == DevState.ON and proxy.series_count == 0
+        proxy.Init()  # a new receiver from the same properties: the last series is kept
+        assert proxy.state() == DevState.ON and proxy.series_count == 1
+        assert proxy.filename == str(target) and str(target) in proxy.status()
     with h5py.File(target, "r") as f:
         data = f["/entry/data/data"]
         assert data.shape == (20, 64, 80)
