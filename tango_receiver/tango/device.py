@@ -11,8 +11,10 @@ Events are pushed by code from one thread at most 10 times a second, whatever th
 change events on State, Status and the counters, archive events on the counters, data-ready
 events on ``last_image``; change events on the two image attributes at most twice a second, and
 only while somebody subscribes. GUIs subscribe instead of polling. The image attributes are binned
-down to at most ``MAX_IMAGE_DIM`` pixels a side and have expert display level: a generic panel
-(TaurusDevicePanel) that shows every attribute never has megabytes to read or render.
+down to at most ``MAX_IMAGE_DIM`` pixels a side and have expert display level. A generic panel
+(TaurusDevicePanel) shows every attribute whatever its level, and a DevEncoded one as text (a
+second per 250 kB, over and over): ``video_last_image`` is there only where the ``video_image``
+property asks for it.
 """
 
 from __future__ import annotations
@@ -43,7 +45,6 @@ log = logging.getLogger(__name__)
 EVENT_PERIOD_S = 0.1  # change events at most 10 Hz: GUIs need no more, the engine pays nothing
 IMAGE_EVENT_PERIOD_S = 0.5  # image change events at most 2 Hz: a live view, not a data path
 MAX_IMAGE_DIM = 1024  # image attributes are binned coarser than downsample where a frame is bigger
-IMAGE_ATTRIBUTES = ("last_image", "video_last_image")
 
 #: Snapshot fields published as attributes with change events; counters get archive events too.
 COUNTERS = ("frames_received", "frames_written", "frames_forwarded", "frames_missing",
@@ -220,6 +221,9 @@ class ReceiverDevice(EntryProperties):
                                                   "(optional: properties alone may configure)")
     receiver_name = device_property(dtype=str, doc="entry name in config_file (default: the "
                                                     "device name's member)")
+    video_image = device_property(dtype=bool, default_value=False,
+                                  doc="publish video_last_image (LImA VIDEO_IMAGE) for LImA "
+                                      "clients; generic panels render it as text, for seconds")
 
     # --- attributes, all from one snapshot -----------------------------------------------
     filename = _snapshot_attribute("filename", dtype=str, doc="file of the current or last series")
@@ -261,8 +265,9 @@ class ReceiverDevice(EntryProperties):
             self.set_change_event(name, True, False)
         for name in COUNTERS:
             self.set_archive_event(name, True, False)
-        for name in ("State", "Status", "video_last_image"):
+        for name in ("State", "Status"):
             self.set_change_event(name, True, False)
+        self._publish_video(bool(self.video_image))
         try:
             config = self.receiver_config()
             receiver = Receiver(config)
@@ -330,6 +335,22 @@ class ReceiverDevice(EntryProperties):
                 f"means, rounded for integers) or coarser, to fit {MAX_IMAGE_DIM} pixels a side"))
         self.set_change_event("last_image", True, False)
         self.set_data_ready_event("last_image", True)
+
+    def _publish_video(self, wanted: bool) -> None:
+        """Create or remove ``video_last_image`` as the ``video_image`` property says."""
+        published = getattr(self, "_video_published", False)  # kept from before an Init
+        if wanted == published:
+            return
+        if published:
+            self.remove_attribute("video_last_image")
+        else:
+            self.add_attribute(attribute(
+                name="video_last_image", dtype=tango.DevEncoded, display_level=DispLevel.EXPERT,
+                fget=ReceiverDevice._read_video,
+                doc="latest frame as LImA VIDEO_IMAGE, binned as last_image; binned frames "
+                    "carry block sums, so sparse counts survive the integer encoding"))
+            self.set_change_event("video_last_image", True, False)
+        self._video_published = wanted
 
     def receiver_config(self) -> ReceiverConfig:
         """The detectors.yaml entry from ``config_file`` (if any), overridden by the properties
@@ -429,10 +450,7 @@ class ReceiverDevice(EntryProperties):
             pixels = pixels * np.float32(factor * factor)
         return "VIDEO_IMAGE", video_image(pixels, frame.frame)
 
-    @attribute(dtype=tango.DevEncoded, display_level=DispLevel.EXPERT,
-               doc="latest frame as LImA VIDEO_IMAGE, binned as last_image; binned frames carry "
-                   "block sums, so sparse counts survive the integer encoding")
-    def video_last_image(self) -> Any:
+    def _read_video(self, attr: tango.Attribute) -> Any:
         live = self._live_image()
         if live is None:
             return ("VIDEO_IMAGE", b""), time.time(), AttrQuality.ATTR_INVALID
@@ -488,7 +506,8 @@ class ReceiverDevice(EntryProperties):
     def _push_images(self) -> LiveFrame | None:
         """Change events of the image attributes, for their subscribers only (nobody else's
         frame is decoded); the frame pushed, which may be older than the newest."""
-        wanted = [name for name in IMAGE_ATTRIBUTES
+        published = ["last_image"] + (["video_last_image"] if self._video_published else [])
+        wanted = [name for name in published
                   if self.is_there_subscriber(name, tango.EventType.CHANGE_EVENT)]
         live = self._live_image() if wanted else None
         if live is None:
