@@ -339,18 +339,18 @@ class ReceiverDevice(EntryProperties):
     def _publish_video(self, wanted: bool) -> None:
         """Create or remove ``video_last_image`` as the ``video_image`` property says."""
         published = getattr(self, "_video_published", False)  # kept from before an Init
+        self._video_published = wanted
         if wanted == published:
             return
         if published:
             self.remove_attribute("video_last_image")
-        else:
-            self.add_attribute(attribute(
-                name="video_last_image", dtype=tango.DevEncoded, display_level=DispLevel.EXPERT,
-                fget=ReceiverDevice._read_video,
-                doc="latest frame as LImA VIDEO_IMAGE, binned as last_image; binned frames "
-                    "carry block sums, so sparse counts survive the integer encoding"))
-            self.set_change_event("video_last_image", True, False)
-        self._video_published = wanted
+            return
+        self.add_attribute(attribute(
+            name="video_last_image", dtype=tango.DevEncoded, display_level=DispLevel.EXPERT,
+            fget=ReceiverDevice._read_video,
+            doc="latest frame as LImA VIDEO_IMAGE, binned as last_image; binned frames carry "
+                "block sums, so sparse counts survive the integer encoding"))
+        self.set_change_event("video_last_image", True, False)
 
     def receiver_config(self) -> ReceiverConfig:
         """The detectors.yaml entry from ``config_file`` (if any), overridden by the properties

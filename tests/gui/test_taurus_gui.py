@@ -117,8 +117,19 @@ def shown_image(item) -> np.ndarray | None:
     return None if image is None else np.asarray(getattr(image, "magnitude", image))
 
 
+def process_events_until(app, predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        app.processEvents()
+        time.sleep(0.05)
+    return True
+
+
 def test_taurus_form_panel_and_image_stay_responsive(tmp_path, sender, qapp):
     import pyqtgraph
+    from taurus.qt.qtgui.display import TaurusLabel
     from taurus.qt.qtgui.panel import TaurusDevicePanel, TaurusForm
     from taurus_pyqtgraph import TaurusImageItem
 
@@ -148,16 +159,16 @@ def test_taurus_form_panel_and_image_stay_responsive(tmp_path, sender, qapp):
         assert not sending.is_alive(), "the series was not sent within a minute"
 
         last = frames[(count - 1) % len(frames)]
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            qapp.processEvents()
-            shown = shown_image(item)
-            if shown is not None and np.array_equal(shown, last):
-                break
-            time.sleep(0.05)
+        process_events_until(qapp, lambda: np.array_equal(shown_image(item), last), 15)
+        state, = (label for label in panel.findChildren(TaurusLabel)
+                  if label.getModelName().lower().endswith("/state"))
+        panel_state_on = process_events_until(qapp, lambda: state.text() == "ON", 5)
         ARTEFACTS.mkdir(parents=True, exist_ok=True)
         for name, window in windows.items():
             window.grab().save(str(ARTEFACTS / f"{name}.png"))
+        (ARTEFACTS / "timer.txt").write_text(
+            f"{len(late)} ticks of {TICK_S * 1000:.0f} ms over {WATCH_S} s, at most "
+            f"{max(late) * 1000:.0f} ms late\n")
         received = proxy.frames_received
         for window in windows.values():
             window.close()
@@ -167,6 +178,7 @@ def test_taurus_form_panel_and_image_stay_responsive(tmp_path, sender, qapp):
         qapp.processEvents()
 
     assert received == count
+    assert panel_state_on, f"the device panel shows State {state.text()} after the series"
     assert max(late) <= MAX_LATE_S, (
         f"the Qt event loop stalled: a {TICK_S * 1000:.0f} ms timer came {max(late):.2f} s late "
         f"({sum(x > MAX_LATE_S for x in late)} of {len(late)} ticks over {MAX_LATE_S} s)")
