@@ -64,8 +64,9 @@ VIDEO_MODES = {np.dtype(np.uint8): 0, np.dtype(np.uint16): 1, np.dtype(np.uint32
 #: numpy types Tango has an image type for; the others are published as the next wider one
 TANGO_IMAGE_TYPES = {np.dtype(t) for t in (np.uint8, np.int16, np.uint16, np.int32, np.uint32,
                                            np.int64, np.uint64, np.float32, np.float64)}
-WIDER = {np.dtype(np.int8): np.dtype(np.int16), np.dtype(np.float16): np.dtype(np.float32),
-         np.dtype(np.bool_): np.dtype(np.uint8)}
+WIDER: dict[np.dtype, np.dtype] = {np.dtype(np.int8): np.dtype(np.int16),
+                                   np.dtype(np.float16): np.dtype(np.float32),
+                                   np.dtype(np.bool_): np.dtype(np.uint8)}
 
 
 def state_of(snap: StatsSnapshot) -> DevState:
