@@ -12,9 +12,9 @@ change events on State, Status and the counters, archive events on the counters,
 events on ``last_image``; change events on the two image attributes at most twice a second, and
 only while somebody subscribes. GUIs subscribe instead of polling. The image attributes are binned
 down to at most ``MAX_IMAGE_DIM`` pixels a side and have expert display level. A generic panel
-(TaurusDevicePanel) shows every attribute whatever its level, and a DevEncoded one as text (a
-second per 250 kB, over and over): ``video_last_image`` is there only where the ``video_image``
-property asks for it.
+(TaurusDevicePanel) shows every attribute whatever its level, and a DevEncoded one as text, which
+for a frame takes it seconds at every update: ``video_last_image`` is there only where the
+``video_image`` property asks for it.
 """
 
 from __future__ import annotations
