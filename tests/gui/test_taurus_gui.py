@@ -29,7 +29,7 @@ from tango_servers import entry, registered_server
 
 ARTEFACTS = Path(__file__).resolve().parents[2] / "test-artefacts" / "gui"
 NAME = "stins-gui"
-SHAPE = (1024, 1024)  # 2 MB frames: the size that froze the panel, bounded by nothing else
+SHAPE = (1024, 1024)  # 2 MB frames, the largest the image attributes publish unbinned
 RATE = 20.0  # frames/s
 WATCH_S = 20.0  # how long the event loop is watched during the series
 TICK_S = 0.05
