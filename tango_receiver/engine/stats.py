@@ -150,6 +150,18 @@ class Stats:
                     and self._error_series < self.series_count:
                 self.state, self.error = IDLE, ""  # a later series went through whole
 
+    def resume(self, last: StatsSnapshot) -> None:
+        """Take over the last series of the receiver this one replaces (the Tango device's
+        Init), so that a restarted device still tells which file the last series went to and
+        how it ended; losses not yet acknowledged by Reset still raise the alarm."""
+        with self._lock:
+            for name in SERIES_COUNTERS:
+                setattr(self, name, getattr(last, name))
+            self.filename, self.series_id = last.filename, last.series_id
+            self.series_count, self.series_complete = last.series_count, last.series_complete
+            self.last_frame_number = last.last_frame_number
+            self._acknowledged = None if last.alarm else self._losses()
+
     def fail(self, text: str) -> None:
         """Enter the error state; the text is what an operator reads, so it names the cause
         on one line. A later series that completes whole leaves it (``messages`` keeps it)."""

@@ -8,7 +8,6 @@ import struct
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import h5py
 import hdf5plugin  # noqa: F401
@@ -23,23 +22,17 @@ from taurus.core.util.codecs import CodecFactory
 
 from conftest import wait_for
 from tango_receiver.codecs.downsample import block_mean
-from tango_receiver.sim.frames import synthetic_frames
-from tango_receiver.sim.sender import Sender
-from tango_receiver.sim.internal import internal_series
 from tango_receiver.config import ReceiverConfig
+from tango_receiver.sim.frames import synthetic_frames
+from tango_receiver.sim.internal import internal_series
+from tango_receiver.sim.sender import Sender
 from tango_receiver.tango.device import ReceiverDevice
+from tango_servers import entry
 
 DEVICE = "tango_receiver/detector/test-stins"
 COUNTERS = ["frames_received", "frames_written", "frames_forwarded", "frames_missing",
             "frames_invalid", "forward_dropped", "frames_discarded", "last_frame_number",
             "series_count"]
-
-
-def entry(sender: Sender, root: Path) -> dict:
-    """A detectors.yaml entry for the internal format, every port free and on 127.0.0.1."""
-    return {"class": "Detector", "upstream": [f"tcp://127.0.0.1:{sender.port}"],
-            "data_host": "127.0.0.1", "data_port": 0, "api_host": "127.0.0.1", "api_port": 0,
-            "write_roots": [str(root)], "gap_timeout_s": 0.5}
 
 
 @contextmanager
@@ -105,7 +98,7 @@ def decode_video(value: tuple[str, bytes]) -> tuple[tuple, np.ndarray]:
 def test_every_detectors_yaml_key_is_a_device_property():
     declared = ReceiverDevice.TangoClassClass.device_property_list
     keys = set(ReceiverConfig.model_fields) - {"name"}
-    assert set(declared) == keys | {"config_file", "receiver_name"}
+    assert set(declared) == keys | {"config_file", "receiver_name", "video_image"}
     types = {key: declared[key][0] for key in declared}
     assert types["upstream"] == types["write_roots"] == types["mask"] == tango.DevVarStringArray
     assert types["shape"] == tango.DevVarLong64Array
@@ -118,7 +111,8 @@ def test_series_drives_state_counters_and_live_view(tmp_path, sender):
     config.write_text(yaml.safe_dump({"stins-test": entry(sender, tmp_path)}))
     frames = synthetic_frames(5, (64, 80), "uint32", rate=3.0)
     target = tmp_path / "scan_001.h5"
-    with device({"config_file": str(config), "receiver_name": "stins-test"}) as proxy:
+    with device({"config_file": str(config), "receiver_name": "stins-test",
+                 "video_image": True}) as proxy:
         assert proxy.state() == DevState.ON
         assert "Waiting for a series" in proxy.status()
         assert proxy.read_attribute("last_image").quality == AttrQuality.ATTR_INVALID
@@ -138,7 +132,7 @@ def test_series_drives_state_counters_and_live_view(tmp_path, sender):
 
         last = frames[19 % 5]
         image = proxy.last_image
-        assert image.dtype == np.float64 and np.array_equal(image, last)
+        assert image.dtype == np.float64 and np.array_equal(image, last)  # the entry has no dtype
         header, decoded = decode_video(proxy.video_last_image)
         assert header[:6] == (0x5644454F, 1, 2, 19, 80, 64)  # VDEO, v1, Y32, frame, w, h
         assert decoded.dtype == np.uint32 and np.array_equal(decoded, last)
@@ -151,8 +145,9 @@ def test_series_drives_state_counters_and_live_view(tmp_path, sender):
         with pytest.raises(tango.DevFailed):
             proxy.downsample = 65
 
-        proxy.Init()  # a new receiver from the same properties: counters start again
-        assert proxy.state() == DevState.ON and proxy.series_count == 0
+        proxy.Init()  # a new receiver from the same properties: the last series is kept
+        assert proxy.state() == DevState.ON and proxy.series_count == 1
+        assert proxy.filename == str(target) and str(target) in proxy.status()
     with h5py.File(target, "r") as f:
         data = f["/entry/data/data"]
         assert data.shape == (20, 64, 80)

@@ -16,15 +16,14 @@ import tango
 import taurus
 import yaml
 from tango import DevState, EventType
+from test_tango_device import decode_video, entry, secondary_consumer, send_watching_states
 
 from conftest import wait_for
-from tango_receiver.config import load_receiver
 from tango_receiver.sim.frames import synthetic_frames
 from tango_receiver.sim.internal import internal_series
 from tango_receiver.tango.database import DatabaseServer
-from tango_receiver.tango.registration import device_name, register_device, server_instance
 from tango_receiver.tango.server_process import ServerProcess
-from test_tango_device import decode_video, entry, secondary_consumer, send_watching_states
+from tango_servers import registered_server
 
 NAME = "stins-int"
 
@@ -61,21 +60,9 @@ def database(tmp_path) -> Iterator[DatabaseServer]:
 @pytest.fixture
 def device_server(tmp_path, sender, database) -> Iterator[tuple[tango.DeviceProxy, str]]:
     """The receiver's device server, registered in the database, as its own process."""
-    config_path = tmp_path / "detectors.yaml"
-    config_path.write_text(yaml.safe_dump({NAME: entry(sender, tmp_path)}))
-    dev = device_name(load_receiver(config_path, NAME))
-    register_device(database.database(), server_instance(NAME), dev,
-                    {"config_file": config_path, "receiver_name": NAME})
-    server = ServerProcess(config_path, NAME, tmp_path / "server.log",
-                           tango_host=database.tango_host)
-    try:
-        proxy = server.start()
-        proxy.set_timeout_millis(10000)
-        wait_for(lambda: proxy.state() == DevState.ON, 10, f"{server.url} ON")
-        yield proxy, server.url
-    finally:
-        code = server.stop()
-    assert code == 0, f"device server exit code {code}: {server.log_path.read_text()}"
+    with registered_server(tmp_path, database, NAME, entry(sender, tmp_path),
+                           {"video_image": True}) as served:
+        yield served
 
 
 def test_series_seen_by_proxy_events_and_taurus(tmp_path, sender, device_server):
