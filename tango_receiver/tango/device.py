@@ -42,7 +42,7 @@ MAX_IMAGE_DIM = 8192
 #: Snapshot fields published as attributes with change events; counters get archive events too.
 COUNTERS = ("frames_received", "frames_written", "frames_forwarded", "frames_missing",
             "frames_invalid", "forward_dropped", "forward_no_consumer", "frames_discarded",
-            "last_frame_number", "series_count")
+            "last_frame_number", "series_count", "series_done")
 GAUGES = ("frame_rate", "data_rate", "compression_ratio", "filename", "series_id")
 
 # LImA's VIDEO_IMAGE, as taurus.core.util.codecs.VideoImageCodec reads it: magic 'VDEO',
@@ -185,6 +185,32 @@ class ReceiverDevice(EntryProperties):
                          fget=lambda self: list(self.snap.messages))
     rest_url = _snapshot_attribute("rest_url", dtype=str,
                                    doc="the REST sidecar beside this device ('' if not running)")
+    series_done = _snapshot_attribute("series_done", dtype=int,
+                                      doc="series ended so far (change events): a client learns "
+                                          "that a series is over without polling files")
+
+    # --- what a client needs to point into the files (a Sardana controller) --------------
+    @attribute(dtype=str, doc="HDF5 dataset of the frames in each file")
+    def dset_name(self) -> str:
+        return self.receiver.config.dset_name
+
+    @attribute(dtype=(int,), max_dim_x=8,
+               doc="shape of a frame: the latest one's, else the entry's shape ([] if unknown)")
+    def frame_shape(self) -> list[int]:
+        return list(self._frame_form()[0])
+
+    @attribute(dtype=str, doc="type of a frame: the latest one's, else the entry's dtype")
+    def frame_dtype(self) -> str:
+        return self._frame_form()[1]
+
+    def _frame_form(self) -> tuple[tuple[int, ...], str]:
+        """A frame's shape and type, from the latest frame (what is stored), or from the entry
+        before any frame came (a Sardana controller asks before the first scan)."""
+        latest = self.receiver.liveview.latest()
+        if latest is not None:
+            return latest.channels[0].shape, latest.channels[0].dtype
+        config = self.receiver.config
+        return tuple(config.shape or ()), config.dtype or ""
 
     # --- life cycle ----------------------------------------------------------------------
     def init_device(self) -> None:
