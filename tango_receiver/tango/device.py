@@ -190,9 +190,9 @@ class ReceiverDevice(EntryProperties):
                                           "that a series is over without polling files")
 
     # --- what a client needs to point into the files (a Sardana controller) --------------
-    @attribute(dtype=str, doc="HDF5 dataset of the frames in each file")
-    def dset_name(self) -> str:
-        return self.receiver.config.dset_name
+    dset_name_attr = attribute(name="dset_name", dtype=str,  # the name is also a property's
+                               doc="HDF5 dataset of the frames in each file",
+                               fget=lambda self: self.receiver.config.dset_name)
 
     @attribute(dtype=(int,), max_dim_x=8,
                doc="shape of a frame: the latest one's, else the entry's shape ([] if unknown)")

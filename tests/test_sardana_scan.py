@@ -1,0 +1,257 @@
+"""A real Sardana beamline against the embedded database: a Pool with a dummy motor, the
+simulated detector as timer (tests/sardana_pool) and the receiver's 2D channel; a MacroServer
+whose NeXus recorder resolves the channel's references. ``ascan`` runs through the Door, and the
+scan file, read with plain h5py, must give each point exactly the frames sent for it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import h5py
+import hdf5plugin  # noqa: F401
+import numpy as np
+import pytest
+import tango
+import yaml
+from tango import DevState, EventType
+from taurus.core.util.codecs import CodecFactory
+
+from conftest import free_port, wait_for
+from sardana_pool.DetectorSimCtrl import point_frames
+from tango_receiver.config import load_receiver
+from tango_receiver.sardana import CONTROLLER_CLASS, POOL_PATH, RECORDER_PATH
+from tango_receiver.tango.database import DatabaseServer
+from tango_receiver.tango.registration import device_name, register_device, server_instance
+from tango_receiver.tango.server_process import ServerProcess
+from test_tango_device import entry
+
+NAME = "sardana-rcv"
+POINTS, FRAMES, SHAPE, DTYPE = 4, 3, (24, 20), "uint16"
+TEST_POOL_PATH = str(Path(__file__).parent / "sardana_pool")
+POOL, MACROSERVER, DOOR = "pool/test/1", "macroserver/test/1", "door/test/1"
+MACRO_TIMEOUT_S = 90
+
+
+class MacroRun:
+    """One macro through the Door: its log and how it ended, from the Door's events."""
+
+    LOGS = ("Output", "Info", "Warning", "Error")
+
+    def __init__(self, door: tango.DeviceProxy, macro: tuple[str, ...]) -> None:
+        self.log: list[str] = []
+        self._statuses: list[tuple[float, dict]] = []
+        self._changed = threading.Condition()
+        ids = [door.subscribe_event(name, EventType.CHANGE_EVENT, self._log)
+               for name in self.LOGS]
+        ids.append(door.subscribe_event("MacroStatus", EventType.CHANGE_EVENT, self._status))
+        try:
+            self.log.clear()  # what the subscriptions brought was an earlier macro's
+            macro_id = re.search(r'\bid="([^"]+)"', door.RunMacro(list(macro))[0])[1]
+            with self._changed:
+                if not self._changed.wait_for(lambda: self._end(macro_id), MACRO_TIMEOUT_S):
+                    door.StopMacro()
+                    raise AssertionError(f"{macro} did not end in {MACRO_TIMEOUT_S} s: "
+                                         f"{self.log}")
+                self.ended_at, end = self._end(macro_id)
+        finally:
+            for event_id in ids:
+                door.unsubscribe_event(event_id)
+        self.state = end["state"]
+        self.log.extend(end.get("exc_stack") or [])
+
+    def _end(self, macro_id: str) -> tuple[float, dict] | None:
+        return next(((at, status) for at, status in self._statuses if status["id"] == macro_id
+                     and status["state"] in ("finish", "stop", "exception")), None)
+
+    def _log(self, event: tango.EventData) -> None:
+        if not event.err and event.attr_value.value:
+            self.log.extend(event.attr_value.value)
+
+    def _status(self, event: tango.EventData) -> None:
+        if event.err or not event.attr_value.value[1]:
+            return
+        fmt = event.attr_value.value[0]
+        _, statuses = CodecFactory().getCodec(fmt).decode(event.attr_value.value)
+        with self._changed:
+            self._statuses.extend((time.monotonic(), status) for status in statuses)
+            self._changed.notify_all()
+
+
+@dataclass
+class Beamline:
+    receiver: tango.DeviceProxy
+    detector_ctrl: tango.DeviceProxy
+    door: tango.DeviceProxy
+    data: Path
+    scans: Path
+
+    def run(self, *macro: str) -> MacroRun:
+        return MacroRun(self.door, macro)
+
+
+class SardanaServer:
+    """A Pool or MacroServer device server process, up once its device answers."""
+
+    def __init__(self, kind: str, tango_host: str, log_path: Path) -> None:
+        self.kind, self.log_path = kind, log_path
+        launch = f"import sys; from sardana.tango.{kind.lower()} import main; sys.exit(main())"
+        with open(log_path, "wb") as out:
+            self.process = subprocess.Popen([sys.executable, "-c", launch, "test"], stdout=out,
+                                            stderr=subprocess.STDOUT,
+                                            env=dict(os.environ, TANGO_HOST=tango_host))
+
+    def wait(self, device: str, timeout_s: float = 60) -> tango.DeviceProxy:
+        proxy = tango.DeviceProxy(device)
+
+        def answers() -> bool:
+            assert self.process.poll() is None, f"{self.kind} exited: {self.log_path.read_text()}"
+            try:
+                return proxy.state() is not None
+            except tango.DevFailed:
+                return False
+        wait_for(answers, timeout_s, f"{self.kind} {device}")
+        proxy.set_timeout_millis(30000)
+        return proxy
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(15)
+
+
+def add_device(db: tango.Database, server: str, klass: str, name: str, **properties) -> None:
+    info = tango.DbDevInfo()
+    info.name, info._class, info.server = name, klass, server
+    db.add_device(info)
+    if properties:
+        db.put_device_property(name, properties)
+
+
+def configure_channel(mg: tango.DeviceProxy, label: str, **keys) -> None:
+    """Set keys of one channel in the measurement group's configuration."""
+    config = json.loads(mg.Configuration)
+    for ctrl in config["controllers"].values():
+        for channel in ctrl["channels"].values():
+            if channel["label"] == label:
+                channel.update(keys)
+    mg.Configuration = json.dumps(config)
+
+
+@pytest.fixture(scope="module")
+def beamline(tmp_path_factory) -> Iterator[Beamline]:
+    tmp = tmp_path_factory.mktemp("sardana")
+    data, scans = tmp / "data", tmp / "scans"
+    data.mkdir()
+    scans.mkdir()
+    port = free_port()
+    with ExitStack() as stack:
+        db = stack.enter_context(DatabaseServer(tmp / "tango-db"))
+        os.environ["TANGO_HOST"] = db.tango_host  # DeviceProxy by name, as at a beamline
+        stack.callback(os.environ.pop, "TANGO_HOST")
+        database = db.database()
+
+        config_path = tmp / "detectors.yaml"
+        config_path.write_text(yaml.safe_dump({NAME: entry(SimpleNamespace(port=port), data)
+                                               | {"shape": list(SHAPE), "dtype": DTYPE}}))
+        receiver_device = device_name(load_receiver(config_path, NAME))
+        register_device(database, server_instance(NAME), receiver_device,
+                        {"config_file": config_path, "receiver_name": NAME})
+        server = ServerProcess(config_path, NAME, tmp / "receiver.log",
+                               tango_host=db.tango_host)
+        stack.callback(server.stop)
+        receiver = server.start()
+
+        add_device(database, "Pool/test", "Pool", POOL, PoolPath=[POOL_PATH, TEST_POOL_PATH])
+        add_device(database, "MacroServer/test", "MacroServer", MACROSERVER, PoolNames=[POOL],
+                   RecorderPath=[RECORDER_PATH], EnvironmentDb=str(tmp / "ms-env"))
+        add_device(database, "MacroServer/test", "Door", DOOR, MacroServerName=MACROSERVER)
+        pool_server = SardanaServer("Pool", db.tango_host, tmp / "pool.log")
+        stack.callback(pool_server.stop)
+        pool = pool_server.wait(POOL)
+        pool.CreateController(["Motor", "DummyMotorController.py", "DummyMotorController",
+                               "motctrl"])
+        pool.CreateElement(["Motor", "motctrl", "1", "mot01"])
+        pool.CreateController(["CTExpChannel", "DetectorSimCtrl.py", "DetectorSimController",
+                               "detctrl", "Port", str(port)])
+        pool.CreateElement(["CTExpChannel", "detctrl", "1", "det"])
+        pool.CreateController(["TwoDExpChannel", "TangoReceiverCtrl.py", CONTROLLER_CLASS,
+                               "rcvctrl", "ReceiverDevice", receiver_device])
+        pool.CreateElement(["TwoDExpChannel", "rcvctrl", "1", "rcv"])
+        pool.CreateMeasurementGroup(["mg", "det", "rcv"])
+        mg = tango.DeviceProxy("mg")
+        configure_channel(mg, "rcv", value_ref_enabled=True, data_type=DTYPE)
+        tango.DeviceProxy("rcv").FramesPerPoint = FRAMES
+
+        ms_server = SardanaServer("MacroServer", db.tango_host, tmp / "macroserver.log")
+        stack.callback(ms_server.stop)
+        line = Beamline(receiver, tango.DeviceProxy("detctrl"), ms_server.wait(DOOR), data,
+                        scans)
+        for name, value in (("ActiveMntGrp", "mg"), ("ScanDir", str(scans)),
+                            ("ScanFile", "scan.h5")):
+            assert line.run("senv", name, value).state == "finish"
+        yield line
+
+
+def scan_frames(scan_file: Path) -> np.ndarray:
+    """The receiver channel's frames of the last scan in the file, via the recorder's virtual
+    dataset, read with plain h5py."""
+    with h5py.File(scan_file, "r") as f:
+        entry_name = max(f, key=lambda name: int(name.removeprefix("entry")))
+        return f[entry_name]["measurement"]["rcv"][...]
+
+
+def start_scan(line: Beamline, series: str, filename: str, **extra) -> None:
+    line.detector_ctrl.Scenario = json.dumps(
+        {"frames": FRAMES, "points": POINTS, "shape": SHAPE, "dtype": DTYPE, "series": series,
+         "filename": filename, "end_delay_s": 5.0} | extra)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("series", ["scan", "point"])
+def test_ascan_references_resolve_to_each_points_frames(beamline, series):
+    line = beamline
+    done_before = line.receiver.series_done
+    start_scan(line, series, str(line.data / f"{series}_{{point}}.h5"))
+    ran = line.run("ascan", "mot01", "0", "1", str(POINTS - 1), "0.01")
+    assert ran.state == "finish", ran.log
+
+    if series == "scan":
+        # the scan waited for the last frame written, not for the series_end 5 s later
+        assert line.receiver.frames_written == POINTS * FRAMES
+        assert line.receiver.series_done == done_before
+    wait_for(lambda: line.receiver.series_done == done_before + (
+        1 if series == "scan" else POINTS), 30, "the receiver to close its files")
+    frames = scan_frames(line.scans / "scan.h5")
+    assert frames.shape == (POINTS, FRAMES, *SHAPE) and frames.dtype == np.dtype(DTYPE)
+    for point in range(POINTS):
+        sent = point_frames({"frames": FRAMES, "shape": SHAPE, "dtype": DTYPE}, point)
+        assert np.array_equal(frames[point], np.stack(sent)), f"point {point}"
+
+
+@pytest.mark.timeout(300)
+def test_receiver_fault_ends_the_scan_with_its_reason(beamline):
+    line = beamline
+    refused = "/outside-the-write-roots/p{point}.h5"
+    start_scan(line, "point", refused)
+    try:
+        ran = line.run("ascan", "mot01", "0", "1", str(POINTS - 1), "0.01")
+        assert ran.state == "exception"
+        said = "\n".join(ran.log)
+        assert "outside the write roots" in said and "/outside-the-write-roots/p0.h5" in said
+    finally:
+        line.receiver.Reset()
+        wait_for(lambda: line.receiver.state() != DevState.FAULT, 10, "the receiver's Reset")
