@@ -214,10 +214,19 @@ def scan_frames(scan_file: Path) -> np.ndarray:
         return f[entry_name]["measurement"]["rcv"][...]
 
 
-def start_scan(line: Beamline, series: str, filename: str, **extra) -> None:
+def start_scan(line: Beamline, series: str, **files) -> None:
     line.detector_ctrl.Scenario = json.dumps(
         {"frames": FRAMES, "points": POINTS, "shape": SHAPE, "dtype": DTYPE, "series": series,
-         "filename": filename, "end_delay_s": 5.0} | extra)
+         "end_delay_s": 5.0} | files)
+
+
+def assert_points_resolve(scan_file: Path, points: int) -> None:
+    """Each point of the last scan resolves to exactly the frames sent for it, bit for bit."""
+    frames = scan_frames(scan_file)
+    assert frames.shape == (points, FRAMES, *SHAPE) and frames.dtype == np.dtype(DTYPE)
+    for point in range(points):
+        sent = point_frames({"frames": FRAMES, "shape": SHAPE, "dtype": DTYPE}, point)
+        assert np.array_equal(frames[point], np.stack(sent)), f"point {point}"
 
 
 @pytest.mark.timeout(300)
@@ -225,7 +234,8 @@ def start_scan(line: Beamline, series: str, filename: str, **extra) -> None:
 def test_ascan_references_resolve_to_each_points_frames(beamline, series):
     line = beamline
     done_before = line.receiver.series_done
-    start_scan(line, series, str(line.data / f"{series}_{{point}}.h5"))
+    start_scan(line, series, filename=str(line.data / "scan_series.h5"),
+               files=[str(line.data / f"point_{p}.h5") for p in range(POINTS)])
     ran = line.run("ascan", "mot01", "0", "1", str(POINTS - 1), "0.01")
     assert ran.state == "finish", ran.log
 
@@ -235,23 +245,24 @@ def test_ascan_references_resolve_to_each_points_frames(beamline, series):
         assert line.receiver.series_done == done_before
     wait_for(lambda: line.receiver.series_done == done_before + (
         1 if series == "scan" else POINTS), 30, "the receiver to close its files")
-    frames = scan_frames(line.scans / "scan.h5")
-    assert frames.shape == (POINTS, FRAMES, *SHAPE) and frames.dtype == np.dtype(DTYPE)
-    for point in range(POINTS):
-        sent = point_frames({"frames": FRAMES, "shape": SHAPE, "dtype": DTYPE}, point)
-        assert np.array_equal(frames[point], np.stack(sent)), f"point {point}"
+    assert_points_resolve(line.scans / "scan.h5", POINTS)
+    assert (line.receiver.dset_name, tuple(line.receiver.frame_shape),
+            line.receiver.frame_dtype) == ("/entry/instrument/detector/data", SHAPE, DTYPE)
 
 
 @pytest.mark.timeout(300)
 def test_receiver_fault_ends_the_scan_with_its_reason(beamline):
     line = beamline
-    refused = "/outside-the-write-roots/p{point}.h5"
-    start_scan(line, "point", refused)
+    refused = "/outside-the-write-roots/point_2.h5"
+    files = [str(line.data / f"fault_{p}.h5") for p in range(POINTS)]
+    start_scan(line, "point", files=files[:2] + [refused] + files[3:])
     try:
         ran = line.run("ascan", "mot01", "0", "1", str(POINTS - 1), "0.01")
         assert ran.state == "exception"
         said = "\n".join(ran.log)
-        assert "outside the write roots" in said and "/outside-the-write-roots/p0.h5" in said
+        assert f"file refused: {refused}: outside the write roots" in said, said
+        assert "Stopped at step #2" in said, said
+        assert_points_resolve(line.scans / "scan.h5", 2)  # the points before the fault
     finally:
         line.receiver.Reset()
         wait_for(lambda: line.receiver.state() != DevState.FAULT, 10, "the receiver's Reset")

@@ -6,9 +6,8 @@ controller's ``Scenario`` attribute before each scan:
 
 - ``frames`` per point, ``points``, frame ``shape`` and ``dtype``; point k's frames are
   ``synthetic_frames(frames, shape, dtype, rate=2, seed=k)``, which the test regenerates;
-- ``series``: ``"scan"`` (one series, header at the first point, series_end ``end_delay_s``
-  after the last) or ``"point"`` (a series, and a file, per point);
-- ``filename``: the file, with ``{point}`` in it for a series per point.
+- ``series``: ``"scan"`` (one series into ``filename``, header at the first point, series_end
+  ``end_delay_s`` after the last) or ``"point"`` (a series per point, into ``files[point]``).
 """
 
 from __future__ import annotations
@@ -40,8 +39,7 @@ def point_messages(scenario: dict, point: int) -> list[list[bytes]]:
     """What the detector sends at acquisition ``point`` (the series_end of a scan-long series
     comes later, see ``DetectorSimController._end``)."""
     if scenario["series"] == "point":
-        return list(internal_series(point_frames(scenario, point),
-                                    scenario["filename"].format(point=point)))
+        return list(internal_series(point_frames(scenario, point), scenario["files"][point]))
     messages = scan_series(scenario)
     first = 1 + point * scenario["frames"]
     return ([messages[0]] if point == 0 else []) + messages[first:first + scenario["frames"]]
