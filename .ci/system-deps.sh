@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# System packages some tests need: Chromium, for the live-view page test (tests/test_liveview_browser.py).
+# System packages some tests need: Chromium, for the live-view page test (tests/browser/test_liveview_browser.py).
 # Idempotent, and never fails the build: where apt-get is missing, not allowed or cannot install,
 # it says so and the browser test skips with its own message.
 set -u

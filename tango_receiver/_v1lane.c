@@ -1,7 +1,7 @@
 /* The stream v1 fast lane: receive, check and store steady-state frames with no Python per frame.
  *
- * Why it exists: at 38 kB frames the Python engine spends about 66 us a frame, of which receiving
- * (pyzmq objects), JSON and h5py's call overhead are two thirds; the frames of a running series
+ * Why it exists: at small frames most of the Python engine's time per frame is receiving (pyzmq
+ * objects), JSON and h5py's call overhead; the frames of a running series
  * all look alike, so once Python has decoded one frame of a form (shape, type, encoding, chunk
  * header) this code takes the frames of that form that follow, in a run, and Python handles a run
  * as one item. See Internals.md, "The stream v1 fast lane".

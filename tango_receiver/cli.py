@@ -73,6 +73,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_consume(args: argparse.Namespace) -> int:
+    from .client.consume import run
+
+    return run(args.endpoint, args.save, args.count, args.timeout)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -147,6 +153,16 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--directory", default="demo-data")
     demo.add_argument("--frames", type=int, default=500)
     demo.set_defaults(fn=cmd_demo)
+
+    consume = sub.add_parser("consume", help="print (and save) what a receiver forwards on its "
+                                             "secondary port")
+    consume.add_argument("endpoint", help="tcp://host:port, host:port, or a port on this machine")
+    consume.add_argument("--save", type=Path, default=None,
+                         help="directory: one HDF5 file of decoded arrays per series")
+    consume.add_argument("--count", type=int, default=None, help="stop after N messages")
+    consume.add_argument("--timeout", type=float, default=None,
+                         help="stop after this many seconds without a message (default: never)")
+    consume.set_defaults(fn=cmd_consume)
 
     add_stitch(sub)
     add_split(sub)

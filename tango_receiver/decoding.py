@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -108,7 +108,7 @@ class PlaceRefusal:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: type | None, exc: BaseException | None, trace: Any) -> bool:
+    def __exit__(self, kind: type | None, exc: BaseException | None, trace: Any) -> Literal[False]:
         if isinstance(exc, InvalidMessage):
             value = self.head.get(self.key)
             if type(value) is int and value >= 0:

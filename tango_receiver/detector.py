@@ -361,7 +361,7 @@ class OrcaLightning(Detector):
                                  f"{head.get('compression')!r}; packed frames are sent as is")
         blob = single_blob(parts, frame)
         try:
-            pixels = mono12p.unpack(blob, head.get("shape"))
+            pixels = mono12p.unpack(blob, head.get("shape") or ())
         except ValueError as exc:
             raise InvalidMessage(f"frame {frame}: {exc}") from None
         return Image(msg_number=number, frame=frame, channels=[self.pixels_channel("data", pixels)])

@@ -13,25 +13,25 @@ import io
 import logging
 import pickle
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated
 from urllib.parse import quote
 
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+from fastapi_offline import FastAPIOffline
 from PIL import Image as PILImage
 from pydantic import BaseModel
 
-from ..engine.liveview import LiveFrame, effective_downsample
+from ..engine.liveview import DOWNSAMPLE_MAX, DOWNSAMPLE_MIN, LiveFrame, effective_downsample
 from ..engine.receiver import Receiver
-from ..engine.stats import StatsSnapshot
+from ..engine.stats import State, StatsSnapshot
 from . import metrics
 from .liveview_page import render_page
 
 log = logging.getLogger(__name__)
 
 #: The binning range the engine accepts (``Receiver.downsample``), published in the OpenAPI spec.
-DOWNSAMPLE_MIN, DOWNSAMPLE_MAX = 1, 64
 #: Existing clients unpickle with whatever Python they run; protocol 4 is read by every Python 3
 #: still in service, and its framing adds nothing for a list of one dict and a few bytes objects.
 PICKLE_PROTOCOL = 4
@@ -58,7 +58,7 @@ WILDCARD_PREFERENCE = (FrameFormat.png, FrameFormat.pickle, FrameFormat.raw, Fra
 
 
 class StatusOut(BaseModel):
-    state: Literal["idle", "running", "error"]
+    state: State
     error: str | None = None
 
 
@@ -272,9 +272,14 @@ async def prometheus_metrics(receiver: ReceiverDep) -> PlainTextResponse:
 
 
 def create_app(receiver: Receiver) -> FastAPI:
-    """One app per receiver: the device server runs one receiver per process, one port each."""
-    app = FastAPI(title=f"tango_receiver {receiver.config.name}",
-                  description="REST sidecar of a detector data receiver", version="1")
+    """One app per receiver: the device server runs one receiver per process, one port each.
+
+    ``/docs`` loads Swagger UI from files served here (fastapi-offline), not from a CDN: a
+    beamline network usually reaches no other host. No ``/redoc``: ReDoc fetches its vendor's
+    logo from the vendor's CDN whatever it is served from."""
+    app = FastAPIOffline(title=f"tango_receiver {receiver.config.name}",
+                         description="REST sidecar of a detector data receiver", version="1",
+                         redoc_url=None)
     app.state.receiver = receiver
     for router in (status_router, frames_router, page_router, metrics_router):
         app.include_router(router)

@@ -52,6 +52,9 @@ class LiveFrame:
         return tuple(self.array(i, downsample) for i in range(len(self.channels)))
 
 
+DOWNSAMPLE_MIN, DOWNSAMPLE_MAX = 1, 64  # live-view binning a client may ask for
+
+
 def binned(plane: np.ndarray, downsample: int) -> np.ndarray:
     factor = effective_downsample(plane.shape, downsample)
     return block_mean(plane, factor) if factor > 1 else plane
@@ -175,6 +178,8 @@ class LiveView:
             self._wanted.clear()
             started = time.monotonic()
             frame = self.latest()
+            if frame is None:  # asked before any frame came
+                continue
             with self._changed:
                 stale = [k for k in self._asked
                          if k not in self._views or self._views[k][0] is not frame]

@@ -31,7 +31,7 @@ from ..transport import Upstream, wire_nbytes
 from . import allocator
 from .budget import ByteBudget
 from .forwarder import DROPPED, NO_CONSUMER, SENT, Forwarder, forward_hwm
-from .liveview import LiveView
+from .liveview import DOWNSAMPLE_MAX, DOWNSAMPLE_MIN, LiveView
 from .ordering import Ordering, OrderingCounts
 from .stats import Stats, StatsSnapshot
 from .writer import FrameMismatch, SeriesWriter, WriteFailed, WriteRefused
@@ -158,8 +158,8 @@ class Receiver:
 
     @downsample.setter
     def downsample(self, value: int) -> None:
-        if not 1 <= int(value) <= 64:
-            raise ValueError(f"downsample must be 1..64, got {value}")
+        if not DOWNSAMPLE_MIN <= int(value) <= DOWNSAMPLE_MAX:
+            raise ValueError(f"downsample must be {DOWNSAMPLE_MIN}..{DOWNSAMPLE_MAX}, got {value}")
         self.liveview.downsample = int(value)
 
     def snapshot(self) -> StatsSnapshot:
@@ -211,10 +211,10 @@ class Receiver:
         except queue.Empty:
             return [], 0
 
-    def _settle(self, taken: int, held_before: int) -> None:
+    def _return_budget(self, taken: int, held_before: int) -> None:
         """Give back the budget of what left the engine's hands; frames that now wait in the
         ordering stay counted, so they are bounded by queue_mb too (beyond it only by the
-        batches the ordering needs, see ``_needed``)."""
+        batches the ordering needs, see ``_must_pass_budget``)."""
         if not self._inline:  # one decoder: in order by itself, no budget
             self._budget.give(taken + held_before - self._ordering.held_bytes)
 
@@ -228,8 +228,8 @@ class Receiver:
                     continue
                 frames = [m for m in batch if isinstance(m, (Image, FrameRun))]
                 size = sum(m.nbytes_held for m in frames)
-                needed = functools.partial(self._needed, min((m.msg_number for m in frames),
-                                                             default=0))
+                head = min((m.msg_number for m in frames), default=0)
+                needed = functools.partial(self._must_pass_budget, head)
                 while not self._budget.take(size, POLL_MS / 1000, needed):
                     if self._stopping.is_set():
                         self.stats.warn(f"stopped with the queue full: {len(batch)} messages "
@@ -240,7 +240,7 @@ class Receiver:
         finally:
             source.close()
 
-    def _needed(self, head: int) -> bool:
+    def _must_pass_budget(self, head: int) -> bool:
         """Whether a batch whose lowest number is ``head`` must pass a spent budget: the
         frames held in the ordering wait for a number in it, or they have used a quarter of
         their wait (the gap timeout, or the grace after the series' end). Then the number may
@@ -293,7 +293,7 @@ class Receiver:
                 else:
                     for ready in self._ordering.push(msg):
                         self._handle_safely(ready)
-            self._settle(taken, held)
+            self._return_budget(taken, held)
             while not self._control.empty():
                 fn, done, failed = self._control.get()
                 try:
@@ -314,7 +314,7 @@ class Receiver:
         held = self._ordering.held_bytes
         for ready in self._ordering.poll():
             self._handle_safely(ready)
-        self._settle(0, held)
+        self._return_budget(0, held)
         silent = now - self._last_data
         if self._series_open and silent > self.config.silence_timeout_s and not self._silence_told:
             self._silence_told = True
@@ -330,7 +330,7 @@ class Receiver:
         self.stats.queue_depth = self._queue.qsize()
         self.stats.sample(now)
         if self._writer is not None:
-            self._guard(lambda: self._writer.maybe_flush(now))
+            self._fault_on_write_failure(lambda: self._writer.maybe_flush(now))
 
     def _sync_counts(self) -> None:
         counts = self._ordering.counts
@@ -460,9 +460,9 @@ class Receiver:
     def _close_writer(self, complete: bool) -> None:
         if self._writer is not None:
             writer, self._writer = self._writer, None
-            self._guard(lambda: writer.close(complete))
+            self._fault_on_write_failure(lambda: writer.close(complete))
 
-    def _guard(self, fn: Callable[[], None]) -> None:
+    def _fault_on_write_failure(self, fn: Callable[[], None]) -> None:
         try:
             fn()
         except WriteFailed as exc:

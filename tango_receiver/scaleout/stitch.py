@@ -249,14 +249,15 @@ def _link_data(f: h5py.File, det: h5py.Group, ref: Part) -> None:
 def _ranges(numbers: Sequence[int]) -> str:
     """``0, 3-5, 9``: missing frames as an operator reads them."""
     out: list[str] = []
-    start = prev = None
-    for n in list(numbers) + [None]:
+    start: int | None = None
+    prev = -1
+    for n in [*numbers, None]:
         if start is not None and n is not None and n == prev + 1:
             prev = n
             continue
         if start is not None:
             out.append(str(start) if start == prev else f"{start}-{prev}")
-        start = prev = n
+        start, prev = n, (n if n is not None else prev)
     return ", ".join(out)
 
 

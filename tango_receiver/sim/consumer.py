@@ -14,11 +14,10 @@ def drain(port: int, delay_s: float, stop: Any, host: str = "127.0.0.1") -> int:
     """Take one message every ``delay_s`` on average until ``stop`` (an Event) is set; how
     many it took.
 
-    The pace is a deadline, not a sleep after each message: on the virtual machine this was
-    written on, a short sleep overshoots by about 200 us, so one sleep per message made a
-    consumer asked for 3,500 messages a second take 2,100, at 90 us of CPU each (a timer
-    wake-up per message). It sleeps only once it is ``CATCH_UP_S`` ahead, and never makes up
-    for time it had nothing to take by more than that."""
+    The pace is a deadline, not a sleep after each message: short sleeps overshoot, so one per
+    message falls well short of the pace asked for (benchmarks/LOG.md). It sleeps only once it
+    is ``CATCH_UP_S`` ahead, and never makes up for time it had nothing to take by more than
+    that."""
     ctx = zmq.Context()
     sock = ctx.socket(zmq.PULL)
     sock.setsockopt(zmq.RCVHWM, 16)

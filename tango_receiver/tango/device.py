@@ -31,6 +31,7 @@ from tango import AttrQuality, AttrWriteType, DevState
 from tango.server import Device, attribute, command, device_property
 
 from ..config import ConfigError, ReceiverConfig, load_receiver, parse_entry
+from ..engine.liveview import DOWNSAMPLE_MAX, DOWNSAMPLE_MIN
 from ..engine.receiver import Receiver
 from ..engine.stats import ERROR, StatsSnapshot
 
@@ -320,7 +321,8 @@ class ReceiverDevice(EntryProperties):
         return status_of(snap, state_of(snap))
 
     # --- read/write attributes -----------------------------------------------------------
-    @attribute(dtype=int, access=AttrWriteType.READ_WRITE, min_value=1, max_value=64,
+    @attribute(dtype=int, access=AttrWriteType.READ_WRITE, min_value=DOWNSAMPLE_MIN,
+               max_value=DOWNSAMPLE_MAX,
                doc="live-view binning: last_image is the mean of N x N pixel blocks")
     def downsample(self) -> int:
         return self.receiver.downsample

@@ -31,7 +31,7 @@ from tango_receiver.sim.pilatus import pilatus_series
 from tango_receiver.sim.profiles import PROFILES
 from tango_receiver.sim.xspress3 import scalers_for, xspress3_series
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 META = {"sample": "lysozyme", "beam": {"energy_eV": 12400}}
 
 

@@ -29,7 +29,7 @@ from tango_receiver.sim.frames import synthetic_frames
 from tango_receiver.sim.lambda_ import ModuleSenders, lambda_series
 from tango_receiver.sim.sender import Sender
 
-LEGACY = Path(__file__).parent / "legacy-detectors.yaml"
+LEGACY = Path(__file__).resolve().parents[1] / "legacy-detectors.yaml"
 ENTRIES = yaml.safe_load(LEGACY.read_text())
 #: the simulator of each detector class, with a small frame of its kind
 SIMULATED = {"Detector": ("internal", (16, 24), "uint16"), "OrcaLightning": ("orca", (16, 24), "uint16"),

@@ -12,7 +12,7 @@ import yaml
 from tango_receiver.config import ConfigError, load_config, load_receiver, parse_entry
 from tango_receiver.detector import detector_for
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_shipped_detectors_yaml_loads_and_every_class_exists():

@@ -346,12 +346,12 @@ def test_a_batch_passes_a_spent_budget_when_the_ordering_needs_it(tmp_path):
     receiver = Receiver(make_config(1, tmp_path, nworkers=2, gap_timeout_s=2))
     try:
         order = receiver._ordering
-        assert not receiver._needed(1)  # nothing held: the budget rules
+        assert not receiver._must_pass_budget(1)  # nothing held: the budget rules
         order.push(Header(0))
         order.push(Image(3, 2, [Channel("data", (1,), "uint8", "none", b"x")]))  # waits for 1
-        assert receiver._needed(1) and not receiver._needed(4)
+        assert receiver._must_pass_budget(1) and not receiver._must_pass_budget(4)
         start = time.monotonic()
         order.clock = lambda: start + 0.51
-        assert receiver._needed(4)
+        assert receiver._must_pass_budget(4)
     finally:
         receiver.close()

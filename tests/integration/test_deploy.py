@@ -26,7 +26,7 @@ from tango_receiver.config import ReceiverConfig, load_config
 from tango_receiver.detector import detector_for
 from tango_receiver.sim.profiles import PROFILES
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 DOCKERFILE = DOCKER / "Dockerfile"
 ENTRYPOINT = DOCKER / "entrypoint.sh"

@@ -1,10 +1,10 @@
 """Coverage-guided fuzzing of every detector decoder (atheris).
 
-    python tests/fuzz/fuzz_decoders.py -runs=200000          # all decoders, one input each run
-    python tests/fuzz/fuzz_decoders.py -max_total_time=600
+    python tests/unit/fuzz/fuzz_decoders.py -runs=200000          # all decoders, one input each run
+    python tests/unit/fuzz/fuzz_decoders.py -max_total_time=600
 
 An input is split into a decoder choice and up to 6 parts; anything but a message or
-InvalidMessage is a finding. tests/test_fuzz_decoders.py runs a short, bounded session in CI.
+InvalidMessage is a finding. tests/unit/test_fuzz_decoders.py runs a short, bounded session in CI.
 """
 
 from __future__ import annotations
