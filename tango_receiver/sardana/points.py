@@ -17,8 +17,10 @@ from dataclasses import dataclass
 
 #: ``h5file://<absolute file>::<dataset without leading slash>[first:stop]``: the form of
 #: Sardana's h5file references, plus the rows of the frame stack (half-open, as in Python).
-REFERENCE = re.compile(r"^h5file://(?P<file>/[^:]+)::(?P<dataset>[^\[/][^\[]*)"
-                       r"\[(?P<first>\d+):(?P<stop>\d+)\]$")
+REFERENCE = re.compile(
+    r"^h5file://(?P<file>/[^:]+)::(?P<dataset>[^\[/][^\[]*)"
+    r"\[(?P<first>\d+):(?P<stop>\d+)\]$"
+)
 
 
 @dataclass(frozen=True)
@@ -80,22 +82,28 @@ class Point:
         if now.fault:
             raise PointFault(now.fault)
         if now.series_count > self.start.series_count + 1:
-            raise PointFault(f"{now.series_count - self.start.series_count} series began "
-                             f"during one point of {self.frames} frames")
+            raise PointFault(
+                f"{now.series_count - self.start.series_count} series began "
+                f"during one point of {self.frames} frames"
+            )
         first = self.first(now)
         if first is None:
             return False
         if now.frames_written >= first + self.frames:
             return True
         if not now.in_series:
-            raise PointFault(f"series ended after {now.frames_written - first} of the point's "
-                             f"{self.frames} frames ({now.filename or 'no file'})")
+            raise PointFault(
+                f"series ended after {now.frames_written - first} of the point's "
+                f"{self.frames} frames ({now.filename or 'no file'})"
+            )
         return False
 
     def reference(self, now: Progress, dset_name: str) -> FrameRange:
         """Where the point's frames are in the file (``done`` said True)."""
         first = self.first(now)
         if first is None or not now.filename:
-            raise PointFault("the point's frames went into no file (the detector's header "
-                             "named none, or saving is off)")
+            raise PointFault(
+                "the point's frames went into no file (the detector's header "
+                "named none, or saving is off)"
+            )
         return FrameRange(now.filename, dset_name.lstrip("/"), first, first + self.frames)

@@ -24,17 +24,17 @@ import numpy as np
 import pytest
 import tango
 import yaml
+from sardana_pool.DetectorSimCtrl import point_frames
 from tango import DevState, EventType
 from taurus.core.util.codecs import CodecFactory
+from test_tango_device import entry
 
 from conftest import free_port, wait_for
-from sardana_pool.DetectorSimCtrl import point_frames
 from tango_receiver.config import load_receiver
 from tango_receiver.sardana import CONTROLLER_CLASS, POOL_PATH, RECORDER_PATH
 from tango_receiver.tango.database import DatabaseServer
 from tango_receiver.tango.registration import device_name, register_device, server_instance
 from tango_receiver.tango.server_process import ServerProcess
-from test_tango_device import entry
 
 NAME = "sardana-rcv"
 POINTS, FRAMES, SHAPE, DTYPE = 4, 3, (24, 20), "uint16"
@@ -52,8 +52,7 @@ class MacroRun:
         self.log: list[str] = []
         self._statuses: list[tuple[float, dict]] = []
         self._changed = threading.Condition()
-        ids = [door.subscribe_event(name, EventType.CHANGE_EVENT, self._log)
-               for name in self.LOGS]
+        ids = [door.subscribe_event(name, EventType.CHANGE_EVENT, self._log) for name in self.LOGS]
         ids.append(door.subscribe_event("MacroStatus", EventType.CHANGE_EVENT, self._status))
         try:
             self.log.clear()  # what the subscriptions brought was an earlier macro's
@@ -61,8 +60,7 @@ class MacroRun:
             with self._changed:
                 if not self._changed.wait_for(lambda: self._end(macro_id), MACRO_TIMEOUT_S):
                     door.StopMacro()
-                    raise AssertionError(f"{macro} did not end in {MACRO_TIMEOUT_S} s: "
-                                         f"{self.log}")
+                    raise AssertionError(f"{macro} did not end in {MACRO_TIMEOUT_S} s: {self.log}")
                 self.ended_at, end = self._end(macro_id)
         finally:
             for event_id in ids:
@@ -71,8 +69,14 @@ class MacroRun:
         self.log.extend(end.get("exc_stack") or [])
 
     def _end(self, macro_id: str) -> tuple[float, dict] | None:
-        return next(((at, status) for at, status in self._statuses if status["id"] == macro_id
-                     and status["state"] in ("finish", "stop", "exception")), None)
+        return next(
+            (
+                (at, status)
+                for at, status in self._statuses
+                if status["id"] == macro_id and status["state"] in ("finish", "stop", "exception")
+            ),
+            None,
+        )
 
     def _log(self, event: tango.EventData) -> None:
         if not event.err and event.attr_value.value:
@@ -107,9 +111,12 @@ class SardanaServer:
         self.kind, self.log_path = kind, log_path
         launch = f"import sys; from sardana.tango.{kind.lower()} import main; sys.exit(main())"
         with open(log_path, "wb") as out:
-            self.process = subprocess.Popen([sys.executable, "-c", launch, "test"], stdout=out,
-                                            stderr=subprocess.STDOUT,
-                                            env=dict(os.environ, TANGO_HOST=tango_host))
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", launch, "test"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=dict(os.environ, TANGO_HOST=tango_host),
+            )
 
     def wait(self, device: str, timeout_s: float = 60) -> tango.DeviceProxy:
         proxy = tango.DeviceProxy(device)
@@ -120,6 +127,7 @@ class SardanaServer:
                 return proxy.state() is not None
             except tango.DevFailed:
                 return False
+
         wait_for(answers, timeout_s, f"{self.kind} {device}")
         proxy.set_timeout_millis(30000)
         return proxy
@@ -165,31 +173,64 @@ def beamline(tmp_path_factory) -> Iterator[Beamline]:
         database = db.database()
 
         config_path = tmp / "detectors.yaml"
-        config_path.write_text(yaml.safe_dump({NAME: entry(SimpleNamespace(port=port), data)
-                                               | {"shape": list(SHAPE), "dtype": DTYPE}}))
+        config_path.write_text(
+            yaml.safe_dump(
+                {
+                    NAME: entry(SimpleNamespace(port=port), data)
+                    | {"shape": list(SHAPE), "dtype": DTYPE}
+                }
+            )
+        )
         receiver_device = device_name(load_receiver(config_path, NAME))
-        register_device(database, server_instance(NAME), receiver_device,
-                        {"config_file": config_path, "receiver_name": NAME})
-        server = ServerProcess(config_path, NAME, tmp / "receiver.log",
-                               tango_host=db.tango_host)
+        register_device(
+            database,
+            server_instance(NAME),
+            receiver_device,
+            {"config_file": config_path, "receiver_name": NAME},
+        )
+        server = ServerProcess(config_path, NAME, tmp / "receiver.log", tango_host=db.tango_host)
         stack.callback(server.stop)
         receiver = server.start()
 
         add_device(database, "Pool/test", "Pool", POOL, PoolPath=[POOL_PATH, TEST_POOL_PATH])
-        add_device(database, "MacroServer/test", "MacroServer", MACROSERVER, PoolNames=[POOL],
-                   RecorderPath=[RECORDER_PATH], EnvironmentDb=str(tmp / "ms-env"))
+        add_device(
+            database,
+            "MacroServer/test",
+            "MacroServer",
+            MACROSERVER,
+            PoolNames=[POOL],
+            RecorderPath=[RECORDER_PATH],
+            EnvironmentDb=str(tmp / "ms-env"),
+        )
         add_device(database, "MacroServer/test", "Door", DOOR, MacroServerName=MACROSERVER)
         pool_server = SardanaServer("Pool", db.tango_host, tmp / "pool.log")
         stack.callback(pool_server.stop)
         pool = pool_server.wait(POOL)
-        pool.CreateController(["Motor", "DummyMotorController.py", "DummyMotorController",
-                               "motctrl"])
+        pool.CreateController(
+            ["Motor", "DummyMotorController.py", "DummyMotorController", "motctrl"]
+        )
         pool.CreateElement(["Motor", "motctrl", "1", "mot01"])
-        pool.CreateController(["CTExpChannel", "DetectorSimCtrl.py", "DetectorSimController",
-                               "detctrl", "Port", str(port)])
+        pool.CreateController(
+            [
+                "CTExpChannel",
+                "DetectorSimCtrl.py",
+                "DetectorSimController",
+                "detctrl",
+                "Port",
+                str(port),
+            ]
+        )
         pool.CreateElement(["CTExpChannel", "detctrl", "1", "det"])
-        pool.CreateController(["TwoDExpChannel", "TangoReceiverCtrl.py", CONTROLLER_CLASS,
-                               "rcvctrl", "ReceiverDevice", receiver_device])
+        pool.CreateController(
+            [
+                "TwoDExpChannel",
+                "TangoReceiverCtrl.py",
+                CONTROLLER_CLASS,
+                "rcvctrl",
+                "ReceiverDevice",
+                receiver_device,
+            ]
+        )
         pool.CreateElement(["TwoDExpChannel", "rcvctrl", "1", "rcv"])
         pool.CreateMeasurementGroup(["mg", "det", "rcv"])
         mg = tango.DeviceProxy("mg")
@@ -198,10 +239,12 @@ def beamline(tmp_path_factory) -> Iterator[Beamline]:
 
         ms_server = SardanaServer("MacroServer", db.tango_host, tmp / "macroserver.log")
         stack.callback(ms_server.stop)
-        line = Beamline(receiver, tango.DeviceProxy("detctrl"), ms_server.wait(DOOR), data,
-                        scans)
-        for name, value in (("ActiveMntGrp", "mg"), ("ScanDir", str(scans)),
-                            ("ScanFile", "scan.h5")):
+        line = Beamline(receiver, tango.DeviceProxy("detctrl"), ms_server.wait(DOOR), data, scans)
+        for name, value in (
+            ("ActiveMntGrp", "mg"),
+            ("ScanDir", str(scans)),
+            ("ScanFile", "scan.h5"),
+        ):
             assert line.run("senv", name, value).state == "finish"
         yield line
 
@@ -216,8 +259,16 @@ def scan_frames(scan_file: Path) -> np.ndarray:
 
 def start_scan(line: Beamline, series: str, **files) -> None:
     line.detector_ctrl.Scenario = json.dumps(
-        {"frames": FRAMES, "points": POINTS, "shape": SHAPE, "dtype": DTYPE, "series": series,
-         "end_delay_s": 5.0} | files)
+        {
+            "frames": FRAMES,
+            "points": POINTS,
+            "shape": SHAPE,
+            "dtype": DTYPE,
+            "series": series,
+            "end_delay_s": 5.0,
+        }
+        | files
+    )
 
 
 def assert_points_resolve(scan_file: Path, points: int) -> None:
@@ -234,8 +285,12 @@ def assert_points_resolve(scan_file: Path, points: int) -> None:
 def test_ascan_references_resolve_to_each_points_frames(beamline, series):
     line = beamline
     done_before = line.receiver.series_done
-    start_scan(line, series, filename=str(line.data / "scan_series.h5"),
-               files=[str(line.data / f"point_{p}.h5") for p in range(POINTS)])
+    start_scan(
+        line,
+        series,
+        filename=str(line.data / "scan_series.h5"),
+        files=[str(line.data / f"point_{p}.h5") for p in range(POINTS)],
+    )
     ran = line.run("ascan", "mot01", "0", "1", str(POINTS - 1), "0.01")
     assert ran.state == "finish", ran.log
 
@@ -243,11 +298,17 @@ def test_ascan_references_resolve_to_each_points_frames(beamline, series):
         # the scan waited for the last frame written, not for the series_end 5 s later
         assert line.receiver.frames_written == POINTS * FRAMES
         assert line.receiver.series_done == done_before
-    wait_for(lambda: line.receiver.series_done == done_before + (
-        1 if series == "scan" else POINTS), 30, "the receiver to close its files")
+    wait_for(
+        lambda: line.receiver.series_done == done_before + (1 if series == "scan" else POINTS),
+        30,
+        "the receiver to close its files",
+    )
     assert_points_resolve(line.scans / "scan.h5", POINTS)
-    assert (line.receiver.dset_name, tuple(line.receiver.frame_shape),
-            line.receiver.frame_dtype) == ("/entry/instrument/detector/data", SHAPE, DTYPE)
+    assert (
+        line.receiver.dset_name,
+        tuple(line.receiver.frame_shape),
+        line.receiver.frame_dtype,
+    ) == ("/entry/instrument/detector/data", SHAPE, DTYPE)
 
 
 @pytest.mark.timeout(300)

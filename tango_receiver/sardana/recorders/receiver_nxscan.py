@@ -28,35 +28,41 @@ class NXscanH5_ReceiverRecorder(h5storage.NXscanH5_FileRecorder):
 
     def _endRecordList(self, recordlist):
         if self.filename is not None:
-            env = self.currentlist.getEnviron()
-            for dd, dd_env in zip(self.datadesc, env["datadesc"]):
-                if dd.value_ref_enabled and self._map_frame_ranges(dd.label, dd_env):
+            # by name: self.datadesc lacks the columns of types the recorder does not store
+            declared = {dd.name: dd for dd in self.currentlist.getEnviron()["datadesc"]}
+            for dd in self.datadesc:
+                if dd.value_ref_enabled and self._map_frame_ranges(dd.label, declared[dd.name]):
                     dd.value_ref_enabled = False  # mapped here: the stock code leaves it be
         super()._endRecordList(recordlist)
 
-    def _map_frame_ranges(self, label: str, dd_env) -> bool:
-        """Replace the column's references by a virtual dataset of the frames they name;
-        False (nothing done) when they are not frame ranges."""
+    def _map_frame_ranges(self, label: str, declared) -> bool:
+        """Replace the column's references by a virtual dataset of the frames they name, laid
+        out by the channel's ``declared`` frame shape and type (from the scan's start, as the
+        stock recorder does); False (nothing done) when they are not frame ranges."""
         measurement = self.fd[self.entryname]["measurement"]
         references = [r for r in measurement[label].asstr()[...]]
         ranges = [FrameRange.parse(r) for r in references]
         named = [r for r in ranges if r is not None]
         if not named:
             return False
-        frame = tuple(dd_env.shape)
+        frame = tuple(declared.shape)
         if len(frame) != 2:
-            self.warning("%s: frame shape %r unknown (the channel's shape); references kept "
-                         "as strings", label, frame)
+            self.warning(
+                "%s: frame shape %r unknown (the channel's shape); references kept as strings",
+                label,
+                frame,
+            )
             return False
         frames = max(r.stop - r.first for r in named)
-        layout = h5py.VirtualLayout(shape=(len(ranges), frames, *frame), dtype=dd_env.dtype)
-        for point, (reference, rows) in enumerate(zip(references, ranges)):
+        layout = h5py.VirtualLayout(shape=(len(ranges), frames, *frame), dtype=declared.dtype)
+        for point, (reference, rows) in enumerate(zip(references, ranges, strict=True)):
             if rows is None:
-                self.warning("%s: point %d: %r names no frames; left empty", label, point,
-                             reference)
+                self.warning(
+                    "%s: point %d: %r names no frames; left empty", label, point, reference
+                )
                 continue
             source = h5py.VirtualSource(rows.file, rows.dataset, shape=(rows.stop, *frame))
-            layout[point, :rows.stop - rows.first] = source[rows.first:rows.stop]
+            layout[point, : rows.stop - rows.first] = source[rows.first : rows.stop]
         measurement.move(label, f"{label}_ref")
-        measurement.create_virtual_dataset(label, layout, fillvalue=np.zeros((), dd_env.dtype))
+        measurement.create_virtual_dataset(label, layout, fillvalue=np.zeros((), declared.dtype))
         return True

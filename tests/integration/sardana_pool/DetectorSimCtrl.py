@@ -16,8 +16,7 @@ import json
 import threading
 
 from sardana import State
-from sardana.pool.controller import (Access, CounterTimerController, DataAccess, FGet, FSet,
-                                     Type)
+from sardana.pool.controller import Access, CounterTimerController, DataAccess, FGet, FSet, Type
 
 from tango_receiver.sim.frames import synthetic_frames
 from tango_receiver.sim.internal import internal_series
@@ -25,8 +24,9 @@ from tango_receiver.sim.sender import Sender
 
 
 def point_frames(scenario: dict, point: int) -> list:
-    return synthetic_frames(scenario["frames"], tuple(scenario["shape"]), scenario["dtype"],
-                            rate=2.0, seed=point)
+    return synthetic_frames(
+        scenario["frames"], tuple(scenario["shape"]), scenario["dtype"], rate=2.0, seed=point
+    )
 
 
 def scan_series(scenario: dict) -> list[list[bytes]]:
@@ -42,7 +42,7 @@ def point_messages(scenario: dict, point: int) -> list[list[bytes]]:
         return list(internal_series(point_frames(scenario, point), scenario["files"][point]))
     messages = scan_series(scenario)
     first = 1 + point * scenario["frames"]
-    return ([messages[0]] if point == 0 else []) + messages[first:first + scenario["frames"]]
+    return ([messages[0]] if point == 0 else []) + messages[first : first + scenario["frames"]]
 
 
 class DetectorSimController(CounterTimerController):
@@ -50,8 +50,14 @@ class DetectorSimController(CounterTimerController):
 
     MaxDevice = 1
     ctrl_properties = {"Port": {Type: int}}
-    ctrl_attributes = {"Scenario": {Type: str, Access: DataAccess.ReadWrite,
-                                    FGet: "get_scenario", FSet: "set_scenario"}}
+    ctrl_attributes = {
+        "Scenario": {
+            Type: str,
+            Access: DataAccess.ReadWrite,
+            FGet: "get_scenario",
+            FSet: "set_scenario",
+        }
+    }
 
     def __init__(self, inst, props, *args, **kwargs):
         CounterTimerController.__init__(self, inst, props, *args, **kwargs)
