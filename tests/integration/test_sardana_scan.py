@@ -32,6 +32,7 @@ from test_tango_device import entry
 from conftest import free_port, wait_for
 from tango_receiver.config import load_receiver
 from tango_receiver.sardana import CONTROLLER_CLASS, POOL_PATH, RECORDER_PATH
+from tango_receiver.sardana.measurement import enable_references
 from tango_receiver.tango.database import DatabaseServer
 from tango_receiver.tango.registration import device_name, register_device, server_instance
 from tango_receiver.tango.server_process import ServerProcess
@@ -149,16 +150,6 @@ def add_device(db: tango.Database, server: str, klass: str, name: str, **propert
         db.put_device_property(name, properties)
 
 
-def configure_channel(mg: tango.DeviceProxy, label: str, **keys) -> None:
-    """Set keys of one channel in the measurement group's configuration."""
-    config = json.loads(mg.Configuration)
-    for ctrl in config["controllers"].values():
-        for channel in ctrl["channels"].values():
-            if channel["label"] == label:
-                channel.update(keys)
-    mg.Configuration = json.dumps(config)
-
-
 @pytest.fixture(scope="module")
 def beamline(tmp_path_factory) -> Iterator[Beamline]:
     tmp = tmp_path_factory.mktemp("sardana")
@@ -233,8 +224,7 @@ def beamline(tmp_path_factory) -> Iterator[Beamline]:
         )
         pool.CreateElement(["TwoDExpChannel", "rcvctrl", "1", "rcv"])
         pool.CreateMeasurementGroup(["mg", "det", "rcv"])
-        mg = tango.DeviceProxy("mg")
-        configure_channel(mg, "rcv", value_ref_enabled=True, data_type=DTYPE)
+        enable_references("mg", "rcv", DTYPE)
         tango.DeviceProxy("rcv").FramesPerPoint = FRAMES
 
         ms_server = SardanaServer("MacroServer", db.tango_host, tmp / "macroserver.log")
