@@ -96,6 +96,7 @@ class MacroRun:
 @dataclass
 class Beamline:
     receiver: tango.DeviceProxy
+    channel: tango.DeviceProxy  # the receiver's, in the Pool
     detector_ctrl: tango.DeviceProxy
     door: tango.DeviceProxy
     data: Path
@@ -225,11 +226,17 @@ def beamline(tmp_path_factory) -> Iterator[Beamline]:
         pool.CreateElement(["TwoDExpChannel", "rcvctrl", "1", "rcv"])
         pool.CreateMeasurementGroup(["mg", "det", "rcv"])
         enable_references("mg", "rcv", DTYPE)
-        tango.DeviceProxy("rcv").FramesPerPoint = FRAMES
 
         ms_server = SardanaServer("MacroServer", db.tango_host, tmp / "macroserver.log")
         stack.callback(ms_server.stop)
-        line = Beamline(receiver, tango.DeviceProxy("detctrl"), ms_server.wait(DOOR), data, scans)
+        line = Beamline(
+            receiver,
+            tango.DeviceProxy("rcv"),
+            tango.DeviceProxy("detctrl"),
+            ms_server.wait(DOOR),
+            data,
+            scans,
+        )
         for name, value in (
             ("ActiveMntGrp", "mg"),
             ("ScanDir", str(scans)),
@@ -247,11 +254,13 @@ def scan_frames(scan_file: Path) -> np.ndarray:
         return f[entry_name]["measurement"]["rcv"][...]
 
 
-def start_scan(line: Beamline, series: str, **files) -> None:
+def start_scan(line: Beamline, series: str, frames: int, points: int = POINTS, **files) -> None:
+    """The detector's scenario for the next scan, and the channel's frames per point."""
+    line.channel.FramesPerPoint = frames
     line.detector_ctrl.Scenario = json.dumps(
         {
-            "frames": FRAMES,
-            "points": POINTS,
+            "frames": frames,
+            "points": points,
             "shape": SHAPE,
             "dtype": DTYPE,
             "series": series,
@@ -261,39 +270,41 @@ def start_scan(line: Beamline, series: str, **files) -> None:
     )
 
 
-def assert_points_resolve(scan_file: Path, points: int) -> None:
+def assert_points_resolve(scan_file: Path, points: int, frames: int) -> None:
     """Each point of the last scan resolves to exactly the frames sent for it, bit for bit."""
-    frames = scan_frames(scan_file)
-    assert frames.shape == (points, FRAMES, *SHAPE) and frames.dtype == np.dtype(DTYPE)
+    read = scan_frames(scan_file)
+    assert read.shape == (points, frames, *SHAPE) and read.dtype == np.dtype(DTYPE)
     for point in range(points):
-        sent = point_frames({"frames": FRAMES, "shape": SHAPE, "dtype": DTYPE}, point)
-        assert np.array_equal(frames[point], np.stack(sent)), f"point {point}"
+        sent = point_frames({"frames": frames, "shape": SHAPE, "dtype": DTYPE}, point)
+        assert np.array_equal(read[point], np.stack(sent)), f"point {point}"
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("series", ["scan", "point"])
-def test_ascan_references_resolve_to_each_points_frames(beamline, series):
+@pytest.mark.parametrize("series, frames", [("scan", 3), ("point", 3), ("scan", 1)])
+def test_ascan_references_resolve_to_each_points_frames(beamline, series, frames):
     line = beamline
     done_before = line.receiver.series_done
+    name = f"{series}_{frames}"
     start_scan(
         line,
         series,
-        filename=str(line.data / "scan_series.h5"),
-        files=[str(line.data / f"point_{p}.h5") for p in range(POINTS)],
+        frames,
+        filename=str(line.data / f"{name}.h5"),
+        files=[str(line.data / f"{name}_point_{p}.h5") for p in range(POINTS)],
     )
     ran = line.run("ascan", "mot01", "0", "1", str(POINTS - 1), "0.01")
     assert ran.state == "finish", ran.log
 
     if series == "scan":
         # the scan waited for the last frame written, not for the series_end 5 s later
-        assert line.receiver.frames_written == POINTS * FRAMES
+        assert line.receiver.frames_written == POINTS * frames
         assert line.receiver.series_done == done_before
     wait_for(
         lambda: line.receiver.series_done == done_before + (1 if series == "scan" else POINTS),
         30,
         "the receiver to close its files",
     )
-    assert_points_resolve(line.scans / "scan.h5", POINTS)
+    assert_points_resolve(line.scans / "scan.h5", POINTS, frames)
     assert (
         line.receiver.dset_name,
         tuple(line.receiver.frame_shape),
@@ -302,18 +313,29 @@ def test_ascan_references_resolve_to_each_points_frames(beamline, series):
 
 
 @pytest.mark.timeout(300)
+def test_ct_shows_the_reference_of_its_frames(beamline):
+    line = beamline
+    target = line.data / "ct.h5"
+    start_scan(line, "point", FRAMES, points=1, files=[str(target)])
+    ran = line.run("ct", "0.01")
+    assert ran.state == "finish", ran.log
+    said = "\n".join(ran.log)
+    assert f"h5file://{target}::entry/instrument/detector/data[0:{FRAMES}]" in said, said
+
+
+@pytest.mark.timeout(300)
 def test_receiver_fault_ends_the_scan_with_its_reason(beamline):
     line = beamline
     refused = "/outside-the-write-roots/point_2.h5"
     files = [str(line.data / f"fault_{p}.h5") for p in range(POINTS)]
-    start_scan(line, "point", files=files[:2] + [refused] + files[3:])
+    start_scan(line, "point", FRAMES, files=files[:2] + [refused] + files[3:])
     try:
         ran = line.run("ascan", "mot01", "0", "1", str(POINTS - 1), "0.01")
         assert ran.state == "exception"
         said = "\n".join(ran.log)
         assert f"file refused: {refused}: outside the write roots" in said, said
         assert "Stopped at step #2" in said, said
-        assert_points_resolve(line.scans / "scan.h5", 2)  # the points before the fault
+        assert_points_resolve(line.scans / "scan.h5", 2, FRAMES)  # the points before the fault
     finally:
         line.receiver.Reset()
         wait_for(lambda: line.receiver.state() != DevState.FAULT, 10, "the receiver's Reset")

@@ -156,6 +156,17 @@ class TangoReceiverTwoDController(TwoDController, Referable):
         self._point = None
 
     # --- parameters ----------------------------------------------------------------------
+    def SetCtrlPar(self, parameter: str, value: Any) -> None:
+        """Software trigger only: one reference per acquisition. Other synchronizations
+        (continuous scans) want a reference per repetition, which this controller does not
+        give, so they are refused rather than recorded wrong."""
+        if parameter.lower() == "synchronization" and value != AcqSynch.SoftwareTrigger:
+            raise ValueError(
+                f"{self.ReceiverDevice}: step scans only (software trigger), "
+                f"not {AcqSynch(value).name}"
+            )
+        TwoDController.SetCtrlPar(self, parameter, value)
+
     def GetAxisPar(self, axis: int, parameter: str) -> Any:
         """``shape`` is a frame's (the NeXus recorder lays out the scan's frames by it)."""
         if parameter == "shape":
