@@ -40,7 +40,7 @@ class NXscanH5_ReceiverRecorder(h5storage.NXscanH5_FileRecorder):
         out by the channel's ``declared`` frame shape and type (from the scan's start, as the
         stock recorder does); False (nothing done) when they are not frame ranges."""
         measurement = self.fd[self.entryname]["measurement"]
-        references = [r for r in measurement[label].asstr()[...]]
+        references = list(measurement[label].asstr()[...])
         ranges = [FrameRange.parse(r) for r in references]
         named = [r for r in ranges if r is not None]
         if not named:
