@@ -264,7 +264,7 @@ def start_scan(line: Beamline, series: str, frames: int, points: int = POINTS, *
             "shape": SHAPE,
             "dtype": DTYPE,
             "series": series,
-            "end_delay_s": 5.0,
+            "end_delay_s": 8.0,
         }
         | files
     )
@@ -296,7 +296,7 @@ def test_ascan_references_resolve_to_each_points_frames(beamline, series, frames
     assert ran.state == "finish", ran.log
 
     if series == "scan":
-        # the scan waited for the last frame written, not for the series_end 5 s later
+        # the scan waited for the last frame written, not for the series_end 8 s later
         assert line.receiver.frames_written == POINTS * frames
         assert line.receiver.series_done == done_before
     wait_for(
