@@ -339,3 +339,9 @@ def test_receiver_fault_ends_the_scan_with_its_reason(beamline):
     finally:
         line.receiver.Reset()
         wait_for(lambda: line.receiver.state() != DevState.FAULT, 10, "the receiver's Reset")
+    # after Reset the next scan runs
+    start_scan(line, "point", 1, points=2, files=[str(line.data / f"after_{p}.h5") for p in (0, 1)])
+    ran = line.run("ascan", "mot01", "0", "1", "1", "0.01")
+    assert ran.state == "finish", "\n".join(ran.log)
+    wait_for(lambda: line.receiver.state() == DevState.ON, 10, "the last series to end")
+    assert_points_resolve(line.scans / "scan.h5", 2, 1)

@@ -87,7 +87,7 @@ class TangoReceiverTwoDController(TwoDController, Referable):
         self._frames = 1  # of the loaded acquisition
         self._point: Point | None = None  # while its frames are awaited
         self._reference = ""  # of the last point, once its frames are written
-        self._failed = ""  # why the last point's frames never will be
+        self._failed = ""  # why the last point's frames never will be (RefOne says it)
         self._axis_pars: dict[str, Any] = {}
 
     # --- axes ----------------------------------------------------------------------------
@@ -122,14 +122,13 @@ class TangoReceiverTwoDController(TwoDController, Referable):
 
     def StateOne(self, axis: int) -> tuple[Any, str]:
         """MOVING until the point's frames are written, then ON; FAULT with the receiver's
-        reason (kept until the next point) when they never will be."""
-        if self._failed:
-            return State.Fault, self._failed
+        reason when they never will be. Between points, the receiver's own FAULT or ON: a
+        receiver Reset after a fault lets the next scan start."""
         now = read_progress(self._proxy)
         if self._point is None:
             if now.fault:
                 return State.Fault, f"{self.ReceiverDevice}: {now.fault}"
-            return State.On, self._reference or "idle"
+            return State.On, self._reference or self._failed or "idle"
         try:
             if not self._point.done(now):
                 return State.Moving, f"waiting for {self._point.frames} frames"
