@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -36,13 +35,6 @@ def make_config(port: int, root: Path, detector_class: str = "Detector", **extra
              "data_host": "127.0.0.1", "write_roots": [str(root)], "gap_timeout_s": 0.5,
              "dset_name": "/entry/instrument/detector/data"} | extra
     return parse_entry("test-" + detector_class.lower(), entry)
-
-
-def free_port() -> int:
-    """A free port on 127.0.0.1, released for a server in another process to bind."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:

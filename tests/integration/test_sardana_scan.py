@@ -29,7 +29,7 @@ from tango import DevState, EventType
 from taurus.core.util.codecs import CodecFactory
 from test_tango_device import entry
 
-from conftest import free_port, wait_for
+from conftest import wait_for
 from tango_receiver.config import load_receiver
 from tango_receiver.sardana import CONTROLLER_CLASS, POOL_PATH, RECORDER_PATH
 from tango_receiver.sardana.measurement import enable_references
@@ -151,39 +151,38 @@ def add_device(db: tango.Database, server: str, klass: str, name: str, **propert
         db.put_device_property(name, properties)
 
 
+def start_receiver(
+    stack: ExitStack, db: DatabaseServer, tmp: Path, upstream: str, data: Path
+) -> tuple[tango.DeviceProxy, str]:
+    """The receiver's device server, registered in the database; its proxy and device name."""
+    config_path = tmp / "detectors.yaml"
+    receiver_entry = entry(SimpleNamespace(port=int(upstream.rsplit(":", 1)[1])), data)
+    config_path.write_text(
+        yaml.safe_dump({NAME: receiver_entry | {"shape": list(SHAPE), "dtype": DTYPE}})
+    )
+    device = device_name(load_receiver(config_path, NAME))
+    register_device(
+        db.database(),
+        server_instance(NAME),
+        device,
+        {"config_file": config_path, "receiver_name": NAME},
+    )
+    server = ServerProcess(config_path, NAME, tmp / "receiver.log", tango_host=db.tango_host)
+    stack.callback(server.stop)
+    return server.start(), device
+
+
 @pytest.fixture(scope="module")
 def beamline(tmp_path_factory) -> Iterator[Beamline]:
     tmp = tmp_path_factory.mktemp("sardana")
     data, scans = tmp / "data", tmp / "scans"
     data.mkdir()
     scans.mkdir()
-    port = free_port()
     with ExitStack() as stack:
         db = stack.enter_context(DatabaseServer(tmp / "tango-db"))
         os.environ["TANGO_HOST"] = db.tango_host  # DeviceProxy by name, as at a beamline
         stack.callback(os.environ.pop, "TANGO_HOST")
         database = db.database()
-
-        config_path = tmp / "detectors.yaml"
-        config_path.write_text(
-            yaml.safe_dump(
-                {
-                    NAME: entry(SimpleNamespace(port=port), data)
-                    | {"shape": list(SHAPE), "dtype": DTYPE}
-                }
-            )
-        )
-        receiver_device = device_name(load_receiver(config_path, NAME))
-        register_device(
-            database,
-            server_instance(NAME),
-            receiver_device,
-            {"config_file": config_path, "receiver_name": NAME},
-        )
-        server = ServerProcess(config_path, NAME, tmp / "receiver.log", tango_host=db.tango_host)
-        stack.callback(server.stop)
-        receiver = server.start()
-
         add_device(database, "Pool/test", "Pool", POOL, PoolPath=[POOL_PATH, TEST_POOL_PATH])
         add_device(
             database,
@@ -202,17 +201,13 @@ def beamline(tmp_path_factory) -> Iterator[Beamline]:
             ["Motor", "DummyMotorController.py", "DummyMotorController", "motctrl"]
         )
         pool.CreateElement(["Motor", "motctrl", "1", "mot01"])
+        # the detector binds first (a port of its own), the receiver then connects to it
         pool.CreateController(
-            [
-                "CTExpChannel",
-                "DetectorSimCtrl.py",
-                "DetectorSimController",
-                "detctrl",
-                "Port",
-                str(port),
-            ]
+            ["CTExpChannel", "DetectorSimCtrl.py", "DetectorSimController", "detctrl"]
         )
         pool.CreateElement(["CTExpChannel", "detctrl", "1", "det"])
+        detector_ctrl = tango.DeviceProxy("detctrl")
+        receiver, receiver_device = start_receiver(stack, db, tmp, detector_ctrl.Endpoint, data)
         pool.CreateController(
             [
                 "TwoDExpChannel",
@@ -230,12 +225,7 @@ def beamline(tmp_path_factory) -> Iterator[Beamline]:
         ms_server = SardanaServer("MacroServer", db.tango_host, tmp / "macroserver.log")
         stack.callback(ms_server.stop)
         line = Beamline(
-            receiver,
-            tango.DeviceProxy("rcv"),
-            tango.DeviceProxy("detctrl"),
-            ms_server.wait(DOOR),
-            data,
-            scans,
+            receiver, tango.DeviceProxy("rcv"), detector_ctrl, ms_server.wait(DOOR), data, scans
         )
         for name, value in (
             ("ActiveMntGrp", "mg"),

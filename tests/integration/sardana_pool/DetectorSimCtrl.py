@@ -1,8 +1,9 @@
 """The detector of the Sardana scan tests, as the Pool's timer: each acquisition sends one
 point's frames to the receiver over ZMQ, like a detector triggered once per point.
 
-The Pool loads this file from its PoolPath; the test writes the scenario (JSON) into the
-controller's ``Scenario`` attribute before each scan:
+The Pool loads this file from its PoolPath. The controller binds a free port (its ``Endpoint``
+attribute, where the receiver connects); the test writes the scenario (JSON) into its
+``Scenario`` attribute before each scan:
 
 - ``frames`` per point, ``points``, frame ``shape`` and ``dtype``; point k's frames are
   ``synthetic_frames(frames, shape, dtype, rate=2, seed=k)``, which the test regenerates;
@@ -49,23 +50,26 @@ class DetectorSimController(CounterTimerController):
     """Counter/timer whose value is the messages sent in the acquisition."""
 
     MaxDevice = 1
-    ctrl_properties = {"Port": {Type: int}}
     ctrl_attributes = {
         "Scenario": {
             Type: str,
             Access: DataAccess.ReadWrite,
             FGet: "get_scenario",
             FSet: "set_scenario",
-        }
+        },
+        "Endpoint": {Type: str, Access: DataAccess.ReadOnly, FGet: "get_endpoint"},
     }
 
     def __init__(self, inst, props, *args, **kwargs):
         CounterTimerController.__init__(self, inst, props, *args, **kwargs)
-        self._sender = Sender(port=self.Port, timeout_s=30)
+        self._sender = Sender(timeout_s=30)  # a free port: the receiver connects to it
         self._scenario: dict = {}
         self._point = 0
         self._sent = 0
         self._thread: threading.Thread | None = None
+
+    def get_endpoint(self):
+        return self._sender.endpoint
 
     def get_scenario(self):
         return json.dumps(self._scenario)
