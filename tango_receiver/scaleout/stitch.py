@@ -82,8 +82,10 @@ def read_part(path: Path) -> Part:
             raise StitchError(f"{path}: {len(groups)} groups hold {SEQUENCE}: {groups}")
         det = f[groups[0]]
         numbers = det[SEQUENCE][()].astype(np.int64)
+        # header fields are soft links into metadata/ (a flatfield is 2-D too): never frames
         frames = {name: ds for name, ds in det.items()
-                  if isinstance(ds, h5py.Dataset) and name != SEQUENCE and ds.ndim >= 2}
+                  if isinstance(ds, h5py.Dataset) and name != SEQUENCE and ds.ndim >= 2
+                  and isinstance(det.get(name, getlink=True), h5py.HardLink)}
         if not frames:
             raise StitchError(f"{path}: {groups[0]} holds {SEQUENCE} but no frame dataset")
         stored = min(len(numbers), *(ds.shape[0] for ds in frames.values()))
@@ -225,6 +227,10 @@ def _layout(f: h5py.File, ref: Part, parts: Sequence[Part]) -> h5py.Group:
             det.attrs[key] = value
         if "metadata" in src[ref.detector]:
             src.copy(src[ref.detector]["metadata"], det, "metadata")
+        for name in src[ref.detector]:  # the header fields' links beside it, as in a part
+            link = src[ref.detector].get(name, getlink=True)
+            if isinstance(link, h5py.SoftLink):
+                det[name] = h5py.SoftLink(link.path)
         if "series_id" in src["entry"].attrs:
             entry.attrs["series_id"] = src["entry"].attrs["series_id"]
     return det
