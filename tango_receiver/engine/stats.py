@@ -67,6 +67,12 @@ class StatsSnapshot(SeriesCounters):
     messages: tuple[str, ...]  # recent warnings and errors, newest last
     fatal: str  # a thread of the receiver died: it no longer works, only a restart helps
 
+    @property
+    def series_done(self) -> int:
+        """Series ended so far: what a client waits on (a Sardana controller) to learn that a
+        series is over without polling files."""
+        return self.series_count - self.in_series
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 

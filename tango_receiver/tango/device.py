@@ -49,7 +49,7 @@ MAX_IMAGE_DIM = 1024  # image attributes are binned coarser than downsample wher
 #: Snapshot fields published as attributes with change events; counters get archive events too.
 COUNTERS = ("frames_received", "frames_written", "frames_forwarded", "frames_missing",
             "frames_invalid", "forward_dropped", "forward_no_consumer", "frames_discarded",
-            "last_frame_number", "series_count")
+            "last_frame_number", "series_count", "series_done")
 GAUGES = ("frame_rate", "data_rate", "compression_ratio", "filename", "series_id")
 #: Snapshot fields published in a larger unit than the engine counts in: Taurus shows a value with
 #: the decimals of its format, so bytes per second read as "6863196.181 B / s".
@@ -115,7 +115,10 @@ def status_of(snap: StatsSnapshot, state: DevState) -> str:
 
 def headline(snap: StatsSnapshot, state: DevState) -> str:
     """The first line of Status, short enough for one row of a Taurus form: the state and the
-    frame count; the lines after it say why, with file and counters."""
+    frame count, or what is wrong (the status text itself starts with it then); the lines
+    after it say why, with file and counters."""
+    if state == DevState.FAULT:
+        return ""
     if not snap.series_count:
         return f"{state}: no series yet"
     if snap.in_series:
@@ -255,6 +258,32 @@ class ReceiverDevice(EntryProperties):
                          fget=lambda self: list(self.snap.messages))
     rest_url = _snapshot_attribute("rest_url", dtype=str,
                                    doc="the REST sidecar beside this device ('' if not running)")
+    series_done = _snapshot_attribute("series_done", dtype=int,
+                                      doc="series ended so far (change events): a client learns "
+                                          "that a series is over without polling files")
+
+    # --- what a client needs to point into the files (a Sardana controller) --------------
+    dset_name_attr = attribute(name="dset_name", dtype=str,  # the name is also a property's
+                               doc="HDF5 dataset of the frames in each file",
+                               fget=lambda self: self.receiver.config.dset_name)
+
+    @attribute(dtype=(int,), max_dim_x=8,
+               doc="shape of a frame: the latest one's, else the entry's shape ([] if unknown)")
+    def frame_shape(self) -> list[int]:
+        return list(self._frame_form()[0])
+
+    @attribute(dtype=str, doc="type of a frame: the latest one's, else the entry's dtype")
+    def frame_dtype(self) -> str:
+        return self._frame_form()[1]
+
+    def _frame_form(self) -> tuple[tuple[int, ...], str]:
+        """A frame's shape and type, from the latest frame (what is stored), or from the entry
+        before any frame came (a Sardana controller asks before the first scan)."""
+        latest = self.receiver.liveview.latest()
+        if latest is not None:
+            return latest.channels[0].shape, latest.channels[0].dtype
+        config = self.receiver.config
+        return tuple(config.shape or ()), config.dtype or ""
 
     # --- life cycle ----------------------------------------------------------------------
     def init_device(self) -> None:
@@ -410,7 +439,8 @@ class ReceiverDevice(EntryProperties):
     @staticmethod
     def _status(snap: StatsSnapshot) -> str:
         state = state_of(snap)
-        return f"{headline(snap, state)}\n{status_of(snap, state)}"
+        line = headline(snap, state)
+        return f"{line}\n{status_of(snap, state)}" if line else status_of(snap, state)
 
     # --- read/write attributes -----------------------------------------------------------
     @attribute(dtype=int, access=AttrWriteType.READ_WRITE, min_value=DOWNSAMPLE_MIN,

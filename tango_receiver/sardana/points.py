@@ -1,0 +1,109 @@
+"""Where one scan point's frames are, from the counters the receiver's device publishes.
+
+Pure logic, no Tango and no Sardana: the controller reads a ``Progress`` from the device at each
+``StartOne`` and ``StateOne``, and a ``Point`` says whether that point's frames are written, where
+they are, or why they never will be. Kept apart so that the rules are tested without a Pool.
+
+A point's frames are the first ``frames`` written after ``StartOne``: in the series open then
+(one series for the whole scan), or else in the next series (one series per point). The receiver
+counts ``frames_written`` per series, and each series writes its own file, so a point's frames
+are rows ``first .. first + frames`` of the file's frame stack.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+#: ``h5file://<absolute file>::<dataset without leading slash>[first:stop]``: the form of
+#: Sardana's h5file references, plus the rows of the frame stack (half-open, as in Python).
+REFERENCE = re.compile(
+    r"^h5file://(?P<file>/[^:]+)::(?P<dataset>[^\[/][^\[]*)"
+    r"\[(?P<first>\d+):(?P<stop>\d+)\]$"
+)
+
+
+@dataclass(frozen=True)
+class FrameRange:
+    """Rows ``first .. stop`` of ``dataset`` (no leading slash) in ``file``."""
+
+    file: str
+    dataset: str
+    first: int
+    stop: int
+
+    def __str__(self) -> str:
+        return f"h5file://{self.file}::{self.dataset}[{self.first}:{self.stop}]"
+
+    @classmethod
+    def parse(cls, reference: str) -> FrameRange | None:
+        """The range a reference names, or None for any other reference (left to Sardana)."""
+        found = REFERENCE.match(reference)
+        if found is None or int(found["stop"]) < int(found["first"]):
+            return None
+        return cls(found["file"], found["dataset"], int(found["first"]), int(found["stop"]))
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What the receiver's device says, read in one request (one snapshot)."""
+
+    series_count: int  # series begun
+    series_done: int  # series ended
+    frames_written: int  # in the current or last series
+    filename: str  # of the current or last series
+    fault: str  # the receiver's reason when it is in FAULT, else ""
+
+    @property
+    def in_series(self) -> bool:
+        return self.series_done < self.series_count
+
+
+class PointFault(Exception):
+    """The point's frames will not all be written; the text is what the operator reads."""
+
+
+@dataclass(frozen=True)
+class Point:
+    """One point: ``frames`` frames, counted from where the series stood at ``StartOne``."""
+
+    frames: int
+    start: Progress
+
+    def first(self, now: Progress) -> int | None:
+        """Row of the point's first frame in ``now``'s series; None while that series has not
+        begun (one series per point: the detector has not sent its header yet)."""
+        if now.series_count == self.start.series_count:
+            return self.start.frames_written if self.start.in_series else None
+        return 0  # a series begun since StartOne holds the point from its first frame
+
+    def done(self, now: Progress) -> bool:
+        """True once every frame of the point is written; PointFault when it never will be."""
+        if now.fault:
+            raise PointFault(now.fault)
+        if now.series_count > self.start.series_count + 1:
+            raise PointFault(
+                f"{now.series_count - self.start.series_count} series began "
+                f"during one point of {self.frames} frames"
+            )
+        first = self.first(now)
+        if first is None:
+            return False
+        if now.frames_written >= first + self.frames:
+            return True
+        if not now.in_series:
+            raise PointFault(
+                f"series ended after {now.frames_written - first} of the point's "
+                f"{self.frames} frames ({now.filename or 'no file'})"
+            )
+        return False
+
+    def reference(self, now: Progress, dset_name: str) -> FrameRange:
+        """Where the point's frames are in the file (``done`` said True)."""
+        first = self.first(now)
+        if first is None or not now.filename:
+            raise PointFault(
+                "the point's frames went into no file (the detector's header "
+                "named none, or saving is off)"
+            )
+        return FrameRange(now.filename, dset_name.lstrip("/"), first, first + self.frames)

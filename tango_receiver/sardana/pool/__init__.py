@@ -1,0 +1,1 @@
+"""Controller library for the Pool (PoolPath): see tango_receiver.sardana."""

@@ -1,0 +1,1 @@
+"""Recorder library for the MacroServer (RecorderPath): see tango_receiver.sardana."""
