@@ -26,6 +26,7 @@ from .lane import AVAILABLE as LANE_BUILT
 from .lane import Candidate, LaneForm, LaneSource
 from .messages import Channel, Header, Image, InvalidMessage, Message, Parts, SeriesEnd
 from .modules import ModuleGap, ModuleSet
+from .mx import PILATUS_CBF, STREAM_V1, STREAM_V2, Table
 from .receiver_config import ReceiverConfig
 from .sim import eiger_v1 as sim_eiger_v1
 from .sim import internal as sim_internal
@@ -83,6 +84,8 @@ class Detector:
     unsplittable: ClassVar[str | None] = None
     #: ``tango-receiver simulate NAME`` and the function that makes a series of this wire form
     simulator: ClassVar[Simulator] = Simulator("internal", sim_internal.simulate)
+    #: where its series metadata holds what NXmx needs (mx.py); None: plain NeXus, no MX fields
+    mx_keys: ClassVar[Table | None] = None
 
     def __init__(self, config: ReceiverConfig) -> None:
         self.config = config
@@ -168,6 +171,7 @@ class Eiger(Detector):
 
     types = WireTypes(header="dheader-1.0", image="dimage-1.0", end="dseries_end-1.0")
     simulator = Simulator("eiger", sim_eiger_v1.simulate)
+    mx_keys = STREAM_V1
 
     def open(self, ctx: zmq.Context) -> Upstream:
         """Through the compiled lane (lane.py) where it is built and the entry allows it."""
@@ -252,6 +256,7 @@ class DectrisStream2(Detector):
     default_port = 31001
     types = WireTypes(header="start", image="image", end="end")
     simulator = Simulator("stream2", sim_stream_v2.simulate)
+    mx_keys = STREAM_V2
 
     @staticmethod
     def message_type(parts: Parts) -> str | None:
@@ -323,6 +328,7 @@ class Pilatus(Detector):
     options = frozenset(IMAGE_OPTIONS)
     pipeline = "PilatusPipeline"
     simulator = Simulator("pilatus", sim_pilatus.simulate)
+    mx_keys = PILATUS_CBF
 
     def __init__(self, config: ReceiverConfig) -> None:
         super().__init__(config)
@@ -342,7 +348,9 @@ class Pilatus(Detector):
             image = self.transform.apply(pixels)
         except ValueError as exc:
             raise InvalidMessage(f"frame {frame}: {exc}") from None
-        return Image(msg_number=number, frame=frame, channels=[self.pixels_channel("data", image)])
+        # every frame carries the mini-header; the writer reads the first one's (NXmx)
+        return Image(msg_number=number, frame=frame, channels=[self.pixels_channel("data", image)],
+                     metadata={"cbf": cbf.mini_header(blob)})
 
 
 class OrcaLightning(Detector):

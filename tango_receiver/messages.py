@@ -86,6 +86,9 @@ class Image:
     channels: list[Channel]
     wire: list[Buffer] | None = None  # the parts as received, when they are already this format
     nbytes_wire: int = 0  # every byte of the message(s) it came in: set by the receiver
+    #: what the frame says about the series (a Pilatus CBF mini-header): the writer keeps the
+    #: first frame's with the header's metadata
+    metadata: dict[str, Any] | None = None
 
     @property
     def nbytes_stored(self) -> int:

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..codecs import bslz4
 from .chunk_writer import write_chunks
+from .nxmx import Nxmx
 from ..messages import Channel, FrameRun, Header, Image
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ class SeriesWriter:
     """Writes one series into one file; created at the header, datasets at the first frame."""
 
     def __init__(self, header: Header, dset_name: str, roots: list[Path],
-                 flush_interval_s: float, file_suffix: str = "") -> None:
+                 flush_interval_s: float, file_suffix: str = "", nxmx: Nxmx | None = None) -> None:
         self.path = resolve_target(part_filename(header.filename, file_suffix), roots)
         self.dset_name = dset_name
         self.flush_interval_s = flush_interval_s
@@ -99,6 +100,8 @@ class SeriesWriter:
         self._frame_numbers: list[int] = []
         self._seq_base = 0  # sequence_number entries of series appended to before
         self._last_flush = time.monotonic()
+        self._nxmx = nxmx  # written at the first frame, when its shape is known
+        self._metadata = header.metadata
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             exists = self.path.exists()
@@ -181,6 +184,16 @@ class SeriesWriter:
                                      dtype="int64", chunks=(4096,))
         self._seq = self._det["sequence_number"]
         self._seq_base = self._seq.shape[0]
+        self._describe(image)
+
+    def _describe(self, image: Image) -> None:
+        """What the first frame says about the series (a Pilatus mini-header) joins the header's
+        metadata, and the NXmx fields are written from both."""
+        if image.metadata:
+            write_metadata(self._det.require_group("metadata"), image.metadata)
+        if self._nxmx is not None:
+            self._nxmx.write(self._det, self._metadata | (image.metadata or {}),
+                             image.channels[0].shape, self.nimages)
 
     # --- frames --------------------------------------------------------------------------
     def write(self, image: Image) -> None:
