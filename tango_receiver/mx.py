@@ -63,8 +63,9 @@ STREAM_V2: Table = {
     "pixel_mask_applied": ("pixel_mask_enabled",),
     "countrate_correction_applied": ("countrate_correction_enabled",),
     "virtual_pixel_correction_applied": ("virtual_pixel_interpolation_enabled",),
-    **{fact: ("user_data", fact) for fact in ("instrument_name", "instrument_short_name",
-                                              "source_name", "source_short_name", "sample_name")},
+    **{fact: ("user_data", fact) for fact in ("instrument_name", "source_name", "sample_name")},
+    "instrument_short_name": ("user_data", "instrument_name_short"),
+    "source_short_name": ("user_data", "source_name_short"),
     **{f"{axis}_{what}": ("goniometer", axis, what) for axis in AXES
        for what in ("start", "increment")},
 }

@@ -53,6 +53,9 @@ DETECTOR_FIELDS: dict[str, tuple[str, str | None]] = {
     "countrate_correction_applied": ("countrate_correction_applied", None),
     "virtual_pixel_correction_applied": ("virtual_pixel_interpolation_applied", None),
 }
+#: every field this module may write into the detector group
+FIELD_NAMES = (*(name for name, _ in DETECTOR_FIELDS.values()), "sensor_material",
+               "sensor_thickness", "pixel_mask", "flatfield", "distance_derived", "depends_on")
 TEXT_FACTS = frozenset({"description", "serial", "sensor_material", "start_time",
                         "instrument_name", "instrument_short_name", "source_name",
                         "source_short_name", "sample_name"})
@@ -81,7 +84,7 @@ class Nxmx:
 
     def _write(self, det: h5py.Group, metadata: Mapping[str, Any], frame: tuple[int, ...],
                nimages: int | None, now: datetime | None) -> None:
-        facts = _checked(read_facts(metadata, self.table), frame)
+        facts, odd = _checked(read_facts(metadata, self.table), frame)
         missing: list[str] = []
         entry = det.file["entry"]
         _field(entry, "definition", "NXmx")
@@ -91,10 +94,18 @@ class Nxmx:
         self._instrument(entry, facts, missing)
         self._detector(det, facts, frame, missing)
         self._sample(entry, facts, nimages, missing)
-        if missing and not self._told.issuperset(missing):
-            self._told.update(missing)
-            log.warning("%s: the stream and the entry's nexus block give no %s: wrote the "
-                        "NXmx placeholders (README, NXmx)", det.file.filename, ", ".join(missing))
+        blocked = [det[n].name for n in FIELD_NAMES if isinstance(det.get(n), h5py.Group)]
+        self._tell(odd, "%s: metadata not usable for NXmx, left out: %s", det.file.filename)
+        self._tell(missing, "%s: the stream and the entry's nexus block give no %s: wrote the "
+                   "NXmx placeholders (README, NXmx)", det.file.filename)
+        self._tell(blocked, "%s: groups where NXmx has fields, left as they are: %s",
+                   det.file.filename)
+
+    def _tell(self, items: list[str], text: str, filename: str) -> None:
+        """Log ``items`` once in the receiver's life: the same metadata comes every series."""
+        if items and not self._told.issuperset(items):
+            self._told.update(items)
+            log.warning(text, filename, ", ".join(items))
 
     def _named(self, facts: dict[str, Any], key: str, missing: list[str]) -> str:
         value = getattr(self.nexus, key) or facts.get(key)
@@ -164,10 +175,11 @@ class Nxmx:
         _field(sample, "depends_on", outer)
 
 
-def _checked(facts: dict[str, Any], frame: tuple[int, ...]) -> dict[str, Any]:
-    """The facts whose value has the kind NXmx needs; odd ones are dropped (then a placeholder
-    or nothing is written, and the log names it)."""
+def _checked(facts: dict[str, Any], frame: tuple[int, ...]) -> tuple[dict[str, Any], list[str]]:
+    """The facts whose value has the kind NXmx needs, and the odd ones (``fact = value``):
+    those are dropped, so a placeholder or nothing is written."""
     good: dict[str, Any] = {}
+    odd: list[str] = []
     for fact, value in facts.items():
         if fact in TEXT_FACTS:
             ok = isinstance(value, str) and bool(value.strip())
@@ -182,11 +194,11 @@ def _checked(facts: dict[str, Any], frame: tuple[int, ...]) -> dict[str, Any]:
         if ok:
             good[fact] = value
         else:
-            log.warning("NXmx: %s = %.80r is not usable, left out", fact, value)
+            odd.append(f"{fact} = {value!r:.80}")
     if "sensor_material" in good:
         good["sensor_material"] = SENSOR_MATERIALS.get(good["sensor_material"].lower(),
                                                        good["sensor_material"])
-    return good
+    return good, odd
 
 
 def _geometry(det: h5py.Group, facts: dict[str, Any], frame: tuple[int, ...],
@@ -255,14 +267,12 @@ def _group(parent: h5py.Group, name: str, nx_class: str) -> h5py.Group:
 
 def _field(group: h5py.Group, name: str, value: Any, units: str | None = None) -> Any:
     """The dataset ``name``, created with ``value`` unless it exists; ``@units`` either way
-    (an existing one is kept). An existing group of that name is left as it is."""
+    (an existing one is kept). An existing group of that name (a per-channel map) is left as it
+    is: ``Nxmx.write`` names it in the log."""
     if name in group:
         found = group[name]
         if isinstance(found, h5py.Dataset) and units:
             found.attrs.setdefault("units", units)
-        elif not isinstance(found, h5py.Dataset):
-            log.warning("NXmx: %s is a group, not the field NXmx names so; left as it is",
-                        found.name)
         return found
     if isinstance(value, str):
         ds = group.create_dataset(name, data=value, dtype=h5py.string_dtype())

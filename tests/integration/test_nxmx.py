@@ -1,0 +1,229 @@
+"""NXmx files from the real stream v1 and v2 captures and the Pilatus simulator, over real
+sockets: ``nxvalidate -a NXmx`` finds no error, and every geometry field is what the stream
+said; general-case detectors stay plain NeXus."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import hdf5plugin  # noqa: F401
+import numpy as np
+import pytest
+
+from conftest import make_config, run_series
+from tango_receiver.engine.nxmx import UNKNOWN, Nxmx
+from tango_receiver.mx import STREAM_V1
+from tango_receiver.receiver_config import NexusConfig
+from tango_receiver.sim.eiger_v1 import capture_v1
+from tango_receiver.sim.frames import synthetic_frames
+from tango_receiver.sim.internal import internal_series
+from tango_receiver.sim.pilatus import pilatus_series
+from tango_receiver.sim.stream_v2 import capture_v2
+
+NXVALIDATE = Path(sys.executable).with_name("nxvalidate")
+EIGER = "/entry/instrument/eiger"
+
+
+def nxmx_errors(path: Path) -> int:
+    """What ``nxvalidate -a NXmx`` counts as errors in the file (its own command line)."""
+    done = subprocess.run([str(NXVALIDATE), "-a", "NXmx", str(path)], capture_output=True,
+                          text=True, timeout=300, check=False)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout + done.stderr)
+    found = re.search(r"Total number of errors: (\d+)", text)
+    assert found, text
+    return int(found.group(1))
+
+
+def text(ds: h5py.Dataset) -> str:
+    return ds.asstr()[()]
+
+
+def position(ds: h5py.Dataset) -> np.ndarray:
+    """Where a translation puts its origin: value x vector + offset, in metres."""
+    return ds[()] * ds.attrs["vector"] + ds.attrs["offset"]
+
+
+@pytest.mark.parametrize("geometry", ["as-captured", "beam-centre-set"])
+def test_stream_v1_capture_is_nxmx_with_its_geometry(tmp_path, sender, fixtures_dir, geometry):
+    target = tmp_path / "v1.h5"
+    messages = capture_v1(fixtures_dir / "captured" / "eiger-stream-v1-eiger1-1m.zip", str(target))
+    config = json.loads(messages[0][1])
+    if geometry == "beam-centre-set":  # the capture has 0, 0 and 0 m: make the metres show
+        config |= {"beam_center_x": 512.25, "beam_center_y": 530.5, "detector_distance": 0.125}
+        messages[0][1] = json.dumps(config).encode()
+    receiver, snap = run_series(make_config(sender.port, tmp_path, "Eiger",
+                                            dset_name=f"{EIGER}/data"), sender, messages)
+    receiver.close()
+    assert snap.frames_written == 9
+    assert nxmx_errors(target) == 0
+    with h5py.File(target, "r") as f:
+        det = f[EIGER]
+        for field, key, units in (("beam_center_x", "beam_center_x", "pixel"),
+                                  ("beam_center_y", "beam_center_y", "pixel"),
+                                  ("distance", "detector_distance", "m"),
+                                  ("x_pixel_size", "x_pixel_size", "m"),
+                                  ("y_pixel_size", "y_pixel_size", "m"),
+                                  ("count_time", "count_time", "s"),
+                                  ("sensor_thickness", "sensor_thickness", "m"),
+                                  ("threshold_energy", "threshold_energy", "eV")):
+            assert det[field][()] == config[key], field
+            assert det[field].attrs["units"] == units, field
+        beam = f["/entry/instrument/beam/incident_wavelength"]
+        assert beam[()] == config["wavelength"] and beam.attrs["units"] == "angstrom"
+        assert text(det["sensor_material"]) == "Si"
+        assert text(f["/entry/definition"]) == "NXmx"
+        assert text(f["/entry/start_time"]) == config["data_collection_date"]
+        # the chain: pixel directions -> module offset -> translation along the beam -> "."
+        translation = det["transformations/translation"]
+        assert text(det["depends_on"]) == translation.name
+        assert translation.attrs["depends_on"] == "."
+        np.testing.assert_allclose(position(translation), [0, 0, config["detector_distance"]])
+        module = det["module"]
+        assert module.attrs["NX_class"] == "NXdetector_module"
+        assert list(module["data_size"][()]) == [1065, 1030]
+        offset = module["module_offset"]
+        assert offset.attrs["depends_on"] == translation.name
+        np.testing.assert_allclose(position(offset), [config["beam_center_x"] * 7.5e-5,
+                                                      config["beam_center_y"] * 7.5e-5, 0])
+        for name, size, vector in (("fast_pixel_direction", "x_pixel_size", [-1, 0, 0]),
+                                   ("slow_pixel_direction", "y_pixel_size", [0, -1, 0])):
+            assert module[name][()] == config[size] and module[name].attrs["units"] == "m"
+            assert list(module[name].attrs["vector"]) == vector
+            assert module[name].attrs["depends_on"] == offset.name
+        # the beam-centre pixel lies on the beam, distance downstream
+        origin = position(translation) + position(offset)
+        spot = origin - config["beam_center_x"] * 7.5e-5 * np.array([1, 0, 0]) \
+            - config["beam_center_y"] * 7.5e-5 * np.array([0, 1, 0])
+        np.testing.assert_allclose(spot, [0, 0, config["detector_distance"]], atol=1e-12)
+        # the calibration arrays are the header's own copy, stored once
+        assert det["pixel_mask"] == det["metadata/pixel_mask"]
+        assert det["flatfield"] == det["metadata/flatfield"]
+        assert f["/entry/data/data"].shape == (9, 1065, 1030)
+
+
+def test_stream_v2_capture_is_nxmx(tmp_path, sender, fixtures_dir):
+    """Names the beamline put in ``user_data`` are used; the entry's nexus block wins."""
+    target = tmp_path / "v2.h5"
+    messages = capture_v2(fixtures_dir / "captured" / "dectris-stream-v2-series.zip", str(target))
+    nexus = {"sample_name": "lysozyme from the entry",
+             "goniometer": [{"name": "omega", "vector": [-1, 0, 0], "start": 5,
+                             "increment": 0.5}]}
+    config = make_config(sender.port, tmp_path, "DectrisStream2", nexus=nexus)
+    receiver, snap = run_series(config, sender, messages)
+    receiver.close()
+    assert snap.frames_written == 10
+    assert nxmx_errors(target) == 0
+    with h5py.File(target, "r") as f:
+        det = f["/entry/instrument/detector"]
+        assert f["/entry/instrument/beam/incident_wavelength"][()] == 1.5498024804150032
+        assert f["/entry/instrument/beam/incident_energy"][()] == 8000.0
+        assert text(f["/entry/instrument/name"]) == "X06SA"
+        assert f["/entry/instrument/name"].attrs["short_name"] == "PXIII"
+        assert text(f["/entry/source/name"]) == "Swiss Light Source"
+        assert f["/entry/source/name"].attrs["short_name"] == "SLS"
+        assert text(f["/entry/sample/name"]) == "lysozyme from the entry"
+        omega = f["/entry/sample/transformations/omega"]
+        np.testing.assert_allclose(omega[()], 5 + 0.5 * np.arange(10))
+        assert omega.attrs["units"] == "deg" and list(omega.attrs["vector"]) == [-1, 0, 0]
+        assert text(f["/entry/sample/depends_on"]) == omega.name
+        assert det["pixel_mask"] == det["metadata/pixel_mask/threshold_1"]
+        assert det["x_pixel_size"][()] == 7.5e-5 and det["count_time"].attrs["units"] == "s"
+        assert text(f["/entry/start_time"]) == "2024-03-07T14:43:31.193000+01:00"
+
+
+def test_pilatus_mini_header_makes_nxmx_and_missing_names_are_logged_once(tmp_path, sender,
+                                                                          caplog):
+    frames = synthetic_frames(3, (195, 487), "int32", rate=1.0)
+    targets = [tmp_path / "pilatus_1.h5", tmp_path / "pilatus_2.h5"]
+    messages = [m for t in targets for m in pilatus_series(frames, str(t))]
+    config = make_config(sender.port, tmp_path, "Pilatus")
+    with caplog.at_level(logging.WARNING, logger="tango_receiver.engine.nxmx"):
+        receiver, snap = run_series(config, sender, messages, series_count=2)
+        receiver.close()
+    assert snap.frames_written == 3
+    told = [r.getMessage() for r in caplog.records if "give no" in r.getMessage()]
+    assert len(told) == 1 and "instrument_name, source_name, sample_name, goniometer" in told[0]
+    for target in targets:
+        assert nxmx_errors(target) == 0
+    with h5py.File(targets[0], "r") as f:
+        det = f["/entry/instrument/detector"]
+        assert det["metadata/cbf/Wavelength"][()] == 0.97625  # the mini-header, kept
+        assert f["/entry/instrument/beam/incident_wavelength"][()] == 0.97625
+        assert (det["beam_center_x"][()], det["beam_center_y"][()]) == (243.5, 97.5)
+        assert det["distance"][()] == 0.3 and det["count_time"][()] == 0.099
+        assert det["x_pixel_size"][()] == 172e-6 and text(det["sensor_material"]) == "Si"
+        assert det["sensor_thickness"][()] == 0.001 and text(det["serial_number"]) == "24-0118"
+        assert list(det["module/data_size"][()]) == [195, 487]
+        assert text(f["/entry/instrument/name"]) == UNKNOWN
+        assert text(f["/entry/sample/depends_on"]) == "."
+
+
+def test_general_detector_stays_plain_nexus(tmp_path, sender):
+    target = tmp_path / "zyla.h5"
+    frames = synthetic_frames(2, (20, 30), "uint16")
+    receiver, snap = run_series(make_config(sender.port, tmp_path),
+                                sender, internal_series(frames, str(target)))
+    receiver.close()
+    assert snap.frames_written == 2
+    with h5py.File(target, "r") as f:
+        assert "definition" not in f["/entry"] and "sample" not in f["/entry"]
+        assert set(f["/entry/instrument/detector"]) == {"data", "sequence_number"}
+
+
+def nxdetector_file(path: Path) -> h5py.File:
+    """An open file laid out as the writer lays it out, with a 2 x 4 x 5 detector dataset."""
+    f = h5py.File(path, "w")
+    f.create_group("entry").attrs["NX_class"] = "NXentry"
+    f["entry"].create_group("instrument").attrs["NX_class"] = "NXinstrument"
+    det = f.create_group("entry/instrument/detector")
+    det.attrs["NX_class"] = "NXdetector"
+    data = det.create_dataset("data", data=np.zeros((2, 4, 5), np.uint16))
+    f["entry"].create_group("data").attrs.update({"NX_class": "NXdata", "signal": "data"})
+    f["entry/data/data"] = data
+    return f
+
+
+def test_existing_fields_get_units_and_odd_values_placeholders(tmp_path, caplog):
+    """What the drop-in writer put in the detector group stays, one dataset with @units; odd
+    metadata never raises, is logged once, and the file still validates."""
+    target = tmp_path / "odd.h5"
+    metadata = {"config": {"count_time": 0.25, "x_pixel_size": "75 um",
+                           "sensor_thickness": float("nan"), "beam_center_x": True,
+                           "wavelength": 1.0, "sensor_material": "Si"},
+                "pixel_mask": np.zeros((4, 5), np.uint32)}
+    nxmx = Nxmx(STREAM_V1, NexusConfig(instrument_name="BioMAX"))
+    with nxdetector_file(target) as f, \
+            caplog.at_level(logging.WARNING, logger="tango_receiver.engine.nxmx"):
+        det = f["entry/instrument/detector"]
+        det["count_time"] = 0.25  # as the drop-in writer stores a config key, without units
+        for _ in range(2):  # a second series appended to the same file changes nothing
+            nxmx.write(det, metadata, (4, 5), 2)
+        assert det["count_time"][()] == 0.25 and det["count_time"].attrs["units"] == "s"
+        assert np.isnan(det["sensor_thickness"][()]) and "x_pixel_size" not in det
+        assert "beam_center_x" not in det and "module_offset" not in det["module"]
+        assert text(f["/entry/instrument/name"]) == "BioMAX"
+    told = [r.getMessage() for r in caplog.records]
+    assert len(told) == 2, told
+    assert "x_pixel_size = '75 um'" in told[0] and "beam_center_x = True" in told[0]
+    assert "sensor_thickness, x_pixel_size" in told[1]
+    assert nxmx_errors(target) == 0
+
+
+def test_a_group_where_nxmx_has_a_field_is_left_and_named(tmp_path, caplog):
+    """A per-channel map stored as a group under an NXmx field name (stream v2 ``pixel_mask``)
+    is not overwritten; the log says which."""
+    with nxdetector_file(tmp_path / "group.h5") as f, \
+            caplog.at_level(logging.WARNING, logger="tango_receiver.engine.nxmx"):
+        det = f["entry/instrument/detector"]
+        det.create_group("pixel_mask").create_dataset("threshold_1", data=np.zeros((4, 5)))
+        Nxmx(STREAM_V1, NexusConfig()).write(det, {"pixel_mask": np.ones((4, 5), np.uint32)},
+                                             (4, 5), 2)
+        assert isinstance(det["pixel_mask"], h5py.Group)
+    assert "groups where NXmx has fields, left as they are: " \
+        "/entry/instrument/detector/pixel_mask" in caplog.text
