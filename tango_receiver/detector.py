@@ -21,7 +21,8 @@ from .codecs.cbor_view import cbor_type
 from .codecs.limits import check_shape, dtype_name
 from .decoding import (PlaceRefusal, announced_images, bslz4_channel, check_raw_size, describe,
                        internal_pixels, json_head, json_part, non_negative_int, scaler_channel,
-                       shape_dtype, single_blob, v1_array, v1_format, v1_pixels, v2_metadata)
+                       shape_dtype, single_blob, v1_array, v1_format, v1_pixels, v1_times,
+                       v2_metadata, v2_times)
 from .lane import AVAILABLE as LANE_BUILT
 from .lane import Candidate, LaneForm, LaneSource
 from .messages import Channel, Header, Image, InvalidMessage, Message, Parts, SeriesEnd
@@ -246,8 +247,8 @@ class Eiger(Detector):
         else:
             channel = self.raw_channel("data", shape, dtype.newbyteorder("<"),
                                        v1_pixels(encoding, blob, shape, dtype))
-        # parts[3], dconfig-1.0, holds the frame's timing, which the file does not keep
-        return Image(msg_number=frame + 1, frame=frame, channels=[channel])
+        return Image(msg_number=frame + 1, frame=frame, channels=[channel],
+                     times=v1_times(parts))
 
 
 class DectrisStream2(Detector):
@@ -301,7 +302,8 @@ class DectrisStream2(Detector):
         if not isinstance(data, Mapping) or not data:
             raise InvalidMessage(f"image {image_id}: no data channels")
         channels = [self.v2_channel(str(name), value) for name, value in data.items()]
-        return Image(msg_number=image_id + 1, frame=image_id, channels=channels)
+        return Image(msg_number=image_id + 1, frame=image_id, channels=channels,
+                     times=v2_times(msg))
 
     def v2_channel(self, name: str, value: Any) -> Channel:
         if not isinstance(value, cbor_v2.MultiDimArray):

@@ -89,6 +89,8 @@ class Image:
     #: what the frame says about the series (a Pilatus CBF mini-header): the writer keeps the
     #: first frame's with the header's metadata
     metadata: dict[str, Any] | None = None
+    #: (start, stop, real) time of the exposure in seconds, where the detector sends them
+    times: tuple[float, float, float] | None = None
 
     @property
     def nbytes_stored(self) -> int:

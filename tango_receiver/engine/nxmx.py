@@ -310,3 +310,40 @@ def _array(det: h5py.Group, name: str, value: np.ndarray, path: tuple[Any, ...])
         det[name] = copy
     else:
         _field(det, name, value)
+
+
+class FrameTimes:
+    """Each frame's exposure start, stop and real time, as NXdetector ``start_time``,
+    ``stop_time``, ``real_time`` (s, one value per frame of ``data``), written with
+    ``sequence_number`` at every flush. A frame that came without them (stream v1 frames the
+    compiled lane took: it does not read ``dconfig``) holds NaN."""
+
+    NAMES = ("start_time", "stop_time", "real_time")
+    UNKNOWN = (math.nan, math.nan, math.nan)
+
+    def __init__(self, det: h5py.Group, start: int) -> None:
+        self._datasets = []
+        for name in self.NAMES:
+            ds = det.get(name)
+            if not isinstance(ds, h5py.Dataset) or ds.ndim != 1:
+                ds = det.create_dataset(name, shape=(0,), maxshape=(None,), dtype="float64",
+                                        chunks=(4096,), fillvalue=math.nan)
+                ds.attrs["units"] = "s"
+            self._datasets.append(ds)
+        self._next = start  # the data index of the first frame not yet written here
+        self._pending: list[tuple[float, float, float]] = []
+
+    def add(self, times: tuple[float, float, float] | None) -> None:
+        self._pending.append(times or self.UNKNOWN)
+
+    def add_unknown(self, count: int) -> None:
+        self._pending.extend([self.UNKNOWN] * count)
+
+    def write(self) -> None:
+        if not self._pending:
+            return
+        end = self._next + len(self._pending)
+        for ds, values in zip(self._datasets, zip(*self._pending, strict=True), strict=True):
+            ds.resize(max(end, ds.shape[0]), axis=0)
+            ds[self._next:end] = values
+        self._next, self._pending = end, []

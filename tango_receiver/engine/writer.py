@@ -27,7 +27,7 @@ import numpy as np
 
 from ..codecs import bslz4
 from .chunk_writer import write_chunks
-from .nxmx import Nxmx
+from .nxmx import FrameTimes, Nxmx
 from ..messages import Channel, FrameRun, Header, Image
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,7 @@ class SeriesWriter:
         self._seq_base = 0  # sequence_number entries of series appended to before
         self._last_flush = time.monotonic()
         self._nxmx = nxmx  # written at the first frame, when its shape is known
+        self._times: FrameTimes | None = None  # where the first frame has its times
         self._metadata = header.metadata
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -194,6 +195,8 @@ class SeriesWriter:
         if self._nxmx is not None:
             self._nxmx.write(self._det, self._metadata | (image.metadata or {}),
                              image.channels[0].shape, self.nimages)
+        if image.times is not None:
+            self._times = FrameTimes(self._det, self._start)
 
     # --- frames --------------------------------------------------------------------------
     def write(self, image: Image) -> None:
@@ -221,6 +224,8 @@ class SeriesWriter:
                               f"{_reason(exc)}") from None
         self.written += 1
         self._frame_numbers.append(image.frame)
+        if self._times is not None:
+            self._times.add(image.times)
         self.maybe_flush(time.monotonic())
 
     def takes(self, run: FrameRun) -> bool:
@@ -241,6 +246,8 @@ class SeriesWriter:
                               f"{_reason(exc)}") from None
         self.written += written
         self._frame_numbers.extend(range(run.first, run.first + written))
+        if self._times is not None:
+            self._times.add_unknown(written)
         if written < len(run):
             self.failed = True
             cause = OSError(err, os.strerror(err)) if err else OSError("HDF5 refused the chunk")
@@ -283,6 +290,8 @@ class SeriesWriter:
         if pending:
             self._seq.resize(start + len(pending), axis=0)
             self._seq[start:] = pending
+        if self._times is not None:
+            self._times.write()
 
     def _trim(self) -> None:
         if self._capacity > self._start + self.written:

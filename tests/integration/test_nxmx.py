@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from conftest import make_config, run_series
+from tango_receiver.codecs import cbor_v2
 from tango_receiver.engine.nxmx import UNKNOWN, Nxmx
 from tango_receiver.mx import STREAM_V1
 from tango_receiver.receiver_config import NexusConfig
@@ -54,10 +55,11 @@ def test_stream_v1_capture_is_nxmx_with_its_geometry(tmp_path, sender, fixtures_
     target = tmp_path / "v1.h5"
     messages = capture_v1(fixtures_dir / "captured" / "eiger-stream-v1-eiger1-1m.zip", str(target))
     config = json.loads(messages[0][1])
-    if geometry == "beam-centre-set":  # the capture has 0, 0 and 0 m: make the metres show
+    lane = geometry == "as-captured"  # the compiled lane (if built) does not read dconfig
+    if not lane:  # the capture has 0, 0 and 0 m: make the metres show
         config |= {"beam_center_x": 512.25, "beam_center_y": 530.5, "detector_distance": 0.125}
         messages[0][1] = json.dumps(config).encode()
-    receiver, snap = run_series(make_config(sender.port, tmp_path, "Eiger",
+    receiver, snap = run_series(make_config(sender.port, tmp_path, "Eiger", fast_lane=lane,
                                             dset_name=f"{EIGER}/data"), sender, messages)
     receiver.close()
     assert snap.frames_written == 9
@@ -105,6 +107,15 @@ def test_stream_v1_capture_is_nxmx_with_its_geometry(tmp_path, sender, fixtures_
         assert det["pixel_mask"] == det["metadata/pixel_mask"]
         assert det["flatfield"] == det["metadata/flatfield"]
         assert f["/entry/data/data"].shape == (9, 1065, 1030)
+        # each frame's dconfig times, in seconds; NaN only for frames the lane took
+        sent = np.array([[json.loads(m[3])[k] / 1e9 for k in ("start_time", "stop_time",
+                                                              "real_time")]
+                         for m in messages[1:-1]])
+        stored = np.stack([det[k][()] for k in ("start_time", "stop_time", "real_time")], 1)
+        assert det["real_time"].attrs["units"] == "s" and stored.shape == (9, 3)
+        kept = ~np.isnan(stored[:, 0])
+        assert kept[0] and (lane or kept.all())
+        np.testing.assert_array_equal(stored[kept], sent[kept])
 
 
 def test_stream_v2_capture_is_nxmx(tmp_path, sender, fixtures_dir):
@@ -135,6 +146,10 @@ def test_stream_v2_capture_is_nxmx(tmp_path, sender, fixtures_dir):
         assert det["pixel_mask"] == det["metadata/pixel_mask/threshold_1"]
         assert det["x_pixel_size"][()] == 7.5e-5 and det["count_time"].attrs["units"] == "s"
         assert text(f["/entry/start_time"]) == "2024-03-07T14:43:31.193000+01:00"
+        images = [cbor_v2.decode(memoryview(m[0])) for m in messages[1:-1]]
+        for key in ("start_time", "stop_time", "real_time"):
+            assert det[key].attrs["units"] == "s"
+            assert list(det[key][()]) == [i[key][0] / i[key][1] for i in images]
 
 
 def test_pilatus_mini_header_makes_nxmx_and_missing_names_are_logged_once(tmp_path, sender,
