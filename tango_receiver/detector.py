@@ -351,8 +351,11 @@ class Pilatus(Detector):
         except ValueError as exc:
             raise InvalidMessage(f"frame {frame}: {exc}") from None
         # every frame carries the mini-header; the writer reads the first one's (NXmx)
+        metadata: dict[str, Any] = {"cbf": cbf.mini_header(blob)}
+        if self.transform.rotate:
+            metadata["rotated_clockwise"] = True  # the mini-header's geometry is the detector's
         return Image(msg_number=number, frame=frame, channels=[self.pixels_channel("data", image)],
-                     metadata={"cbf": cbf.mini_header(blob)})
+                     metadata=metadata)
 
 
 class OrcaLightning(Detector):

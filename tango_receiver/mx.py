@@ -71,7 +71,8 @@ STREAM_V2: Table = {
 }
 
 #: Pilatus: the CBF mini-header of the series' first frame, as ``codecs.cbf.mini_header``
-#: reads it (the Pilatus decoder puts it under ``cbf``); the oscillation is taken as omega's
+#: reads it (the Pilatus decoder puts it under ``cbf``, and ``rotated_clockwise`` beside it
+#: when the frames are stored turned); the oscillation is taken as omega's
 PILATUS_CBF: Table = {
     "description": ("cbf", "Detector"),
     "serial": ("cbf", "serial"),
@@ -88,6 +89,7 @@ PILATUS_CBF: Table = {
     "saturation_value": ("cbf", "Count_cutoff"),
     "threshold_energy": ("cbf", "Threshold_setting"),
     "start_time": ("cbf", "timestamp"),
+    "rotated_clockwise": ("rotated_clockwise",),
     "omega_start": ("cbf", "Start_angle"),
     "omega_increment": ("cbf", "Angle_increment"),
 }

@@ -53,13 +53,17 @@ DETECTOR_FIELDS: dict[str, tuple[str, str | None]] = {
     "countrate_correction_applied": ("countrate_correction_applied", None),
     "virtual_pixel_correction_applied": ("virtual_pixel_interpolation_applied", None),
 }
+#: fast and slow pixel directions (McStas axes) of frames as read out, and turned clockwise
+UPRIGHT = ((-1.0, 0.0, 0.0), (0.0, -1.0, 0.0))
+ROTATED = ((0.0, 1.0, 0.0), (-1.0, 0.0, 0.0))
 #: every field this module may write into the detector group
 FIELD_NAMES = (*(name for name, _ in DETECTOR_FIELDS.values()), "sensor_material",
                "sensor_thickness", "pixel_mask", "flatfield", "distance_derived", "depends_on")
 TEXT_FACTS = frozenset({"description", "serial", "sensor_material", "start_time",
                         "instrument_name", "instrument_short_name", "source_name",
                         "source_short_name", "sample_name"})
-FLAG_FACTS = frozenset(f for f in DETECTOR_FIELDS if f.endswith("_applied"))
+FLAG_FACTS = frozenset({*(f for f in DETECTOR_FIELDS if f.endswith("_applied")),
+                        "rotated_clockwise"})
 
 
 class Nxmx:
@@ -85,6 +89,7 @@ class Nxmx:
     def _write(self, det: h5py.Group, metadata: Mapping[str, Any], frame: tuple[int, ...],
                nimages: int | None, now: datetime | None) -> None:
         facts, odd = _checked(read_facts(metadata, self.table), frame)
+        facts = _as_stored(facts, frame)
         missing: list[str] = []
         entry = det.file["entry"]
         _field(entry, "definition", "NXmx")
@@ -201,6 +206,27 @@ def _checked(facts: dict[str, Any], frame: tuple[int, ...]) -> tuple[dict[str, A
     return good, odd
 
 
+def _as_stored(facts: dict[str, Any], frame: tuple[int, ...]) -> dict[str, Any]:
+    """Beam centre and pixel sizes of the frames as stored: a Pilatus frame turned 90 degrees
+    clockwise (``rotate``) has the detector's columns as rows, its rows reversed as columns,
+    while the stream describes the detector as it reads out."""
+    if not facts.get("rotated_clockwise"):
+        return facts
+    turned = dict(facts)
+    turned.pop("x_pixel_size", None)
+    turned.pop("y_pixel_size", None)
+    turned.pop("beam_center_x", None)
+    turned.pop("beam_center_y", None)
+    if "y_pixel_size" in facts:
+        turned["x_pixel_size"] = facts["y_pixel_size"]
+    if "x_pixel_size" in facts:
+        turned["y_pixel_size"] = facts["x_pixel_size"]
+    if "beam_center_x" in facts and "beam_center_y" in facts:
+        turned["beam_center_x"] = frame[-1] - 1 - facts["beam_center_y"]
+        turned["beam_center_y"] = facts["beam_center_x"]
+    return turned
+
+
 def _geometry(det: h5py.Group, facts: dict[str, Any], frame: tuple[int, ...],
               missing: list[str]) -> None:
     """Detector translation (``distance`` along the beam), one NXdetector_module over the whole
@@ -222,18 +248,21 @@ def _geometry(det: h5py.Group, facts: dict[str, Any], frame: tuple[int, ...],
         if fact not in facts:
             missing.append(fact)
         pixel.append(facts.get(fact, UNKNOWN_NUMBER))
+    fast, slow = ROTATED if facts.get("rotated_clockwise") else UPRIGHT
     if "beam_center_x" in facts and "beam_center_y" in facts:
-        offset = np.array([facts["beam_center_x"] * pixel[0], facts["beam_center_y"] * pixel[1],
-                           0.0])
+        # the first pixel sits where the beam-centre pixel is moved back onto the beam
+        offset = -(facts["beam_center_x"] * pixel[0] * np.array(fast)
+                   + facts["beam_center_y"] * pixel[1] * np.array(slow))
         length = float(np.linalg.norm(offset))
-        ds = _field(module, "module_offset", length, "m")
-        _transformation(ds, "translation", tuple(offset / length) if length else (1.0, 0.0, 0.0),
-                        outer)
-        outer = ds.name
+        if math.isfinite(length):
+            ds = _field(module, "module_offset", length, "m")
+            _transformation(ds, "translation",
+                            tuple(offset / length) if length else (1.0, 0.0, 0.0), outer)
+            outer = ds.name
     else:
         missing.append("beam_center")
-    for name, size, vector in (("fast_pixel_direction", pixel[0], (-1.0, 0.0, 0.0)),
-                               ("slow_pixel_direction", pixel[1], (0.0, -1.0, 0.0))):
+    for name, size, vector in (("fast_pixel_direction", pixel[0], fast),
+                               ("slow_pixel_direction", pixel[1], slow)):
         _transformation(_field(module, name, size, "m"), "translation", vector, outer)
 
 

@@ -179,6 +179,37 @@ def test_pilatus_mini_header_makes_nxmx_and_missing_names_are_logged_once(tmp_pa
         assert text(f["/entry/sample/depends_on"]) == "."
 
 
+def pixel_position(module: h5py.Group, column: float, row: float) -> np.ndarray:
+    """Where the chain puts a stored pixel, in the detector's frame (before the distance)."""
+    fast, slow = module["fast_pixel_direction"], module["slow_pixel_direction"]
+    return position(module["module_offset"]) + column * fast[()] * fast.attrs["vector"] \
+        + row * slow[()] * slow.attrs["vector"]
+
+
+def test_pilatus_rotated_frames_get_the_rotated_geometry(tmp_path, sender):
+    """``rotate`` stores the frames turned clockwise: each stored pixel is placed where the
+    mini-header's geometry places the detector pixel it came from."""
+    frames = synthetic_frames(2, (20, 30), "int32", rate=1.0)
+    target = tmp_path / "rotated.h5"
+    config = make_config(sender.port, tmp_path, "Pilatus", rotate=True)
+    receiver, snap = run_series(config, sender, pilatus_series(frames, str(target)))
+    receiver.close()
+    assert snap.frames_written == 2
+    assert nxmx_errors(target) == 0
+    size, (beam_x, beam_y) = 172e-6, (15.0, 10.0)  # the simulator: the frame's middle
+    with h5py.File(target, "r") as f:
+        det = f["/entry/instrument/detector"]
+        assert f["/entry/data/data"].shape == (2, 30, 20)
+        assert (det["beam_center_x"][()], det["beam_center_y"][()]) == (19 - beam_y, beam_x)
+        np.testing.assert_allclose(pixel_position(det["module"], 19 - beam_y, beam_x), 0,
+                                   atol=1e-12)
+        for column, row in ((0, 0), (29, 0), (7, 13), (29, 19)):  # as the detector reads out
+            read_out = size * np.array([beam_x - column, beam_y - row, 0])
+            stored = pixel_position(det["module"], 19 - row, column)  # np.rot90(image, -1)
+            np.testing.assert_allclose(stored, read_out, atol=1e-12)
+            assert f["/entry/data/data"][0, column, 19 - row] == frames[0][row, column]
+
+
 def test_general_detector_stays_plain_nexus(tmp_path, sender):
     target = tmp_path / "zyla.h5"
     frames = synthetic_frames(2, (20, 30), "uint16")
