@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -108,7 +108,7 @@ class PlaceRefusal:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: type | None, exc: BaseException | None, trace: Any) -> bool:
+    def __exit__(self, kind: type | None, exc: BaseException | None, trace: Any) -> Literal[False]:
         if isinstance(exc, InvalidMessage):
             value = self.head.get(self.key)
             if type(value) is int and value >= 0:
@@ -200,6 +200,32 @@ def v2_metadata(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)  # datetimes and other tagged scalars
+
+
+def v2_user_data(value: Any) -> tuple[Mapping[str, Any] | None, str]:
+    """A stream v2 start's ``user_data`` as a mapping, and why not where it is none.
+
+    Senders put the beamline's JSON there as a CBOR map, a text string or a byte string (the
+    senders of the system this replaces send bytes); the filename is read from it.
+    """
+    if value is None:
+        return None, "the start message has no user_data (where the filename is given)"
+    if isinstance(value, Mapping):
+        return value, ""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        try:
+            value = bytes(value).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return None, f"user_data is a byte string but not UTF-8 JSON ({exc})"
+    if not isinstance(value, str):
+        return None, f"user_data is a {type(value).__name__}, not JSON naming a filename"
+    try:
+        parsed = json.loads(value)
+    except ValueError as exc:
+        return None, f"user_data is not JSON ({exc}): {value!r:.80}"
+    if not isinstance(parsed, dict):
+        return None, f"user_data is JSON {type(parsed).__name__}, not an object with a filename"
+    return parsed, ""
 
 
 def v1_times(parts: Parts) -> tuple[float, float, float] | None:

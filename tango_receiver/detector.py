@@ -22,7 +22,7 @@ from .codecs.limits import check_shape, dtype_name
 from .decoding import (PlaceRefusal, announced_images, bslz4_channel, check_raw_size, describe,
                        internal_pixels, json_head, json_part, non_negative_int, scaler_channel,
                        shape_dtype, single_blob, v1_array, v1_format, v1_pixels, v1_times,
-                       v2_metadata, v2_times)
+                       v2_metadata, v2_times, v2_user_data)
 from .lane import AVAILABLE as LANE_BUILT
 from .lane import Candidate, LaneForm, LaneSource
 from .messages import Channel, Header, Image, InvalidMessage, Message, Parts, SeriesEnd
@@ -85,12 +85,16 @@ class Detector:
     unsplittable: ClassVar[str | None] = None
     #: ``tango-receiver simulate NAME`` and the function that makes a series of this wire form
     simulator: ClassVar[Simulator] = Simulator("internal", sim_internal.simulate)
+    #: ``compress`` where the entry has no such key: what the system this replaces stored for
+    #: such an entry (uncompressed frames as they came, plain h5py reads them)
+    compress_default: ClassVar[bool] = False
     #: where its series metadata holds what NXmx needs (mx.py); None: plain NeXus, no MX fields
     mx_keys: ClassVar[Table | None] = None
 
     def __init__(self, config: ReceiverConfig) -> None:
         self.config = config
         self.name = config.name
+        self.compress = self.compress_default if config.compress is None else config.compress
 
     @staticmethod
     def message_type(parts: Parts) -> str | None:
@@ -117,11 +121,15 @@ class Detector:
         number = non_negative_int(head, "msg_number")
         if htype == self.types.image:
             with PlaceRefusal(head, "msg_number"):
-                return self.decode_image(head, number, parts)
+                image = self.decode_image(head, number, parts)
+            image.discard = head.get("discard") is True
+            return image
         if htype == self.types.header:
             meta = json_part(parts, 1, "header metadata") if len(parts) > 1 else {}
+            # existing senders put save_raw in the metadata part, where the original read it
+            save_raw = head.get("save_raw", meta.get("save_raw", True))
             return Header(msg_number=number, filename=str(head.get("filename") or ""),
-                          save_raw=bool(head.get("save_raw", True)), metadata=meta,
+                          save_raw=bool(save_raw), metadata=meta,
                           series_id=head.get("series_id"), nimages=head.get("nimages"))
         if htype == self.types.end:
             return SeriesEnd(msg_number=number)
@@ -153,14 +161,14 @@ class Detector:
         """Uncompressed pixels: checked, and compressed here in the worker when configured."""
         check_raw_size(blob, shape, dtype)
         chunk = None
-        if self.config.compress:
+        if self.compress:
             chunk = bslz4.encode_chunk(np.frombuffer(blob, dtype=dtype).reshape(shape))
         return Channel(name, shape, dtype_name(dtype), "none", blob, chunk)
 
     def pixels_channel(self, name: str, pixels: np.ndarray) -> Channel:
         """Pixels made here (decoded, unpacked, put together) are forwarded as they are stored:
         one bitshuffle-LZ4 chunk when ``compress`` is on, raw otherwise (see Internals.md)."""
-        if self.config.compress:
+        if self.compress:
             return Channel(name, pixels.shape, dtype_name(pixels.dtype), "bslz4",
                            bslz4.encode_chunk(pixels))
         return Channel(name, pixels.shape, dtype_name(pixels.dtype), "none",
@@ -216,10 +224,12 @@ class Eiger(Detector):
             raise InvalidMessage(f"dheader-1.0 with header_detail {detail!r} has {len(parts)} parts")
         meta: dict[str, Any] = {}
         nimages = None
+        aliases: dict[str, str] = {}
         if expected >= 2:
             config = json_part(parts, 1, "detector config")
             meta["config"] = config
             nimages = announced_images(config)
+            aliases = {str(key): f"config/{key}" for key in config}  # .../eiger/count_time
         if expected == 8:
             for index, name in ((2, "flatfield"), (4, "pixel_mask"), (6, "countrate_table")):
                 meta[name] = v1_array(json_part(parts, index, name), parts[index + 1], name)
@@ -227,7 +237,7 @@ class Eiger(Detector):
         if appendix:
             meta["appendix"] = appendix
         return Header(msg_number=0, filename=str(appendix.get("filename") or ""), metadata=meta,
-                      series_id=head.get("series"), nimages=nimages)
+                      series_id=head.get("series"), nimages=nimages, aliases=aliases)
 
     def decode_v1_image(self, head: dict[str, Any], parts: Parts) -> Image:
         if len(parts) < 3:
@@ -281,20 +291,20 @@ class DectrisStream2(Detector):
         raise InvalidMessage(f"unknown message type {mtype!r}")
 
     def decode_v2_start(self, msg: Mapping[str, Any]) -> Header:
-        user_data = msg.get("user_data")
-        if isinstance(user_data, str):
-            try:
-                user_data = json.loads(user_data)
-            except ValueError:
-                pass
-        filename = user_data.get("filename", "") if isinstance(user_data, Mapping) else ""
+        user_data, problem = v2_user_data(msg.get("user_data"))
+        filename = user_data.get("filename", "") if user_data is not None else ""
         meta = {k: v2_metadata(v) for k, v in msg.items() if k != "type"}
-        if isinstance(user_data, Mapping):
+        if user_data is not None:
             meta["user_data"] = v2_metadata(user_data)  # beamline keys as a group, not a string
+        thresholds = meta.get("threshold_energy")
+        # the system this replaces wrote each threshold's energy as a field of its own
+        aliases = {str(k): f"threshold_energy/{k}" for k in thresholds} \
+            if isinstance(thresholds, dict) else {}
         nimages = msg.get("number_of_images")
         return Header(msg_number=0, filename=str(filename or ""), metadata=meta,
                       series_id=msg.get("series_id"),
-                      nimages=int(nimages) if isinstance(nimages, int) else None)
+                      nimages=int(nimages) if isinstance(nimages, int) else None,
+                      no_file_reason=problem, aliases=aliases)
 
     def decode_v2_image(self, msg: Mapping[str, Any]) -> Image:
         image_id = non_negative_int(msg, "image_id")
@@ -329,6 +339,7 @@ class Pilatus(Detector):
 
     options = frozenset(IMAGE_OPTIONS)
     pipeline = "PilatusPipeline"
+    compress_default = True  # the PilatusPipeline compressed unless told not to
     simulator = Simulator("pilatus", sim_pilatus.simulate)
     mx_keys = PILATUS_CBF
 
@@ -374,7 +385,7 @@ class OrcaLightning(Detector):
                                  f"{head.get('compression')!r}; packed frames are sent as is")
         blob = single_blob(parts, frame)
         try:
-            pixels = mono12p.unpack(blob, head.get("shape"))
+            pixels = mono12p.unpack(blob, head.get("shape") or ())
         except ValueError as exc:
             raise InvalidMessage(f"frame {frame}: {exc}") from None
         return Image(msg_number=number, frame=frame, channels=[self.pixels_channel("data", pixels)])
@@ -409,7 +420,9 @@ class Lambda(Detector):
         heads = self.module_heads(parts)
         if heads[0].get("htype") == self.types.image:
             with PlaceRefusal(heads[0], "msg_number"):
-                return self.decode_modules_image(heads, parts)
+                image = self.decode_modules_image(heads, parts)
+            image.discard = heads[0].get("discard") is True
+            return image
         message = super().decode(parts[0])
         if isinstance(message, Header):
             message.metadata = message.metadata | self.geometry(parts)
@@ -438,7 +451,7 @@ class Lambda(Detector):
         planes = []
         for i, (head, parts) in enumerate(zip(heads, modules)):
             try:
-                planes.append(internal_pixels(head, single_blob(parts, frame)))
+                planes.append(internal_pixels(self.module_spec(head), single_blob(parts, frame)))
             except InvalidMessage as exc:
                 raise InvalidMessage(f"frame {frame}: module {i}: {exc}") from None
         kinds = {(p.shape, p.dtype.name) for p in planes}
@@ -447,6 +460,21 @@ class Lambda(Detector):
                                  f"{sorted(kinds)}")
         return Image(msg_number=number, frame=frame,
                      channels=[self.pixels_channel("data", np.stack(planes))])
+
+    def module_spec(self, head: dict[str, Any]) -> dict[str, Any]:
+        """What one module's blob holds. A head with ``chunks`` is in the form of the system
+        this replaces: ``shape`` is the merged frame's ``[modules, H, W]`` and ``chunks``
+        ``[1, H, W]``, one module's blob being one chunk of it. Without ``chunks``, ``shape`` is
+        the module's own."""
+        chunks = head.get("chunks")
+        if chunks is None:
+            return head
+        shape = head.get("shape")
+        if not (isinstance(chunks, list) and isinstance(shape, list) and len(shape) == 3
+                and chunks == [1, *shape[1:]] and shape[0] == self.modules):
+            raise InvalidMessage(f"shape {shape!r} with chunks {chunks!r}: expected the merged "
+                                 f"frame [{self.modules}, H, W] in chunks [1, H, W]")
+        return head | {"shape": chunks[1:]}
 
     def geometry(self, modules: ModuleSet) -> dict[str, Any]:
         """Where each module sits: per-module ``x``, ``y``, ``rotation``, and ``full_shape``."""

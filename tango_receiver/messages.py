@@ -35,6 +35,11 @@ class Header:
     metadata: dict[str, Any] = field(default_factory=dict)
     series_id: Union[int, str, None] = None
     nimages: int | None = None  # when the detector announces it: lets the writer preallocate
+    #: why the decoder found no filename where the detector gives one (said when the series opens)
+    no_file_reason: str = ""
+    #: detector-group name -> path under ``metadata/`` for fields the system this replaces wrote
+    #: under another name than the detector's (stream v2 ``threshold_energy/threshold_1``)
+    aliases: dict[str, str] = field(default_factory=dict)
 
     @property
     def saves(self) -> bool:
@@ -86,6 +91,9 @@ class Image:
     channels: list[Channel]
     wire: list[Buffer] | None = None  # the parts as received, when they are already this format
     nbytes_wire: int = 0  # every byte of the message(s) it came in: set by the receiver
+    #: the sender's ``"discard": true``: received, forwarded and shown, never written (frames a
+    #: detector sends before or after the ones the scan wants)
+    discard: bool = False
     #: what the frame says about the series (a Pilatus CBF mini-header): the writer keeps the
     #: first frame's with the header's metadata
     metadata: dict[str, Any] | None = None

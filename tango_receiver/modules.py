@@ -88,11 +88,12 @@ class ModuleAligner:
             return [self._take(i) if h is not None and h.position is None
                     else ModuleGap("not compared: another module's message is unreadable")
                     for i, h in enumerate(heads)]
-        target = min(h.position.order for h in present)
-        oldest = min(h.arrived for h in present if h.position.order == target)
+        orders = {id(h): h.position.order for h in present if h.position is not None}
+        target = min(orders.values())
+        oldest = min(h.arrived for h in present if orders[id(h)] == target)
         if len(present) < len(heads) and self.clock() - oldest < self.timeout_s:
             return None  # a module may still be on its way
-        return [self._take(i) if h is not None and h.position.order == target
+        return [self._take(i) if h is not None and orders[id(h)] == target
                 else self._gap(h) for i, h in enumerate(heads)]
 
     def _take(self, module: int) -> Parts:

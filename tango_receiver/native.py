@@ -8,6 +8,7 @@ optionally) or cannot bind: the Python path then does all the work.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from types import ModuleType
 
@@ -15,15 +16,19 @@ import h5py.h5d
 
 log = logging.getLogger(__name__)
 
-v1lane: ModuleType | None
-try:
-    from . import _v1lane as v1lane
-    # pyzmq's Cython backend is the module that links libzmq (not so with its CFFI one)
-    import zmq.backend.cython._zmq as zmq_extension
-except ImportError as exc:  # not built (no C compiler), or pyzmq without its Cython backend
-    log.info("compiled lane off (%s): every frame takes the Python path", exc)
-    v1lane = None
-else:
-    v1lane.bind(zmq_extension.__file__, h5py.h5d.__file__)
+
+def _load() -> ModuleType | None:
+    try:
+        extension = importlib.import_module(f"{__package__}._v1lane")
+        # pyzmq's Cython backend is the module that links libzmq (not so with its CFFI one)
+        zmq_backend = importlib.import_module("zmq.backend.cython._zmq")
+    except ImportError as exc:  # not built (no C compiler), or pyzmq without its Cython backend
+        log.info("compiled lane off (%s): every frame takes the Python path", exc)
+        return None
+    extension.bind(zmq_backend.__file__, h5py.h5d.__file__)
+    return extension
+
+
+v1lane = _load()
 
 AVAILABLE = v1lane is not None

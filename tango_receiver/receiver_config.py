@@ -74,7 +74,9 @@ class ReceiverConfig(BaseModel):
     write_roots: list[Path] = Field(default_factory=default_write_roots)
     # transformation of the frames, run in the decoder workers
     pipeline: str | None = None
-    compress: bool = True  # uncompressed frames are stored bitshuffle-LZ4
+    # store uncompressed frames bitshuffle-LZ4; None: the class's default (``compress_default``,
+    # what existing deployments' entries without the key stored: raw, but Pilatus compressed)
+    compress: bool | None = None
     verify_chunks: bool = False  # also walk each pre-compressed chunk's block table (Internals.md)
     fast_lane: bool = True  # stream v1: a running series' frames through the compiled lane (lane.py)
     rotate: bool = False

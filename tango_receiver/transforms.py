@@ -110,7 +110,7 @@ def mask_regions(mask: Sequence[Sequence[int]]) -> tuple[Region, ...]:
         (r0, r1), (c0, c1) = mask
         bounds = [(r0, r1, c0, c1)]
     elif lengths == {4}:
-        bounds = [tuple(item) for item in mask]
+        bounds = [(r0, r1, c0, c1) for r0, r1, c0, c1 in mask]
     else:
         raise ValueError(f"mask must be [[row_start, row_stop], [col_start, col_stop]] or a list "
                          f"of [row_start, row_stop, col_start, col_stop], got {mask!r}")

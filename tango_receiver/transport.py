@@ -108,8 +108,8 @@ def wire_nbytes(parts: Parts | ModuleSet) -> int:
 
 def _position(parts: Parts) -> Position | None:
     """Where a module's message stands in its stream, or None when its header part does not say."""
-    head = json_head(parts)
-    number = head.get("msg_number") if head is not None else None
+    head = json_head(parts) or {}
+    number = head.get("msg_number")
     if type(number) is not int or number < 0:
         return None
     return Position(number, head.get("htype") == "header")

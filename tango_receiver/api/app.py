@@ -13,7 +13,7 @@ import io
 import logging
 import pickle
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated
 from urllib.parse import quote
 
 import numpy as np
@@ -23,9 +23,10 @@ from fastapi_offline import FastAPIOffline
 from PIL import Image as PILImage
 from pydantic import BaseModel
 
-from ..engine.liveview import DOWNSAMPLE_MAX, DOWNSAMPLE_MIN, LiveFrame, effective_downsample
+from ..engine.liveview import (DOWNSAMPLE_MAX, DOWNSAMPLE_MIN, LiveFrame, LiveView,
+                               effective_downsample)
 from ..engine.receiver import Receiver
-from ..engine.stats import StatsSnapshot
+from ..engine.stats import State, StatsSnapshot
 from . import metrics
 from .liveview_page import render_page
 
@@ -58,7 +59,7 @@ WILDCARD_PREFERENCE = (FrameFormat.png, FrameFormat.pickle, FrameFormat.raw, Fra
 
 
 class StatusOut(BaseModel):
-    state: Literal["idle", "running", "error"]
+    state: State
     error: str | None = None
 
 
@@ -154,13 +155,15 @@ def last_frame(
     if chosen is None:
         raise HTTPException(406, f"cannot serve {accept!r}; /last_frame serves "
                                  f"{', '.join(MEDIA_TYPES.values())} (or ?format=...)")
+    if chosen is FrameFormat.pickle:
+        body = pickled(receiver.liveview, receiver.downsample)
+        if body is None:
+            raise HTTPException(404, "no frame to show yet")
+        return Response(body, media_type=MEDIA_TYPES[chosen], headers=NO_STORE)
     view = receiver.liveview.view(receiver.downsample)
     if view is None:
         raise HTTPException(404, "no frame to show yet")
     frame, arrays = view
-    if chosen is FrameFormat.pickle:
-        return Response(pickled(frame, arrays, receiver.downsample),
-                        media_type=MEDIA_TYPES[chosen], headers=NO_STORE)
     if channel >= len(frame.channels):
         raise HTTPException(404, f"frame {frame.frame} has {len(frame.channels)} channel(s); "
                                  f"no channel {channel}")
@@ -209,13 +212,28 @@ def negotiate(accept: str | None) -> FrameFormat | None:
     return None
 
 
-def pickled(frame: LiveFrame, arrays: tuple[np.ndarray, ...], factor: int) -> bytes:
-    """The existing clients' form; the header's shape and type describe the blobs as sent."""
-    factor = effective_downsample(frame.channels[0].shape, factor)
-    header = frame.header | {"shape": list(arrays[0].shape), "type": arrays[0].dtype.name,
-                             "compression": "none", "downsample": factor}
-    blobs = [np.ascontiguousarray(a).tobytes() for a in arrays]
-    return pickle.dumps([header, *blobs], protocol=PICKLE_PROTOCOL)
+def pickled(liveview: LiveView, downsample: int) -> bytes | None:
+    """What the system this replaces answers, so existing clients read it unchanged: the
+    parts as they came (``LiveFrame.parts``: a compressed blob as its bitshuffle-LZ4 chunk), or,
+    for an uncompressed uint16 frame with ``downsample > 1``, the header with the binned shape
+    and the binned uint16 pixels as a numpy array. None: no frame yet."""
+    frame = liveview.latest()
+    if frame is None:
+        return None
+    parts = frame.parts()
+    if downsample > 1 and _binnable(parts):
+        view = liveview.view(downsample)
+        if view is not None and _binnable(binned_parts := view[0].parts()):
+            binned = view[1][0].astype(np.uint16)  # the mean, truncated as the original does
+            parts = [binned_parts[0] | {"shape": list(binned.shape)}, binned]
+    return pickle.dumps(parts, protocol=PICKLE_PROTOCOL)
+
+
+def _binnable(parts: list) -> bool:
+    """Whether the original bins this frame for live view: one uncompressed uint16 blob."""
+    header = parts[0]
+    return len(parts) == 2 and header.get("compression") == "none" \
+        and header.get("type") == "uint16"
 
 
 def frame_headers(frame: LiveFrame, array: np.ndarray, channel: int, factor: int) -> dict[str, str]:

@@ -56,7 +56,7 @@ def warm_memory(nbytes: int, directory: Path) -> None:
     try:
         with tempfile.TemporaryFile(dir=directory) as f:
             for _ in range(0, nbytes, WARM_BLOCK):
-                f.write(block)
+                f.write(block.data)
     except OSError as exc:
         log.warning("bench: memory not warmed in %s: %s", directory, exc)
 
@@ -266,7 +266,7 @@ def measure_receiver(scenario: Scenario, quick: bool, directory: Path, baseline_
         splitter.start()
         if not ready.wait(TIMEOUT_S):
             raise RuntimeError(f"{scenario.name}: splitter did not start")
-        upstreams = list(ports)
+        upstreams = list(ports[:])
     out = CTX.Queue()
     procs = [CTX.Process(target=_receive, args=(
         scenario.name, quick, upstream, str(directory), baseline_fps,

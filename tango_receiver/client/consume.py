@@ -64,7 +64,7 @@ class Report:
             self.lines += int(image)
         else:
             self.quiet_images += 1
-            self.quiet_bytes += message.nbytes
+            self.quiet_bytes += message.nbytes if isinstance(message, ImageMessage) else 0
         if isinstance(message, SeriesEndMessage):
             self.print(f"  series ended: {self.series_images} images received")
         if isinstance(message, (HeaderMessage, SeriesEndMessage)):

@@ -91,9 +91,8 @@ class SeriesStore:
             series_id = _safe(message.series_id)
             self._open(message, series_id and f"series_{series_id}")
         elif isinstance(message, ImageMessage):
-            if self.current is None:
-                self._open(None, f"joined_at_{_number(message.msg_number)}")
-            self.current.append(message)
+            current = self.current or self._open(None, f"joined_at_{_number(message.msg_number)}")
+            current.append(message)
         elif isinstance(message, SeriesEndMessage):
             self.close()
 
@@ -102,7 +101,7 @@ class SeriesStore:
             self.current.close()
             self.current = None
 
-    def _open(self, header: HeaderMessage | None, stem: str | None) -> None:
+    def _open(self, header: HeaderMessage | None, stem: str | None) -> SeriesFile:
         """A new file, never over an existing one: ``stem`` or the count of series seen."""
         self.close()
         self.series += 1
@@ -113,6 +112,7 @@ class SeriesStore:
             path = self.directory / f"{stem}_{suffix}.h5"
             suffix += 1
         self.current = SeriesFile(path, header)
+        return self.current
 
 
 def _safe(value: Any) -> str | None:

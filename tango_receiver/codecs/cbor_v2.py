@@ -189,7 +189,7 @@ def _materialise(array: TypedArray, dims: tuple[int, ...] | None) -> np.ndarray:
     return np.frombuffer(data, dtype=dt).reshape(dims)
 
 
-def _framed_dims(chunk: bytes, dt: np.dtype) -> tuple[int, ...]:
+def _framed_dims(chunk: bytes | memoryview, dt: np.dtype) -> tuple[int, ...]:
     """Length of a compressed 1-D typed array, read from its chunk header."""
     view = byte_view(chunk)
     if len(view) < _FRAMED_SIZE.size:

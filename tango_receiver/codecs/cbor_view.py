@@ -78,6 +78,7 @@ class _Decoder:
     def item(self, depth: int) -> Any:
         start = self.pos
         initial = self.view[start]
+        arg: int | None
         if initial & 0x1F < 24:  # the argument is in the head: most items of a message
             major, arg, self.pos = initial >> 5, initial & 0x1F, start + 1
         else:
@@ -90,7 +91,7 @@ class _Decoder:
         if major == UINT:
             return arg
         if major == NINT:
-            return -1 - arg
+            return -1 - _definite(arg, start)
         if major == BYTES:
             return self._bytes(arg, BYTES, depth)
         if major == SIMPLE:
@@ -101,19 +102,23 @@ class _Decoder:
             return self._array(arg, depth + 1)
         if major == MAP:
             return self._map(arg, depth + 1, start)
-        value = self.item(depth + 1)  # TAG
+        arg = _definite(arg, start)  # a tag number (TAG)
+        value = self.item(depth + 1)
         if value is _BREAK:
             raise ValueError(f"CBOR tag {arg} at byte {start} holds a break code")
         return value if arg == SELF_DESCRIBE else self.tag_hook(arg, value)
 
     def _bytes(self, length: int | None, major: int, depth: int) -> memoryview | bytes:
         if length is None:  # chunks of the same major type until a break: joined, so copied
-            chunks = []
+            chunks: list[bytes | memoryview] = []
             while (chunk := self.item(depth)) is not _BREAK:
-                if not isinstance(chunk, memoryview if major == BYTES else str):
+                if isinstance(chunk, memoryview) and major == BYTES:
+                    chunks.append(chunk)
+                elif isinstance(chunk, str) and major != BYTES:
+                    chunks.append(chunk.encode())
+                else:
                     raise ValueError(f"indefinite-length string has a {type(chunk).__name__} "
                                      f"chunk")
-                chunks.append(chunk if major == BYTES else chunk.encode())
             return b"".join(chunks)
         end = self.pos + length
         if end > len(self.view):
@@ -210,3 +215,10 @@ def cbor_type(message: Any) -> str | None:
     except (IndexError, ValueError):  # truncated, or not CBOR at all
         return None
     return None
+
+
+def _definite(arg: int | None, start: int) -> int:
+    """The argument of an item that has no indefinite-length form (negative integers, tags)."""
+    if arg is None:
+        raise ValueError(f"CBOR item at byte {start} has an indefinite length")
+    return arg

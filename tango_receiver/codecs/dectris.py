@@ -47,7 +47,7 @@ def parse_encoding(text: str) -> Encoding:
     bits, lz4_flag, order = match.groups()
     if "-" in text and bits is None:
         raise ValueError(f"unknown DECTRIS encoding {text!r}: '-' must follow bs<N>")
-    return Encoding(int(bits) if bits else None, lz4_flag is not None, order or "<")
+    return Encoding(int(bits) if bits else None, lz4_flag is not None, ">" if order == ">" else "<")
 
 
 def is_bslz4(enc: Encoding) -> bool:

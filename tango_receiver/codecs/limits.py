@@ -45,9 +45,11 @@ def dtype_of(name: str, byteorder: str = "<") -> np.dtype:
     if name not in _DTYPE_NAMES:
         raise ValueError(f"unsupported pixel type {name!r}; "
                          f"expected one of {sorted(_DTYPE_NAMES)}")
-    if byteorder not in ("<", ">"):
-        raise ValueError(f"byte order must be '<' or '>', got {byteorder!r}")
-    return np.dtype(name).newbyteorder(byteorder)
+    if byteorder == "<":
+        return np.dtype(name).newbyteorder("<")
+    if byteorder == ">":
+        return np.dtype(name).newbyteorder(">")
+    raise ValueError(f"byte order must be '<' or '>', got {byteorder!r}")
 
 
 @functools.lru_cache(maxsize=64)

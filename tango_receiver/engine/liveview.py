@@ -7,10 +7,12 @@ difference between live view costing nothing and live view costing a core.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -35,14 +37,15 @@ class LiveFrame:
     frame: int
     series_id: str
     channels: tuple[Channel, ...]
+    wire: tuple[Any, ...]  # the image in the internal format, as the secondary port sends it
 
-    @property
-    def header(self) -> dict:
-        first = self.channels[0]
-        return {"htype": "image", "msg_number": self.msg_number, "frame": self.frame,
-                "series_id": self.series_id, "shape": list(first.shape), "type": first.dtype,
-                "compression": first.compression,
-                "channels": [c.name for c in self.channels]}
+    def parts(self) -> list[Any]:
+        """The image as it came, in the form existing clients unpickle: the header as a dict
+        (with ``series_id`` beside the sender's keys), then every blob as bytes, a compressed
+        one with its 12-byte bitshuffle header."""
+        head, *blobs = self.wire
+        header = json.loads(memoryview(head).tobytes()) | {"series_id": self.series_id}
+        return [header, *(memoryview(b).tobytes() for b in blobs)]
 
     def array(self, channel: int = 0, downsample: int = 1) -> np.ndarray:
         """The plane as numpy, block-mean binned by ``downsample`` (1 = full resolution)."""
@@ -119,7 +122,7 @@ class LiveView:
             if frame is None or frame.msg_number != image.msg_number \
                     or frame.series_id != series_id or frame.channels[0] is not image.channels[0]:
                 frame = self._frame = LiveFrame(image.msg_number, image.frame, series_id,
-                                                tuple(image.channels))
+                                                tuple(image.channels), tuple(image.to_wire()))
         return frame
 
     def view(self, downsample: int = 1) -> tuple[LiveFrame, tuple[np.ndarray, ...]] | None:
@@ -178,6 +181,8 @@ class LiveView:
             self._wanted.clear()
             started = time.monotonic()
             frame = self.latest()
+            if frame is None:  # asked before any frame came
+                continue
             with self._changed:
                 stale = [k for k in self._asked
                          if k not in self._views or self._views[k][0] is not frame]

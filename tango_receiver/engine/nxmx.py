@@ -296,9 +296,9 @@ def _group(parent: h5py.Group, name: str, nx_class: str) -> h5py.Group:
 
 def _field(group: h5py.Group, name: str, value: Any, units: str | None = None) -> Any:
     """The dataset ``name``, created with ``value`` unless it exists; ``@units`` either way
-    (an existing one is kept). An existing group of that name (a per-channel map) is left as it
-    is: ``Nxmx.write`` names it in the log."""
-    if name in group:
+    (an existing one is kept). A header field linked there that is no dataset (a per-channel
+    map) gives way; any other group of that name is left as it is (``Nxmx.write`` names it)."""
+    if name in group and not _yields(group, name):
         found = group[name]
         if isinstance(found, h5py.Dataset) and units:
             found.attrs.setdefault("units", units)
@@ -310,6 +310,18 @@ def _field(group: h5py.Group, name: str, value: Any, units: str | None = None) -
     if units:
         ds.attrs["units"] = units
     return ds
+
+
+def _yields(group: h5py.Group, name: str) -> bool:
+    """Remove ``name`` where it is the soft link by which the header's field ``name`` is shown
+    in the detector group (writer.link_fields) and the field is no dataset: NXmx needs the name
+    for a field, and the header's copy stays under ``metadata/``."""
+    link = group.get(name, getlink=True)
+    if isinstance(link, h5py.SoftLink) and "/metadata/" in link.path \
+            and not isinstance(group.get(name), h5py.Dataset):
+        del group[name]
+        return True
+    return False
 
 
 def _transformation(ds: Any, kind: str, vector: tuple[float, ...], depends_on: str) -> None:
@@ -324,9 +336,8 @@ def _transformation(ds: Any, kind: str, vector: tuple[float, ...], depends_on: s
 def _array(det: h5py.Group, name: str, value: np.ndarray, path: tuple[Any, ...]) -> None:
     """A 2-D calibration array: a hard link to its copy in ``metadata/`` where that holds it
     (megabytes for a 4M detector, stored once), else written here."""
-    if name in det:
-        _field(det, name, value)
-        return
+    if name in det and not _yields(det, name):
+        return  # the header's own array linked there, or an earlier series'
     copy: Any = det.get("metadata")
     for step in path:
         if step == "*" and isinstance(copy, h5py.Group):
@@ -354,7 +365,9 @@ class FrameTimes:
         self._datasets = []
         for name in self.NAMES:
             ds = det.get(name)
-            if not isinstance(ds, h5py.Dataset) or ds.ndim != 1:
+            if not (isinstance(ds, h5py.Dataset) and ds.ndim == 1 and ds.maxshape == (None,)):
+                if name in det:  # a header field of that name: the per-frame values win
+                    del det[name]
                 ds = det.create_dataset(name, shape=(0,), maxshape=(None,), dtype="float64",
                                         chunks=(4096,), fillvalue=math.nan)
                 ds.attrs["units"] = "s"

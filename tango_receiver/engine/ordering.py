@@ -85,6 +85,7 @@ class Ordering:
             if number is None:  # after the announced images, or after the last seen if more came
                 number = max(self._end_number or 0, self._last_number() + 1)
                 msg = SeriesEnd(number)
+        assert number is not None  # images and runs always carry theirs
         if self.expect_gaps and not isinstance(msg, SeriesEnd):
             return self._pass_through(number, msg)
         if number == self._expected and not self._heap:  # in order: the common case

@@ -378,15 +378,35 @@ class Receiver:
                 log.info("%s: series %s -> %s", self.config.name, series_id, self._writer.path)
             except WriteRefused as exc:
                 self._fault(f"file refused: {exc}")
+        else:
+            self._no_file(header, series_id)
         self._forward_control(header, "header")
+
+    def _no_file(self, header: Header, series_id: str) -> None:
+        """Say why a series is not written, in the log and in the messages: a series that
+        leaves no file must never leave the operator guessing."""
+        if header.no_file_reason and not header.filename:
+            text = f"series {series_id}: no file written: {header.no_file_reason}"
+            log.warning("%s: %s", self.config.name, text)
+        else:
+            why = ("saving is disabled (save_enabled false)" if not self.save_enabled
+                   else "the header says save_raw: false" if not header.save_raw
+                   else "the header names no file")
+            text = f"series {series_id}: no file written: {why} (forwarding and live view only)"
+            log.info("%s: %s", self.config.name, text)
+        self.stats.warn(f"{self.config.name}: {text}")
 
     def _image(self, image: Image) -> None:
         stats = self.stats
         if self._discarding:
             stats.frames_discarded += 1
             return
-        self._received(1, image.nbytes_wire, image.nbytes_stored, image.nbytes_raw, image.frame)
-        if self._writer is not None:
+        if image.discard:  # counted received, not stored: nor in the compression ratio
+            self._received(1, image.nbytes_wire, 0, 0, image.frame)
+        else:
+            self._received(1, image.nbytes_wire, image.nbytes_stored, image.nbytes_raw,
+                           image.frame)
+        if self._writer is not None and not image.discard:
             try:
                 self._writer.write(image)
                 stats.frames_written += 1

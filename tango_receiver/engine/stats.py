@@ -11,9 +11,12 @@ import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Final, Literal
 
-IDLE, RUNNING, ERROR = "idle", "running", "error"
+State = Literal["idle", "running", "error"]
+IDLE: Final = "idle"
+RUNNING: Final = "running"
+ERROR: Final = "error"
 
 @dataclass(frozen=True)
 class SeriesCounters:
@@ -39,7 +42,7 @@ SERIES_COUNTERS = tuple(f.name for f in fields(SeriesCounters))
 
 @dataclass(frozen=True)
 class StatsSnapshot(SeriesCounters):
-    state: str
+    state: State
     error: str
     filename: str
     series_id: str
@@ -88,7 +91,7 @@ class Stats:
     secondary_port: int = 0
     rest_url: str = ""
     consumers: int = 0
-    state: str = IDLE
+    state: State = IDLE
     error: str = ""
     filename: str = ""
     series_id: str = ""

@@ -135,7 +135,10 @@ class SeriesWriter:
         if header.series_id is not None:
             entry.attrs["series_id"] = str(header.series_id)
         if header.metadata:
-            write_metadata(det.require_group("metadata"), header.metadata)
+            meta = det.require_group("metadata")
+            write_metadata(meta, header.metadata)
+            owned = {self.dset_name.rsplit("/", 1)[1], "sequence_number", "metadata"}
+            link_fields(det, meta, field_links(header), owned)
         self._det = det
         self._data_group = data
         self._exists = exists
@@ -158,6 +161,7 @@ class SeriesWriter:
             name = self._dataset_name(channel, image.channels)
             dtype = np.dtype(channel.dtype)
             bslz = channel.stored_bslz4
+            unlink_field(self.file, name)  # frames take a name before a header field does
             if name in self.file:
                 ds = self.file[name]
                 if ds.shape[1:] != channel.shape or ds.dtype != dtype:
@@ -182,7 +186,7 @@ class SeriesWriter:
             self._data_group.attrs["signal"] = image.channels[0].name
         if "sequence_number" not in self._det:
             self._det.create_dataset("sequence_number", shape=(0,), maxshape=(None,),
-                                     dtype="int64", chunks=(4096,))
+                                     dtype="uint32", chunks=(4096,))  # as existing files have it
         self._seq = self._det["sequence_number"]
         self._seq_base = self._seq.shape[0]
         self._describe(image)
@@ -328,10 +332,43 @@ def _stored(compressed: bool, channel: Channel) -> Any:
     return bslz4.encode_chunk(np.frombuffer(stored, np.dtype(channel.dtype)).reshape(channel.shape))
 
 
+def field_links(header: Header) -> dict[str, str]:
+    """Detector-group name -> path under ``metadata/``: every top-level field under its own
+    name, then the decoder's aliases (stream v1 ``config/count_time`` as ``count_time``)."""
+    links = {_h5_name(key): _h5_name(key) for key in header.metadata}
+    for name, target in header.aliases.items():
+        links.setdefault(_h5_name(name), "/".join(map(_h5_name, target.split("/"))))
+    return links
+
+
+def link_fields(det: h5py.Group, meta: h5py.Group, links: dict[str, str],
+                owned: set[str]) -> None:
+    """The header's fields in the detector group itself, where the system this replaces wrote
+    them (``.../zyla/top_level/nest``, ``.../eiger/count_time``) and existing readers open
+    them: soft links to the ``metadata/`` copy, so nothing is stored twice. Names the receiver
+    owns (the frames, ``sequence_number``, ``metadata``) and names already there (a field an
+    earlier series of the file recorded) are left alone; the field stays in ``metadata/``."""
+    for name, target in links.items():
+        if name not in owned and name not in det and target in meta:
+            det[name] = h5py.SoftLink(f"{meta.name}/{target}")
+
+
+def unlink_field(file: h5py.File, name: str) -> None:
+    """Remove a header field's link where a frame dataset is to be created (a channel named
+    like a field: the frames win, the field stays in ``metadata/``)."""
+    link = file.get(name, getlink=True)
+    if isinstance(link, h5py.SoftLink) and "/metadata/" in link.path:
+        del file[name]
+
+
+def _h5_name(key: Any) -> str:
+    return str(key).replace("/", "_") or "_"
+
+
 def write_metadata(group: h5py.Group, meta: dict[str, Any]) -> None:
     """Nested dicts become groups; scalars, strings and arrays become datasets."""
     for key, value in meta.items():
-        name = str(key).replace("/", "_") or "_"
+        name = _h5_name(key)
         if name in group:
             continue  # appending to an existing file: keep what the first series recorded
         if isinstance(value, dict):

@@ -82,8 +82,10 @@ def read_part(path: Path) -> Part:
             raise StitchError(f"{path}: {len(groups)} groups hold {SEQUENCE}: {groups}")
         det = f[groups[0]]
         numbers = det[SEQUENCE][()].astype(np.int64)
+        # header fields are soft links into metadata/ (a flatfield is 2-D too): never frames
         frames = {name: ds for name, ds in det.items()
-                  if isinstance(ds, h5py.Dataset) and name != SEQUENCE and ds.ndim >= 2}
+                  if isinstance(ds, h5py.Dataset) and name != SEQUENCE and ds.ndim >= 2
+                  and isinstance(det.get(name, getlink=True), h5py.HardLink)}
         if not frames:
             raise StitchError(f"{path}: {groups[0]} holds {SEQUENCE} but no frame dataset")
         stored = min(len(numbers), *(ds.shape[0] for ds in frames.values()))
@@ -225,6 +227,10 @@ def _layout(f: h5py.File, ref: Part, parts: Sequence[Part]) -> h5py.Group:
             det.attrs[key] = value
         if "metadata" in src[ref.detector]:
             src.copy(src[ref.detector]["metadata"], det, "metadata")
+        for name in src[ref.detector]:  # the header fields' links beside it, as in a part
+            link = src[ref.detector].get(name, getlink=True)
+            if isinstance(link, h5py.SoftLink):
+                det[name] = h5py.SoftLink(link.path)
         if "series_id" in src["entry"].attrs:
             entry.attrs["series_id"] = src["entry"].attrs["series_id"]
     return det
@@ -249,14 +255,15 @@ def _link_data(f: h5py.File, det: h5py.Group, ref: Part) -> None:
 def _ranges(numbers: Sequence[int]) -> str:
     """``0, 3-5, 9``: missing frames as an operator reads them."""
     out: list[str] = []
-    start = prev = None
-    for n in list(numbers) + [None]:
+    start: int | None = None
+    prev = -1
+    for n in [*numbers, None]:
         if start is not None and n is not None and n == prev + 1:
             prev = n
             continue
         if start is not None:
             out.append(str(start) if start == prev else f"{start}-{prev}")
-        start = prev = n
+        start, prev = n, (n if n is not None else prev)
     return ", ".join(out)
 
 

@@ -66,6 +66,7 @@ class DatabaseServer:
         return self
 
     def _wait_listening(self) -> int:
+        assert self._process is not None  # started
         deadline = time.monotonic() + self.timeout_s
         while time.monotonic() < deadline:
             found = LISTENING.search(self.log_file.read_text(errors="replace"))

@@ -13,6 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import bitshuffle
 import h5py
 import hdf5plugin  # noqa: F401
 import numpy as np
@@ -133,7 +134,9 @@ def test_streaming_receiver_serves_existing_clients(tmp_path):
                 time.sleep(0.02)
             assert get(f"http://127.0.0.1:{api}/received_frames") == {"value": FRAMES}
             header, blob = pickle.loads(get(f"http://127.0.0.1:{api}/last_frame"))
-            last = np.frombuffer(blob, dtype=header["type"]).reshape(header["shape"])
+            assert header["compression"] == "bslz4"  # as the detector sent it
+            last = bitshuffle.decompress_lz4(np.frombuffer(blob, np.uint8, offset=12),
+                                             tuple(header["shape"]), np.dtype(header["type"]))
             assert np.array_equal(last, frames[-1])
             forwarded = consumer.receive_all()
         finally:

@@ -75,8 +75,9 @@ def test_frame_runs_merge_strided_stretches_and_skip_frames_already_taken():
 def test_master_reads_back_in_frame_order_with_missing_frames_reported(tmp_path):
     frames = synthetic_frames(10, (24, 32), "uint16", rate=3.0)
     # round-robin as ZMQ deals it, frame 5 lost on the way, frames 10 and 11 never sent
+    # a 2-D header field (a flatfield) is linked into the detector group: never a frame dataset
     part0 = write_part(tmp_path / "s_part0.h5", split(frames, [0, 2, 4, 6, 8]),
-                       metadata={"sample": "lysozyme"})
+                       metadata={"sample": "lysozyme", "flatfield": np.ones((24, 32))})
     part1 = write_part(tmp_path / "s_part1.h5", split(frames, [1, 3, 7, 9]))
     result = stitch(tmp_path / "s.h5", [part0, part1], nframes=12)
 
@@ -92,7 +93,8 @@ def test_master_reads_back_in_frame_order_with_missing_frames_reported(tmp_path)
         det = f["/entry/instrument/detector"]
         assert list(det[MISSING][()]) == [5, 10, 11]
         assert list(det["sequence_number"][()]) == list(range(12))
-        assert det["metadata/sample"][()] == b"lysozyme"
+        assert det["metadata/sample"][()] == b"lysozyme" and det["sample"][()] == b"lysozyme"
+        assert det["flatfield"].shape == (24, 32)
         assert det.attrs["NX_class"] == "NXdetector"
         entry = f["entry"]
         assert entry.attrs["frames_missing"] == 3 and entry.attrs["frames_written"] == 9
