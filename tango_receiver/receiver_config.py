@@ -96,6 +96,9 @@ class ReceiverConfig(BaseModel):
     dtype: str | None = None
     # NXmx (Eiger, DectrisStream2, Pilatus): what the stream cannot know
     nexus: NexusConfig | None = None
+    # "dectris": <name>_master.h5 and <name>_data_000001.h5, ... of images_per_file frames each
+    layout: Literal["single", "dectris"] = "single"
+    images_per_file: int = Field(default=1000, ge=1)
 
     def frames_in(self, nbytes: int) -> int | None:
         """How many frames (at least 2) fit in ``nbytes``, where the entry says how big a raw

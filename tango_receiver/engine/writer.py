@@ -160,7 +160,6 @@ class SeriesWriter:
         for channel in image.channels:
             name = self._dataset_name(channel, image.channels)
             dtype = np.dtype(channel.dtype)
-            bslz = channel.stored_bslz4
             unlink_field(self.file, name)  # frames take a name before a header field does
             if name in self.file:
                 ds = self.file[name]
@@ -170,13 +169,7 @@ class SeriesWriter:
                         f"frames are {channel.shape} {dtype}; not appending")
                 self._start = ds.shape[0]
             else:
-                filters = BITSHUFFLE_LZ4 if bslz else {}
-                ds = self.file.create_dataset(
-                    name, shape=(initial, *channel.shape), maxshape=(None, *channel.shape),
-                    chunks=(1, *channel.shape), dtype=dtype, **filters)
-                link = "data" if nch == 1 else channel.name
-                if link not in self._data_group:
-                    self._data_group[link] = ds
+                ds = self._new_frames(name, channel, initial, "data" if nch == 1 else channel.name)
             self._datasets.append(ds)
             self._layouts.append(_Layout((channel.shape, channel.dtype),
                                          (0,) * len(channel.shape), BITSHUFFLE_ID in ds._filters))
@@ -190,6 +183,17 @@ class SeriesWriter:
         self._seq = self._det["sequence_number"]
         self._seq_base = self._seq.shape[0]
         self._describe(image)
+
+    def _new_frames(self, name: str, channel: Channel, initial: int, link: str) -> h5py.Dataset:
+        """The dataset of a channel's frames, room for ``initial``, shown in NXdata as ``link``
+        (a ``layout: dectris`` writer puts it in a data file of its own)."""
+        filters = BITSHUFFLE_LZ4 if channel.stored_bslz4 else {}
+        ds = self.file.create_dataset(
+            name, shape=(initial, *channel.shape), maxshape=(None, *channel.shape),
+            chunks=(1, *channel.shape), dtype=np.dtype(channel.dtype), **filters)
+        if link not in self._data_group:
+            self._data_group[link] = ds
+        return ds
 
     def _describe(self, image: Image) -> None:
         """What the first frame says about the series (a Pilatus mini-header) joins the header's

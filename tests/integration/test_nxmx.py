@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fabio
 import h5py
 import hdf5plugin  # noqa: F401
 import numpy as np
@@ -18,10 +19,11 @@ import pytest
 
 from conftest import make_config, run_series
 from tango_receiver.codecs import cbor_v2
+from tango_receiver.codecs.bslz4 import decode_chunk
 from tango_receiver.engine.nxmx import UNKNOWN, Nxmx
 from tango_receiver.mx import STREAM_V1
 from tango_receiver.receiver_config import NexusConfig
-from tango_receiver.sim.eiger_v1 import capture_v1
+from tango_receiver.sim.eiger_v1 import capture_v1, eiger_v1_series
 from tango_receiver.sim.frames import synthetic_frames
 from tango_receiver.sim.internal import internal_series
 from tango_receiver.sim.pilatus import pilatus_series
@@ -273,3 +275,55 @@ def test_a_group_where_nxmx_has_a_field_is_left_and_named(tmp_path, caplog):
         assert isinstance(det["pixel_mask"], h5py.Group)
     assert "groups where NXmx has fields, left as they are: " \
         "/entry/instrument/detector/pixel_mask" in caplog.text
+
+
+def test_layout_dectris_master_and_data_files_read_by_fabio(tmp_path, sender, fixtures_dir):
+    """``layout: dectris``: ``_master.h5`` linking ``_data_00000N.h5`` files of at most
+    ``images_per_file`` frames; fabio reads every frame bit-exact through the master."""
+    messages = capture_v1(fixtures_dir / "captured" / "eiger-stream-v1-eiger1-1m.zip",
+                          str(tmp_path / "scan.h5"))
+    expected = [decode_chunk(m[2], (1065, 1030), np.dtype("<u4")) for m in messages[1:-1]]
+    config = make_config(sender.port, tmp_path, "Eiger", layout="dectris", images_per_file=4,
+                         dset_name=f"{EIGER}/data")
+    receiver, snap = run_series(config, sender, messages)
+    receiver.close()
+    assert snap.frames_written == 9  # (the capture announces 100000 images: never complete)
+    master = tmp_path / "scan_master.h5"
+    assert sorted(p.name for p in tmp_path.glob("scan*")) == [
+        "scan_data_000001.h5", "scan_data_000002.h5", "scan_data_000003.h5", "scan_master.h5"]
+    assert nxmx_errors(master) == 0
+    image = fabio.open(str(master))
+    assert image.nframes == 9
+    for i, frame in enumerate(expected):
+        assert np.array_equal(image.getframe(i).data, frame), i
+    with h5py.File(master, "r") as f:
+        data = f[f.attrs["default"]][f["entry"].attrs["default"]]  # the default plot
+        signal = data[data.attrs["signal"]]
+        assert data.attrs["signal"] == "data_000001" and signal.shape == (4, 1065, 1030)
+        ranges = [(data[f"data_00000{n}"].attrs["image_nr_low"],
+                   data[f"data_00000{n}"].attrs["image_nr_high"]) for n in (1, 2, 3)]
+        assert ranges == [(1, 4), (5, 8), (9, 9)]
+        assert list(f[f"{EIGER}/sequence_number"][()]) == list(range(9))
+        assert f[f"{EIGER}/module/data_size"][()].tolist() == [1065, 1030]
+        for n, first in ((1, 0), (2, 4), (3, 8)):  # the chunks as the detector sent them
+            assert data[f"data_00000{n}"].id.read_direct_chunk((0, 0, 0))[1] \
+                == messages[first + 1][2]
+    # a master that exists is never laid out again
+    receiver, snap = run_series(config, sender, messages)
+    receiver.close()
+    assert "layout dectris writes new files only" in snap.error
+
+
+def test_layout_dectris_long_series_rolls_files_under_fast_lane_runs(tmp_path, sender):
+    """Runs of the compiled lane never cross a data file's end: 50 frames, 7 a file."""
+    frames = synthetic_frames(5, (40, 30), "uint32", rate=1.0)
+    config = make_config(sender.port, tmp_path, "Eiger", layout="dectris", images_per_file=7)
+    receiver, snap = run_series(config, sender, eiger_v1_series(
+        frames, str(tmp_path / "long_master.h5"), count=50))
+    receiver.close()
+    assert (snap.frames_written, snap.series_complete) == (50, True)
+    assert len(list(tmp_path.glob("long_data_*.h5"))) == 8
+    image = fabio.open(str(tmp_path / "long_master.h5"))
+    assert image.nframes == 50
+    for i in range(50):
+        assert np.array_equal(image.getframe(i).data, frames[i % 5]), i

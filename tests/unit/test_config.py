@@ -72,6 +72,7 @@ def test_unknown_receiver_and_unreadable_file(tmp_path):
      "mask", "rows 60:70"),
     ({"class": "Lambda", "nworkers": 2}, "nworkers", "2"),
     ({"nexus": {"sample_name": "lysozyme"}}, "nexus", "class Detector writes plain NeXus"),
+    ({"layout": "dectris", "file_suffix": "_part0"}, "layout", "'_part0'"),
     ({"class": "Pilatus", "tot": "/nonexistent/tot.npz"}, "tot", "/nonexistent/tot.npz"),
 ])
 def test_entries_that_do_not_fit_their_class_are_refused_at_load(tmp_path, extra, key, value):
