@@ -4,9 +4,10 @@ file at its first frame, when the frame's shape and (Pilatus) the CBF mini-heade
 The values come from the series metadata through the detector class's table (``mx.py``), from
 the entry's ``nexus:`` block for what no stream knows, and otherwise are the placeholders
 below, each missing field named once in the log per receiver: a series is never refused for
-odd metadata. A field that is already there (the metadata keys written into the detector group,
-or an earlier series of an appended file) is kept and given its ``@units``: one dataset serves
-both. The geometry follows DECTRIS' files (McStas axes: z along the beam, y up): the detector
+odd metadata. A field that is already there (a header field linked into the detector group, an
+earlier series of an appended file) is kept and given its ``@units``: one dataset serves both;
+a header field's link to a group (a per-channel map) gives its name to the NXmx field. The
+geometry follows DECTRIS' files (McStas axes: z along the beam, y up): the detector
 translated by ``distance`` along z; the module offset so that pixel ``(beam_center_x,
 beam_center_y)`` sits on the beam; fast pixels along -x, slow along -y.
 """
@@ -59,7 +60,7 @@ ROTATED = ((0.0, 1.0, 0.0), (-1.0, 0.0, 0.0))
 #: every field this module may write into the detector group
 FIELD_NAMES = (*(name for name, _ in DETECTOR_FIELDS.values()), "sensor_material",
                "sensor_thickness", "pixel_mask", "flatfield", "distance_derived", "depends_on")
-TEXT_FACTS = frozenset({"description", "serial", "sensor_material", "start_time",
+TEXT_FACTS = frozenset({"description", "serial", "sensor_material",
                         "instrument_name", "instrument_short_name", "source_name",
                         "source_short_name", "sample_name"})
 FLAG_FACTS = frozenset({*(f for f in DETECTOR_FIELDS if f.endswith("_applied")),
@@ -186,7 +187,9 @@ def _checked(facts: dict[str, Any], frame: tuple[int, ...]) -> tuple[dict[str, A
     good: dict[str, Any] = {}
     odd: list[str] = []
     for fact, value in facts.items():
-        if fact in TEXT_FACTS:
+        if fact == "start_time":
+            ok = isinstance(value, str) and _iso_time(value)
+        elif fact in TEXT_FACTS:
             ok = isinstance(value, str) and bool(value.strip())
         elif fact in FLAG_FACTS:
             ok = isinstance(value, (bool, np.bool_))
@@ -275,6 +278,15 @@ def _positions(axis: GoniometerAxis, facts: dict[str, Any], nimages: int | None,
         missing.append(f"{axis.name} start")
     count = nimages if step and nimages else 1
     return (start or 0.0) + (step or 0.0) * np.arange(count, dtype=np.float64)
+
+
+def _iso_time(text: str) -> bool:
+    """Whether ``text`` is an ISO 8601 time, as NX_DATE_TIME wants it."""
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _end_estimate(start: str, frame_time: float | None, nimages: int | None) -> str:

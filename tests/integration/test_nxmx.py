@@ -9,6 +9,7 @@ import logging
 import re
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import fabio
@@ -243,7 +244,8 @@ def test_existing_fields_get_units_and_odd_values_placeholders(tmp_path, caplog)
     target = tmp_path / "odd.h5"
     metadata = {"config": {"count_time": 0.25, "x_pixel_size": "75 um",
                            "sensor_thickness": float("nan"), "beam_center_x": True,
-                           "wavelength": 1.0, "sensor_material": "Si"},
+                           "wavelength": 1.0, "sensor_material": "Si",
+                           "data_collection_date": "2011/Mar/16 15:20:09.183"},
                 "pixel_mask": np.zeros((4, 5), np.uint32)}
     nxmx = Nxmx(STREAM_V1, NexusConfig(instrument_name="BioMAX"))
     with nxdetector_file(target) as f, \
@@ -256,9 +258,11 @@ def test_existing_fields_get_units_and_odd_values_placeholders(tmp_path, caplog)
         assert np.isnan(det["sensor_thickness"][()]) and "x_pixel_size" not in det
         assert "beam_center_x" not in det and "module_offset" not in det["module"]
         assert text(f["/entry/instrument/name"]) == "BioMAX"
+        assert datetime.fromisoformat(text(f["/entry/start_time"])).tzinfo  # receiver clock
     told = [r.getMessage() for r in caplog.records]
     assert len(told) == 2, told
     assert "x_pixel_size = '75 um'" in told[0] and "beam_center_x = True" in told[0]
+    assert "start_time = '2011/Mar/16" in told[0]
     assert "sensor_thickness, x_pixel_size" in told[1]
     assert nxmx_errors(target) == 0
 
