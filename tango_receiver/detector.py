@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar
 
 import numpy as np
@@ -361,12 +362,16 @@ class Pilatus(Detector):
             image = self.transform.apply(pixels)
         except ValueError as exc:
             raise InvalidMessage(f"frame {frame}: {exc}") from None
-        # every frame carries the mini-header; the writer reads the first one's (NXmx)
-        metadata: dict[str, Any] = {"cbf": cbf.mini_header(blob)}
-        if self.transform.rotate:
-            metadata["rotated_clockwise"] = True  # the mini-header's geometry is the detector's
         return Image(msg_number=number, frame=frame, channels=[self.pixels_channel("data", image)],
-                     metadata=metadata)
+                     describe=partial(self.series_metadata, cbf.mini_header_text(blob)))
+
+    def series_metadata(self, mini_header: str) -> dict[str, Any]:
+        """What a frame's CBF mini-header says about the series (NXmx reads it, mx.py), and
+        whether the frames are stored turned (then its geometry is not theirs)."""
+        metadata: dict[str, Any] = {"cbf": cbf.parse_mini_header(mini_header)}
+        if self.transform.rotate:
+            metadata["rotated_clockwise"] = True
+        return metadata
 
 
 class OrcaLightning(Detector):

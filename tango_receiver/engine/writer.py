@@ -198,11 +198,12 @@ class SeriesWriter:
     def _describe(self, image: Image) -> None:
         """What the first frame says about the series (a Pilatus mini-header) joins the header's
         metadata, and the NXmx fields are written from both."""
-        if image.metadata:
-            write_metadata(self._det.require_group("metadata"), image.metadata)
+        said = image.describe() if image.describe is not None else {}
+        if said:
+            write_metadata(self._det.require_group("metadata"), said)
         if self._nxmx is not None:
-            self._nxmx.write(self._det, self._metadata | (image.metadata or {}),
-                             image.channels[0].shape, self.nimages)
+            self._nxmx.write(self._det, self._metadata | said, image.channels[0].shape,
+                             self.nimages)
         if image.times is not None:
             self._times = FrameTimes(self._det, self._start)
 
@@ -394,7 +395,7 @@ def write_metadata(group: h5py.Group, meta: dict[str, Any]) -> None:
             group.create_dataset(name, data=str(value), dtype=h5py.string_dtype())
 
 
-def _reason(exc: OSError) -> str:
+def _reason(exc: Exception) -> str:
     """HDF5 wraps the system error in its own text: find the cause an operator acts on."""
     text = str(exc)
     if getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in text \

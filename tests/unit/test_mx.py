@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tango_receiver.codecs.cbf import decode_cbf, encode_cbf, mini_header
+from tango_receiver.codecs.cbf import decode_cbf, encode_cbf, mini_header_text, parse_mini_header
 from tango_receiver.mx import PILATUS_CBF, STREAM_V2, read_facts
 from tango_receiver.sim.pilatus import MINI_HEADER
 
@@ -15,7 +15,7 @@ def test_mini_header_is_read_and_an_odd_line_left_out():
     text = MINI_HEADER.format(timestamp="2026-12-05T10:11:12.345", beam_x=1.5, beam_y=2.25,
                               angle=7.0)
     blob = encode_cbf(image, text.replace("# Wavelength 0.97625 A", "# Wavelength nil A"))
-    header = mini_header(blob)
+    header = parse_mini_header(mini_header_text(blob))
     assert header["Pixel_size"] == [172e-6, 172e-6] and header["Beam_xy"] == [1.5, 2.25]
     assert header["sensor"] == ["Silicon", 0.001] and header["Start_angle"] == 7.0
     assert header["timestamp"] == "2026-12-05T10:11:12.345" and header["serial"] == "24-0118"
@@ -24,7 +24,7 @@ def test_mini_header_is_read_and_an_odd_line_left_out():
 
 
 def test_a_cbf_without_mini_header_says_nothing():
-    assert mini_header(encode_cbf(np.zeros((2, 2), np.int32))) == {}
+    assert mini_header_text(encode_cbf(np.zeros((2, 2), np.int32))) == ""
 
 
 def test_facts_follow_keys_indexes_and_the_first_channel():
