@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-Path = tuple[str | int, ...]
-Table = Mapping[str, Path]
+KeyPath = tuple[str | int, ...]
+Table = Mapping[str, KeyPath]
 
 #: sample axes whose start and per-frame increment a DECTRIS stream reports
 AXES = ("omega", "phi", "chi", "kappa", "two_theta")
@@ -105,7 +105,7 @@ def read_facts(metadata: Mapping[str, Any], table: Table) -> dict[str, Any]:
     return facts
 
 
-def _follow(value: Any, path: Path) -> Any:
+def _follow(value: Any, path: KeyPath) -> Any:
     for step in path:
         if step == "*" and isinstance(value, Mapping):
             value = next(iter(value.values()), None)
