@@ -83,6 +83,14 @@ def _check_against_class(config: ReceiverConfig, where: str) -> None:
             appliers = [c.__name__ for c in classes.values() if key in c.options]
             raise ConfigError(f"{where}: key {key!r}: {getattr(config, key)!r} would be ignored "
                               f"by class {cls.__name__}; only {', '.join(appliers)} applies it")
+    if config.layout == "dectris" and config.file_suffix:
+        raise ConfigError(f"{where}: key 'layout': 'dectris' writes a master and its data files; "
+                          f"a scale-out part (file_suffix {config.file_suffix!r}) writes one part "
+                          f"file, stitched afterwards")
+    if config.nexus is not None and cls.mx_keys is None:
+        raise ConfigError(f"{where}: key 'nexus': class {cls.__name__} writes plain NeXus, no "
+                          f"NXmx; only {', '.join(n for n, c in classes.items() if c.mx_keys)} "
+                          f"take a nexus block")
     if cls.single_worker and config.nworkers != 1:
         raise ConfigError(f"{where}: key 'nworkers': class {cls.__name__} takes 1 (one worker "
                           f"reads every socket so that a frame's parts meet), got "

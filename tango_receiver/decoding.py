@@ -118,6 +118,9 @@ class PlaceRefusal:
         return False
 
 
+TIME_KEYS = ("start_time", "stop_time", "real_time")  # per frame, stream v1 and v2
+
+
 def json_part(parts: Parts, index: int, what: str) -> dict[str, Any]:
     """A JSON object part, read as UTF-8 text: given bytes, json.loads would first guess
     between UTF-8, -16 and -32, which no detector sends (a microsecond a part)."""
@@ -225,3 +228,28 @@ def v2_user_data(value: Any) -> tuple[Mapping[str, Any] | None, str]:
     if not isinstance(parsed, dict):
         return None, f"user_data is JSON {type(parsed).__name__}, not an object with a filename"
     return parsed, ""
+
+
+def v1_times(parts: Parts) -> tuple[float, float, float] | None:
+    """A stream v1 frame's ``dconfig-1.0`` part (nanoseconds) in seconds; None where it is
+    missing or odd: timing is kept where it can be, never a reason to refuse the frame."""
+    try:
+        times = json_part(parts, 3, "dconfig-1.0")
+    except InvalidMessage:
+        return None
+    start, stop, real = (times.get(key) for key in TIME_KEYS)
+    if not (type(start) is int and type(stop) is int and type(real) is int):
+        return None
+    return start / 1e9, stop / 1e9, real / 1e9
+
+
+def v2_times(msg: Mapping[str, Any]) -> tuple[float, float, float] | None:
+    """A stream v2 image's ``[ticks, ticks per second]`` times in seconds; None where odd."""
+    seconds = []
+    for key in TIME_KEYS:
+        value = msg.get(key)
+        if not (isinstance(value, list) and len(value) == 2
+                and all(type(v) is int for v in value) and value[1] > 0):
+            return None
+        seconds.append(value[0] / value[1])
+    return seconds[0], seconds[1], seconds[2]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar
 
 import numpy as np
@@ -21,12 +22,13 @@ from .codecs.cbor_view import cbor_type
 from .codecs.limits import check_shape, dtype_name
 from .decoding import (PlaceRefusal, announced_images, bslz4_channel, check_raw_size, describe,
                        internal_pixels, json_head, json_part, non_negative_int, scaler_channel,
-                       shape_dtype, single_blob, v1_array, v1_format, v1_pixels, v2_metadata,
-                       v2_user_data)
+                       shape_dtype, single_blob, v1_array, v1_format, v1_pixels, v1_times,
+                       v2_metadata, v2_times, v2_user_data)
 from .lane import AVAILABLE as LANE_BUILT
 from .lane import Candidate, LaneForm, LaneSource
 from .messages import Channel, Header, Image, InvalidMessage, Message, Parts, SeriesEnd
 from .modules import ModuleGap, ModuleSet
+from .mx import PILATUS_CBF, STREAM_V1, STREAM_V2, Table
 from .receiver_config import ReceiverConfig
 from .sim import eiger_v1 as sim_eiger_v1
 from .sim import internal as sim_internal
@@ -88,6 +90,8 @@ class Detector:
     #: ``compress`` where the entry has no such key: what the system this replaces stored for
     #: such an entry (uncompressed frames as they came, plain h5py reads them)
     compress_default: ClassVar[bool] = False
+    #: where its series metadata holds what NXmx needs (mx.py); None: plain NeXus, no MX fields
+    mx_keys: ClassVar[Table | None] = None
 
     def __init__(self, config: ReceiverConfig) -> None:
         self.config = config
@@ -184,6 +188,7 @@ class Eiger(Detector):
 
     types = WireTypes(header="dheader-1.0", image="dimage-1.0", end="dseries_end-1.0")
     simulator = Simulator("eiger", sim_eiger_v1.simulate)
+    mx_keys = STREAM_V1
 
     def open(self, ctx: zmq.Context) -> Upstream:
         """Through the compiled lane (lane.py) where it is built and the entry allows it;
@@ -260,8 +265,8 @@ class Eiger(Detector):
         else:
             channel = self.raw_channel("data", shape, dtype.newbyteorder("<"),
                                        v1_pixels(encoding, blob, shape, dtype))
-        # parts[3], dconfig-1.0, holds the frame's timing, which the file does not keep
-        return Image(msg_number=frame + 1, frame=frame, channels=[channel])
+        return Image(msg_number=frame + 1, frame=frame, channels=[channel],
+                     times=v1_times(parts))
 
 
 class DectrisStream2(Detector):
@@ -270,6 +275,7 @@ class DectrisStream2(Detector):
     default_port = 31001
     types = WireTypes(header="start", image="image", end="end")
     simulator = Simulator("stream2", sim_stream_v2.simulate)
+    mx_keys = STREAM_V2
 
     @staticmethod
     def message_type(parts: Parts) -> str | None:
@@ -318,7 +324,8 @@ class DectrisStream2(Detector):
         except ValueError as exc:
             raise InvalidMessage(f"image {image_id}: {exc}") from None
         channels = [self.v2_channel(name, value) for name, value in zip(names, data.values())]
-        return Image(msg_number=image_id + 1, frame=image_id, channels=channels)
+        return Image(msg_number=image_id + 1, frame=image_id, channels=channels,
+                     times=v2_times(msg))
 
     def v2_channel(self, name: str, value: Any) -> Channel:
         if not isinstance(value, cbor_v2.MultiDimArray):
@@ -346,6 +353,7 @@ class Pilatus(Detector):
     pipeline = "PilatusPipeline"
     compress_default = True  # the PilatusPipeline compressed unless told not to
     simulator = Simulator("pilatus", sim_pilatus.simulate)
+    mx_keys = PILATUS_CBF
 
     def __init__(self, config: ReceiverConfig) -> None:
         super().__init__(config)
@@ -365,7 +373,16 @@ class Pilatus(Detector):
             image = self.transform.apply(pixels)
         except ValueError as exc:
             raise InvalidMessage(f"frame {frame}: {exc}") from None
-        return Image(msg_number=number, frame=frame, channels=[self.pixels_channel("data", image)])
+        return Image(msg_number=number, frame=frame, channels=[self.pixels_channel("data", image)],
+                     describe=partial(self.series_metadata, cbf.mini_header_text(blob)))
+
+    def series_metadata(self, mini_header: str) -> dict[str, Any]:
+        """What a frame's CBF mini-header says about the series (NXmx reads it, mx.py), and
+        whether the frames are stored turned (then its geometry is not theirs)."""
+        metadata: dict[str, Any] = {"cbf": cbf.parse_mini_header(mini_header)}
+        if self.transform.rotate:
+            metadata["rotated_clockwise"] = True
+        return metadata
 
 
 class OrcaLightning(Detector):

@@ -11,6 +11,7 @@ already sends what is written, so a frame crosses the receiver without a copy.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Union
@@ -104,6 +105,11 @@ class Image:
     #: the sender's ``"discard": true``: received, forwarded and shown, never written (frames a
     #: detector sends before or after the ones the scan wants)
     discard: bool = False
+    #: reads what the frame says about the series (a Pilatus CBF mini-header); the writer calls
+    #: it for the series' first frame only, and keeps that with the header's metadata
+    describe: Callable[[], dict[str, Any]] | None = None
+    #: (start, stop, real) time of the exposure in seconds, where the detector sends them
+    times: tuple[float, float, float] | None = None
 
     @property
     def nbytes_stored(self) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -27,6 +27,31 @@ class Endpoint(BaseModel):
     model_config = ConfigDict(frozen=True)
     host: str
     port: int | None = Field(default=None, ge=1, le=65535)
+
+
+class GoniometerAxis(BaseModel):
+    """One sample axis. ``start`` / ``increment`` (per frame) override what the stream says."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    vector: tuple[float, float, float]
+    type: Literal["rotation", "translation"] = "rotation"
+    start: float | None = None
+    increment: float | None = None
+
+
+class NexusConfig(BaseModel):
+    """What an MX file needs and no stream says (README "NXmx"); every key is optional."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    instrument_name: str | None = None
+    instrument_short_name: str | None = None
+    source_name: str | None = None
+    source_short_name: str | None = None
+    source_type: str | None = None  # NXsource/type, e.g. "Synchrotron X-ray Source"
+    sample_name: str | None = None
+    time_zone: str | None = None  # NXinstrument/time_zone, e.g. "+02:00"
+    goniometer: list[GoniometerAxis] = Field(default_factory=list)  # outermost first
 
 
 def default_write_roots() -> list[Path]:
@@ -69,6 +94,11 @@ class ReceiverConfig(BaseModel):
     # what the detector sends, where the simulator and docs need it
     shape: list[int] | None = None
     dtype: str | None = None
+    # NXmx (Eiger, DectrisStream2, Pilatus): what the stream cannot know
+    nexus: NexusConfig | None = None
+    # "dectris": <name>_master.h5 and <name>_data_000001.h5, ... of images_per_file frames each
+    layout: Literal["single", "dectris"] = "single"
+    images_per_file: int = Field(default=1000, ge=1)
 
     def frames_in(self, nbytes: int) -> int | None:
         """How many frames (at least 2) fit in ``nbytes``, where the entry says how big a raw

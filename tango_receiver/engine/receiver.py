@@ -26,13 +26,15 @@ import zmq
 
 from ..detector import Detector, detector_for
 from ..messages import FrameRun, Header, Image, InvalidMessage, Message, SeriesEnd
-from ..receiver_config import ReceiverConfig
+from ..receiver_config import NexusConfig, ReceiverConfig
 from ..transport import Upstream, wire_nbytes
 from . import allocator
 from .budget import ByteBudget
+from .dectris_layout import DectrisFilesWriter
 from .errors import one_line
 from .forwarder import DROPPED, NO_CONSUMER, SENT, Forwarder, forward_hwm
 from .liveview import DOWNSAMPLE_MAX, DOWNSAMPLE_MIN, LiveView
+from .nxmx import Nxmx
 from .ordering import Ordering, OrderingCounts
 from .stats import Stats, StatsSnapshot
 from .writer import FrameMismatch, SeriesWriter, WriteFailed, WriteRefused
@@ -73,6 +75,12 @@ class Receiver:
         self._base = OrderingCounts()
         self._forwarder: Forwarder | None = None
         self._writer: SeriesWriter | None = None
+        self._writer_class: Callable[..., SeriesWriter] = SeriesWriter
+        if config.layout == "dectris":  # a master and data files (engine/dectris_layout.py)
+            self._writer_class = functools.partial(DectrisFilesWriter,
+                                                   images_per_file=config.images_per_file)
+        keys = self.detector.mx_keys  # MX detectors' files are NXmx (engine/nxmx.py)
+        self._nxmx = Nxmx(keys, config.nexus or NexusConfig()) if keys is not None else None
         self._series_open = False
         self._discarding = False
         self._silence_told = False
@@ -411,9 +419,11 @@ class Receiver:
         self._series_open, self._discarding, self._silence_told = True, False, False
         if header.saves and self.save_enabled:
             try:
-                self._writer = SeriesWriter(header, self.config.dset_name,
-                                            self.config.write_roots, self.config.flush_interval_s,
-                                            self.config.file_suffix)
+                self._writer = self._writer_class(header, self.config.dset_name,
+                                                  self.config.write_roots,
+                                                  self.config.flush_interval_s,
+                                                  file_suffix=self.config.file_suffix,
+                                                  nxmx=self._nxmx)
                 log.info("%s: series %s -> %s", self.config.name, series_id, self._writer.path)
             except WriteRefused as exc:
                 self._fault(f"file refused: {exc}")

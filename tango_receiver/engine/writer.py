@@ -31,6 +31,7 @@ import numpy as np
 
 from ..codecs import bslz4
 from .chunk_writer import write_chunks
+from .nxmx import FrameTimes, Nxmx
 from ..messages import Channel, FrameRun, Header, Image
 from .diskspace import DiskFull, SpaceReserve
 from .errors import one_line
@@ -91,7 +92,7 @@ class SeriesWriter:
     """Writes one series into one file; created at the header, datasets at the first frame."""
 
     def __init__(self, header: Header, dset_name: str, roots: list[Path],
-                 flush_interval_s: float, file_suffix: str = "") -> None:
+                 flush_interval_s: float, file_suffix: str = "", nxmx: Nxmx | None = None) -> None:
         self.path = resolve_target(part_filename(header.filename, file_suffix), roots)
         self.dset_name = dset_name
         self.flush_interval_s = flush_interval_s
@@ -105,6 +106,9 @@ class SeriesWriter:
         self._frame_numbers: list[int] = []
         self._seq_base = 0  # sequence_number entries of series appended to before
         self._last_flush = time.monotonic()
+        self._nxmx = nxmx  # written at the first frame, when its shape is known
+        self._times: FrameTimes | None = None  # where the first frame has its times
+        self._metadata = header.metadata
         exists = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -173,7 +177,6 @@ class SeriesWriter:
         for channel in image.channels:
             name = self._dataset_name(channel, image.channels)
             dtype = np.dtype(channel.dtype)
-            bslz = channel.stored_bslz4
             unlink_field(self.file, name)  # frames take a name before a header field does
             if name in self.file:
                 ds = self.file[name]
@@ -183,13 +186,7 @@ class SeriesWriter:
                         f"frames are {channel.shape} {dtype}; not appending")
                 self._start = ds.shape[0]
             else:
-                filters = BITSHUFFLE_LZ4 if bslz else {}
-                ds = self.file.create_dataset(
-                    name, shape=(initial, *channel.shape), maxshape=(None, *channel.shape),
-                    chunks=(1, *channel.shape), dtype=dtype, **filters)
-                link = "data" if nch == 1 else channel.name
-                if link not in self._data_group:
-                    self._data_group[link] = ds
+                ds = self._new_frames(name, channel, initial, "data" if nch == 1 else channel.name)
             self._datasets.append(ds)
             self._layouts.append(_Layout((channel.shape, channel.dtype),
                                          (0,) * len(channel.shape), BITSHUFFLE_ID in ds._filters))
@@ -202,6 +199,30 @@ class SeriesWriter:
                                      dtype="uint32", chunks=(4096,))  # as existing files have it
         self._seq = self._det["sequence_number"]
         self._seq_base = self._seq.shape[0]
+        self._describe(image)
+
+    def _new_frames(self, name: str, channel: Channel, initial: int, link: str) -> h5py.Dataset:
+        """The dataset of a channel's frames, room for ``initial``, shown in NXdata as ``link``
+        (a ``layout: dectris`` writer puts it in a data file of its own)."""
+        filters = BITSHUFFLE_LZ4 if channel.stored_bslz4 else {}
+        ds = self.file.create_dataset(
+            name, shape=(initial, *channel.shape), maxshape=(None, *channel.shape),
+            chunks=(1, *channel.shape), dtype=np.dtype(channel.dtype), **filters)
+        if link not in self._data_group:
+            self._data_group[link] = ds
+        return ds
+
+    def _describe(self, image: Image) -> None:
+        """What the first frame says about the series (a Pilatus mini-header) joins the header's
+        metadata, and the NXmx fields are written from both."""
+        said = image.describe() if image.describe is not None else {}
+        if said:
+            write_metadata(self._det.require_group("metadata"), said)
+        if self._nxmx is not None:
+            self._nxmx.write(self._det, self._metadata | said, image.channels[0].shape,
+                             self.nimages)
+        if image.times is not None:
+            self._times = FrameTimes(self._det, self._start)
 
     # --- frames --------------------------------------------------------------------------
     def write(self, image: Image) -> None:
@@ -233,6 +254,8 @@ class SeriesWriter:
                               f"{_reason(exc)}") from None
         self.written += 1
         self._frame_numbers.append(image.frame)
+        if self._times is not None:
+            self._times.add(image.times)
         self.maybe_flush(time.monotonic())
 
     def takes(self, run: FrameRun) -> bool:
@@ -257,6 +280,8 @@ class SeriesWriter:
                               f"{_reason(exc)}") from None
         self.written += written
         self._frame_numbers.extend(range(run.first, run.first + written))
+        if self._times is not None:
+            self._times.add_unknown(written)
         if written < len(run):
             self.failed = True
             cause = OSError(err, os.strerror(err)) if err else OSError("HDF5 refused the chunk")
@@ -299,6 +324,8 @@ class SeriesWriter:
         if pending:
             self._seq.resize(start + len(pending), axis=0)
             self._seq[start:] = pending
+        if self._times is not None:
+            self._times.write()
 
     def _trim(self) -> None:
         if self._capacity > self._start + self.written:
@@ -418,7 +445,7 @@ def write_metadata(group: h5py.Group, meta: dict[str, Any]) -> None:
             group.create_dataset(name, data=str(value), dtype=h5py.string_dtype())
 
 
-def _reason(exc: OSError) -> str:
+def _reason(exc: Exception) -> str:
     """HDF5 wraps the system error in its own text: find the cause an operator acts on."""
     text = one_line(str(exc))
     if getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in text \

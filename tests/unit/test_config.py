@@ -38,6 +38,9 @@ def test_existing_deployment_entries_load(fixtures_dir):
     ({"host": "h", "dset_name": "data"}, "dset_name", "'data'"),
     ({"host": "h", "write_roots": ["relative"]}, "write_roots", "relative"),
     ({"host": "h", "colour": "blue"}, "colour", "'blue'"),
+    ({"host": "h", "class": "Eiger", "nexus": {"sample": "x"}}, "nexus.sample", "'x'"),
+    ({"host": "h", "class": "Pilatus", "nexus": {"goniometer": [{"name": "omega"}]}},
+     "nexus.goniometer.0.vector", "omega"),
     ({}, "upstream", ""),
 ])
 def test_errors_name_receiver_key_and_value(entry, key, value):
@@ -68,6 +71,8 @@ def test_unknown_receiver_and_unreadable_file(tmp_path):
     ({"class": "Pilatus", "shape": [100, 50], "rotate": True, "mask": [[60, 70, 0, 4]]},
      "mask", "rows 60:70"),
     ({"class": "Lambda", "nworkers": 2}, "nworkers", "2"),
+    ({"nexus": {"sample_name": "lysozyme"}}, "nexus", "class Detector writes plain NeXus"),
+    ({"layout": "dectris", "file_suffix": "_part0"}, "layout", "'_part0'"),
     ({"class": "Pilatus", "tot": "/nonexistent/tot.npz"}, "tot", "/nonexistent/tot.npz"),
 ])
 def test_entries_that_do_not_fit_their_class_are_refused_at_load(tmp_path, extra, key, value):
