@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .rois import RoiTable, parse_table
+
 #: Where receivers may write when an entry names no ``write_roots`` (existing deployments).
 DEFAULT_WRITE_ROOTS_ENV = "TANGO_RECEIVER_WRITE_ROOTS"
 DEFAULT_WRITE_ROOT = "/data"
@@ -67,6 +69,8 @@ class ReceiverConfig(BaseModel):
     # what the detector sends, where the simulator and docs need it
     shape: list[int] | None = None
     dtype: str | None = None
+    # regions counted per frame (rois.py); a JSON string is taken too (a Tango property)
+    rois: RoiTable = Field(default_factory=dict)
 
     def frames_in(self, nbytes: int) -> int | None:
         """How many frames (at least 2) fit in ``nbytes``, where the entry says how big a raw
@@ -96,6 +100,11 @@ class ReceiverConfig(BaseModel):
         if isinstance(value, (str, dict)):
             value = [value]
         return [_endpoint(v) if isinstance(v, str) else v for v in value]
+
+    @field_validator("rois", mode="before")
+    @classmethod
+    def _rois_from_json(cls, value: Any) -> Any:
+        return parse_table(value) if isinstance(value, str) else value
 
     @field_validator("dset_name")
     @classmethod
