@@ -32,6 +32,10 @@ PAGE = """<!doctype html>
   td { font-variant-numeric: tabular-nums; text-align: right; }
   td.bad { color: #f66; font-weight: bold; }
   #error, #problem { color: #f66; }
+  figure { position: relative; }
+  #rois { position: absolute; left: 0; top: 0; pointer-events: none; overflow: visible; }
+  #rois rect { fill: none; stroke: #3f3; vector-effect: non-scaling-stroke; }
+  #rois text { fill: #3f3; font: 12px monospace; }
   #messages { font: 12px monospace; white-space: pre-wrap; color: #fc6; max-width: 40em; }
 </style>
 </head>
@@ -44,6 +48,7 @@ PAGE = """<!doctype html>
 <main>
 <figure>
   <img id="frame" alt="latest frame">
+  <svg id="rois" aria-label="regions of interest"></svg>
   <figcaption id="frame-info">waiting for the first frame</figcaption>
 </figure>
 <aside>
@@ -128,6 +133,35 @@ async function refreshImage() {
   $("frame-info").textContent = `series ${series || "–"} · frame ${header("X-Frame")} · ` +
     `${header("X-Shape").replaceAll(",", " × ")} ${header("X-Dtype")} · ` +
     `binning ${header("X-Downsample")}`;
+  await drawRois(Number(header("X-Downsample")));
+}
+
+// The ROIs of the series shown (GET rois), in frame pixels over the image binned by `factor`.
+async function drawRois(factor) {
+  const response = await fetch("rois", {cache: "no-store"});
+  if (!response.ok) return;
+  const {series} = await response.json();
+  const img = $("frame"), svg = $("rois"), NS = "http://www.w3.org/2000/svg";
+  svg.setAttribute("viewBox", `0 0 ${img.naturalWidth} ${img.naturalHeight}`);
+  svg.setAttribute("preserveAspectRatio", "none");
+  svg.style.width = img.clientWidth + "px";
+  svg.style.height = img.clientHeight + "px";
+  const shapes = Object.entries(series ? series.regions : {}).map(([name, [r0, r1, c0, c1]]) => {
+    const group = document.createElementNS(NS, "g");
+    const rect = document.createElementNS(NS, "rect");
+    const label = document.createElementNS(NS, "text");
+    const box = {x: c0 / factor, y: r0 / factor, width: (c1 - c0) / factor,
+                 height: (r1 - r0) / factor};
+    for (const [key, value] of Object.entries(box)) rect.setAttribute(key, value);
+    label.setAttribute("x", box.x);
+    label.setAttribute("y", box.y);
+    const sum = series.latest[name].sum;
+    label.textContent = `${name} ${sum === null ? "–" : sum}`;
+    group.dataset.roi = name;
+    group.append(rect, label);
+    return group;
+  });
+  svg.replaceChildren(...shapes);
 }
 
 async function tick() {

@@ -34,6 +34,7 @@ from ..config import ConfigError, ReceiverConfig, load_receiver, parse_entry
 from ..engine.liveview import DOWNSAMPLE_MAX, DOWNSAMPLE_MIN
 from ..engine.receiver import Receiver
 from ..engine.stats import ERROR, StatsSnapshot
+from .roi_attributes import RoiAttributes
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ def _snapshot_attribute(field: str, **kwargs: Any) -> attribute:
 Companion = Callable[[Receiver], Callable[[], None]]
 
 
-class ReceiverDevice(EntryProperties):
+class ReceiverDevice(EntryProperties, RoiAttributes):
     """A detector data receiver: ZMQ detector stream -> HDF5, secondary port and live view."""
 
     #: set by the process that serves the device; the device itself knows no REST
@@ -202,6 +203,7 @@ class ReceiverDevice(EntryProperties):
             self.set_archive_event(name, True, False)
         self.set_change_event("State", True, False)
         self.set_data_ready_event("last_image", True)
+        self.init_roi_events()
         try:
             config = self.receiver_config()
             receiver = Receiver(config)
@@ -369,6 +371,7 @@ class ReceiverDevice(EntryProperties):
                     snap = self.receiver.snapshot()
                     live = self.receiver.liveview.latest()
                     self._push_changes(snap, last)
+                    self.push_roi_changes(last)
                     if live is not None and live is not live_seen:
                         live_seen, ready = live, ready + 1
                         self.push_data_ready_event("last_image", ready)
