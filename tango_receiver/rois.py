@@ -22,21 +22,30 @@ import json
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, NonNegativeInt,
-                      StringConstraints, TypeAdapter, ValidationError)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
 
 MAX_ROIS = 64  # what the Tango spectrum attributes hold
 
 
 def _ordered(span: list[int]) -> list[int]:
-    for start, stop in zip(span[::2], span[1::2]):
+    for start, stop in zip(span[::2], span[1::2], strict=True):
         if stop <= start:
             raise ValueError(f"{span}: each stop must be greater than its start")
     return span
 
 
-Rectangle = Annotated[list[NonNegativeInt], Field(min_length=4, max_length=4),
-                      AfterValidator(_ordered)]
+Rectangle = Annotated[
+    list[NonNegativeInt], Field(min_length=4, max_length=4), AfterValidator(_ordered)
+]
 
 
 class SpectrumWindow(BaseModel):
@@ -44,8 +53,9 @@ class SpectrumWindow(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     channel: NonNegativeInt
-    bins: Annotated[list[NonNegativeInt], Field(min_length=2, max_length=2),
-                    AfterValidator(_ordered)]
+    bins: Annotated[
+        list[NonNegativeInt], Field(min_length=2, max_length=2), AfterValidator(_ordered)
+    ]
 
 
 RoiName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,62}$")]
@@ -65,8 +75,11 @@ class Roi:
 
     def clipped(self, rows: int, cols: int) -> Roi:
         """The part inside a frame of ``rows`` x ``cols`` (possibly empty)."""
-        return Roi(self.name, (min(self.rows[0], rows), min(self.rows[1], rows)),
-                   (min(self.cols[0], cols), min(self.cols[1], cols)))
+        return Roi(
+            self.name,
+            (min(self.rows[0], rows), min(self.rows[1], rows)),
+            (min(self.cols[0], cols), min(self.cols[1], cols)),
+        )
 
     @property
     def empty(self) -> bool:
@@ -78,9 +91,9 @@ def regions(table: dict[str, Any]) -> tuple[Roi, ...]:
     out = []
     for name, spec in table.items():
         if isinstance(spec, SpectrumWindow):
-            out.append(Roi(name, (spec.channel, spec.channel + 1), tuple(spec.bins)))
+            out.append(Roi(name, (spec.channel, spec.channel + 1), (spec.bins[0], spec.bins[1])))
         else:
-            out.append(Roi(name, tuple(spec[:2]), tuple(spec[2:])))
+            out.append(Roi(name, (spec[0], spec[1]), (spec[2], spec[3])))
     return tuple(out)
 
 
@@ -94,8 +107,11 @@ def parse_table(value: Any) -> dict[str, Any]:
     try:
         return _TABLE.validate_python(value)
     except ValidationError as exc:
-        raise ValueError("invalid ROI definitions: " + "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'table'}: {e['msg']}" for e in exc.errors())
+        raise ValueError(
+            "invalid ROI definitions: "
+            + "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'table'}: {e['msg']}" for e in exc.errors()
+            )
         ) from None
 
 
@@ -117,6 +133,9 @@ def frame_plane(shape: tuple[int, ...]) -> tuple[int, int]:
 def outside(table: dict[str, Any], shape: tuple[int, ...]) -> list[str]:
     """What of the table lies outside a frame of ``shape``, as sentences naming the ROI."""
     rows, cols = frame_plane(shape)
-    return [f"ROI {roi.name!r} rows {roi.rows[0]}:{roi.rows[1]} cols {roi.cols[0]}:"
-            f"{roi.cols[1]} reaches outside the {rows} x {cols} frame"
-            for roi in regions(table) if roi.rows[1] > rows or roi.cols[1] > cols]
+    return [
+        f"ROI {roi.name!r} rows {roi.rows[0]}:{roi.rows[1]} cols {roi.cols[0]}:"
+        f"{roi.cols[1]} reaches outside the {rows} x {cols} frame"
+        for roi in regions(table)
+        if roi.rows[1] > rows or roi.cols[1] > cols
+    ]

@@ -62,35 +62,56 @@ def rois_out(receiver: Receiver, frames: bool) -> RoisOut:
         return RoisOut(definitions=table_json(counter.table), series=None)
     frame, latest = series.latest()
     out = RoiSeriesOut(
-        names=list(series.names), frame=frame,
+        names=list(series.names),
+        frame=frame,
         regions={roi.name: [*roi.rows, *roi.cols] for roi in series.rois},
-        latest={name: RoiValues(**dict(zip(("sum", "max", "count"), _floats(latest[i]))))
-                for i, name in enumerate(series.names)},
-        images=series.submitted, counted=series.counted, skipped=series.skipped)
+        latest={
+            name: RoiValues(**dict(zip(("sum", "max", "count"), _floats(latest[i]), strict=True)))
+            for i, name in enumerate(series.names)
+        },
+        images=series.submitted,
+        counted=series.counted,
+        skipped=series.skipped,
+    )
     if frames:
         numbers, values = series.rows()
         out.frame_number = numbers.tolist()
-        out.frames = {name: {key: _floats(values[:, i, column])
-                             for key, column in (("sum", SUM), ("max", MAX), ("count", COUNT))}
-                      for i, name in enumerate(series.names)}
+        out.frames = {
+            name: {
+                key: _floats(values[:, i, column])
+                for key, column in (("sum", SUM), ("max", MAX), ("count", COUNT))
+            }
+            for i, name in enumerate(series.names)
+        }
     return RoisOut(definitions=table_json(counter.table), series=out)
 
 
 @router.get("/rois", response_model=RoisOut, response_model_exclude_none=True)
-def get_rois(receiver: ReceiverDep,
-             frames: Annotated[bool, Query(description="every image's values too")] = False,
-             ) -> RoisOut:
+def get_rois(
+    receiver: ReceiverDep,
+    frames: Annotated[bool, Query(description="every image's values too")] = False,
+) -> RoisOut:
     """The definitions for the next series, and the current (or last) series' values: the
     newest frame counted, and with ``frames=true`` every image's."""
     return rois_out(receiver, frames)
 
 
-@router.put("/rois", response_model=RoisOut, response_model_exclude_none=True,
-            responses={422: {"description": "definitions that are not a table of ROIs"}})
-def put_rois(receiver: ReceiverDep, table: Annotated[RoiTable, Body(
-        examples=[{"peak": [100, 140, 200, 260], "fe_ka": {"channel": 0, "bins": [630, 660]}}],
-        description="name -> [row0, row1, col0, col1] or {channel, bins}; {} for none")],
-             ) -> RoisOut:
+@router.put(
+    "/rois",
+    response_model=RoisOut,
+    response_model_exclude_none=True,
+    responses={422: {"description": "definitions that are not a table of ROIs"}},
+)
+def put_rois(
+    receiver: ReceiverDep,
+    table: Annotated[
+        RoiTable,
+        Body(
+            examples=[{"peak": [100, 140, 200, 260], "fe_ka": {"channel": 0, "bins": [630, 660]}}],
+            description="name -> [row0, row1, col0, col1] or {channel, bins}; {} for none",
+        ),
+    ],
+) -> RoisOut:
     """Set the ROIs; they apply from the next series (the one in progress keeps its own)."""
     try:
         receiver.set_rois(table)

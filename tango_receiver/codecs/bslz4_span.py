@@ -15,12 +15,13 @@ from typing import Any
 import bitshuffle
 import numpy as np
 
-from .bslz4 import HEADER, block_table, walk_blocks
+from .bslz4 import block_table, walk_blocks
 from .limits import byte_view, check_shape
 
 
-def decode_span(chunk: Any, shape: Sequence[int], dtype: Any, start: int,
-                stop: int) -> tuple[np.ndarray, int]:
+def decode_span(
+    chunk: Any, shape: Sequence[int], dtype: Any, start: int, stop: int
+) -> tuple[np.ndarray, int]:
     """(elements, first): the flat elements of the blocks holding ``[start, stop)``, and the
     index of the first of them in the frame. ValueError on a chunk that does not fit."""
     dims = check_shape(shape)

@@ -342,7 +342,8 @@ class Receiver:
         self.stats.sample(now)
         if self._writer is not None:
             self._fault_on_write_failure(lambda: self._writer.maybe_flush(now))
-            self._fault_on_write_failure(lambda: self.rois.save(self._writer, now))
+            writer = self._writer
+            self._fault_on_write_failure(lambda: self.rois.save(writer, now))
 
     def _sync_counts(self) -> None:
         counts = self._ordering.counts

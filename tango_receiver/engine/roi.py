@@ -79,10 +79,11 @@ def count(rois: tuple[Roi, ...], plane: Plane) -> np.ndarray:
         if plane.pixels is not None:
             region = plane.pixels.reshape(rows, cols)[r0:r1, c0:c1]
         else:
-            elements, first = decode_span(plane.chunk, plane.shape, plane.dtype, r0 * cols,
-                                          r1 * cols)
+            elements, first = decode_span(
+                plane.chunk, plane.shape, plane.dtype, r0 * cols, r1 * cols
+            )
             start = r0 * cols - first
-            region = elements[start:start + (r1 - r0) * cols].reshape(r1 - r0, cols)[:, c0:c1]
+            region = elements[start : start + (r1 - r0) * cols].reshape(r1 - r0, cols)[:, c0:c1]
         kind = plane.dtype.kind
         out[i, SUM] = region.sum(dtype=np.float64 if kind == "f" else np.int64)
         out[i, MAX] = region.max()
@@ -118,10 +119,11 @@ class RoiSeries:
             if self.submitted > len(self._frames):
                 grow = max(self.submitted, 2 * len(self._frames)) - len(self._frames)
                 self._values = np.concatenate(
-                    [self._values, np.full((grow, *self._values.shape[1:]), np.nan)])
+                    [self._values, np.full((grow, *self._values.shape[1:]), np.nan)]
+                )
                 self._frames = np.concatenate([self._frames, np.full(grow, -1, np.int64)])
                 self._done = np.concatenate([self._done, np.zeros(grow, bool)])
-            self._frames[first:self.submitted] = frames
+            self._frames[first : self.submitted] = frames
             return first
 
     def record(self, row: int, values: np.ndarray | None) -> None:
@@ -139,8 +141,9 @@ class RoiSeries:
     def wait(self, timeout: float) -> bool:
         """Until every row handed out is counted or skipped; False when time ran out."""
         with self._lock:
-            return self._lock.wait_for(lambda: self.counted + self.skipped >= self.submitted,
-                                       timeout)
+            return self._lock.wait_for(
+                lambda: self.counted + self.skipped >= self.submitted, timeout
+            )
 
     def latest(self) -> tuple[int, np.ndarray]:
         """(frame, values) of the newest row counted; (-1, NaNs) before one."""
@@ -158,7 +161,7 @@ class RoiSeries:
     def resolved(self) -> int:
         """How many rows from the first are counted or skipped (what a flush can write)."""
         with self._lock:
-            pending = np.flatnonzero(~self._done[self.saved:self.submitted])
+            pending = np.flatnonzero(~self._done[self.saved : self.submitted])
             return self.saved + int(pending[0]) if len(pending) else self.submitted
 
 
@@ -171,7 +174,8 @@ class RoiCounter:
         self._stats = stats
         self._name = name
         self._queue: queue.SimpleQueue[tuple[RoiSeries, int, list[Plane], int] | None] = (
-            queue.SimpleQueue())
+            queue.SimpleQueue()
+        )
         self._held = [0, 0]  # bytes and items queued
         self._held_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -193,9 +197,10 @@ class RoiCounter:
         self.series = RoiSeries(self.table) if self.table else None
         self._behind_told = False
         if self.series is not None and not self._threads:
-            self._threads = [threading.Thread(target=self._run, daemon=True,
-                                              name=f"{self._name}-roi-{i}")
-                             for i in range(THREADS)]
+            self._threads = [
+                threading.Thread(target=self._run, daemon=True, name=f"{self._name}-roi-{i}")
+                for i in range(THREADS)
+            ]
             for thread in self._threads:
                 thread.start()
 
@@ -206,15 +211,19 @@ class RoiCounter:
     def submit_run(self, run: FrameRun) -> None:
         if self.series is not None:
             dtype = np.dtype(run.dtype)
-            self._put(self.series, list(range(run.first, run.first + len(run))),
-                      [Plane(run.shape, dtype, None, chunk) for chunk in run.chunks])
+            self._put(
+                self.series,
+                list(range(run.first, run.first + len(run))),
+                [Plane(run.shape, dtype, None, chunk) for chunk in run.chunks],
+            )
 
     def _put(self, series: RoiSeries, frames: list[int], planes: list[Plane]) -> None:
         row = series.reserve(frames)
         nbytes = sum(p.nbytes for p in planes)
         with self._held_lock:
-            fits = (not self._held[1] or (self._held[0] + nbytes <= QUEUE_BYTES
-                                          and self._held[1] < QUEUE_ITEMS))
+            fits = not self._held[1] or (
+                self._held[0] + nbytes <= QUEUE_BYTES and self._held[1] < QUEUE_ITEMS
+            )
             if fits:
                 self._held[0] += nbytes
                 self._held[1] += 1
@@ -223,11 +232,13 @@ class RoiCounter:
             return
         for i in range(len(frames)):
             series.record(row + i, None)
-        self._stats.roi_skipped += len(frames)
+        self._stats.add("roi_skipped", len(frames))
         if not self._behind_told:
             self._behind_told = True
-            self._report(f"ROI counting falls behind in series {self._stats.series_id}: frames "
-                         f"are stored but not counted (roi_skipped)")
+            self._report(
+                f"ROI counting falls behind in series {self._stats.series_id}: frames "
+                f"are stored but not counted (roi_skipped)"
+            )
 
     def save(self, writer: SeriesWriter, now: float = 0.0, final: bool = False) -> None:
         """Write the rows counted so far into the series' file, at most once per flush
@@ -253,11 +264,15 @@ class RoiCounter:
         if series is None:
             return
         if not series.wait(FINAL_WAIT_S):
-            self._report(f"ROI counts of series {self._stats.series_id} still queued after "
-                         f"{FINAL_WAIT_S} s; the file lacks them")
+            self._report(
+                f"ROI counts of series {self._stats.series_id} still queued after "
+                f"{FINAL_WAIT_S} s; the file lacks them"
+            )
         if series.skipped:
-            self._report(f"series {self._stats.series_id}: {series.skipped} of "
-                         f"{series.submitted} frames not ROI-counted")
+            self._report(
+                f"series {self._stats.series_id}: {series.skipped} of "
+                f"{series.submitted} frames not ROI-counted"
+            )
 
     def close(self) -> None:
         for _ in self._threads:
@@ -294,4 +309,3 @@ class RoiCounter:
             self._stats.add("roi_skipped")
             self._report(f"frame of row {row}: not ROI-counted: {exc}")
         series.record(row, values)
-

@@ -26,19 +26,24 @@ def group_name(name: str) -> str:
 
 def existing_rows(file: h5py.File, table: dict[str, Any]) -> int:
     """Rows already in the file's groups of these ROIs (a series appended to a file)."""
-    return max((file[group_name(n)]["frame_number"].shape[0] for n in table
-                if group_name(n) in file), default=0)
+    return max(
+        (file[group_name(n)]["frame_number"].shape[0] for n in table if group_name(n) in file),
+        default=0,
+    )
 
 
-def write_rows(file: h5py.File, table: dict[str, Any], frames: np.ndarray, values: np.ndarray,
-               start: int) -> None:
+def write_rows(
+    file: h5py.File, table: dict[str, Any], frames: np.ndarray, values: np.ndarray, start: int
+) -> None:
     """Rows ``start:`` of every ROI's group: ``frames`` [rows], ``values`` [rows, roi, 3]."""
     stop = start + len(frames)
     try:
         for index, (name, spec) in enumerate(table.items()):
             group = _group(file, name, spec)
-            for column, data in (("frame_number", frames), *(
-                    (key, values[:, index, i]) for i, key in enumerate(VALUES))):
+            for column, data in (
+                ("frame_number", frames),
+                *((key, values[:, index, i]) for i, key in enumerate(VALUES)),
+            ):
                 ds = group[column]
                 if ds.shape[0] < stop:
                     ds.resize(stop, axis=0)
@@ -52,15 +57,24 @@ def _group(file: h5py.File, name: str, spec: Any) -> h5py.Group:
     if path in file:
         return file[path]
     group = file.create_group(path)
-    group.attrs.update({"NX_class": "NXdata", "signal": "sum", "auxiliary_signals": ["max", "count"],
-                        "axes": "frame_number", "frame_number_indices": 0})
+    group.attrs.update(
+        {
+            "NX_class": "NXdata",
+            "signal": "sum",
+            "auxiliary_signals": ["max", "count"],
+            "axes": "frame_number",
+            "frame_number_indices": 0,
+        }
+    )
     if isinstance(spec, SpectrumWindow):
         group.attrs.update({"channel": spec.channel, "bins": spec.bins})
     else:
         group.attrs["region"] = spec
-    group.create_dataset("frame_number", shape=(0,), maxshape=(None,), dtype="int64",
-                         chunks=(1024,))
+    group.create_dataset(
+        "frame_number", shape=(0,), maxshape=(None,), dtype="int64", chunks=(1024,)
+    )
     for key in VALUES:
-        group.create_dataset(key, shape=(0,), maxshape=(None,), dtype="float64", chunks=(1024,),
-                             fillvalue=np.nan)
+        group.create_dataset(
+            key, shape=(0,), maxshape=(None,), dtype="float64", chunks=(1024,), fillvalue=np.nan
+        )
     return group

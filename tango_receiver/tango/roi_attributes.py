@@ -46,17 +46,27 @@ class RoiAttributes(Device):
         series = self._series()
         names = list(series.names) if series is not None else []
         frame, values = series.latest() if series is not None else (-1, np.zeros((0, 3)))
-        return {"roi_names": names, "roi_frame": frame, "roi_sum": values[:, SUM],
-                "roi_max": values[:, MAX], "roi_count": values[:, COUNT],
-                "roi_skipped": self.receiver.snapshot().roi_skipped}
+        return {
+            "roi_names": names,
+            "roi_frame": frame,
+            "roi_sum": values[:, SUM],
+            "roi_max": values[:, MAX],
+            "roi_count": values[:, COUNT],
+            "roi_skipped": self.receiver.snapshot().roi_skipped,
+        }
 
-    @attribute(dtype=str, doc="ROI definitions for the next series, JSON: name -> [row0, row1, "
-                              "col0, col1] or {\"channel\": c, \"bins\": [b0, b1]}")
+    @attribute(
+        dtype=str,
+        doc="ROI definitions for the next series, JSON: name -> [row0, row1, "
+        'col0, col1] or {"channel": c, "bins": [b0, b1]}',
+    )
     def roi_definitions(self) -> str:
         return json.dumps(table_json(self.receiver.rois.table))
 
-    @command(dtype_in=str, doc_in="ROI definitions as JSON (see roi_definitions); they "
-                                   "apply from the next series")
+    @command(
+        dtype_in=str,
+        doc_in="ROI definitions as JSON (see roi_definitions); they apply from the next series",
+    )
     def SetRois(self, definitions: str) -> None:
         self.receiver.set_rois(definitions)
         self.push_change_event("roi_definitions", self.roi_definitions())
@@ -81,22 +91,33 @@ class RoiAttributes(Device):
     def roi_count(self) -> Any:
         return self.roi_values()["roi_count"]
 
-    @attribute(dtype=int, unit="frames", doc="frames of this series stored but not ROI-counted "
-                                              "(counting fell behind)")
+    @attribute(
+        dtype=int,
+        unit="frames",
+        doc="frames of this series stored but not ROI-counted (counting fell behind)",
+    )
     def roi_skipped(self) -> int:
         return self.receiver.snapshot().roi_skipped
 
-    @attribute(dtype=((float,),), max_dim_x=MAX_ROIS, max_dim_y=MAX_SERIES_ROWS,
-               doc="per-frame sums of the series so far: a row per image, a column per ROI "
-                   "(roi_names), NaN where not counted")
+    @attribute(
+        dtype=((float,),),
+        max_dim_x=MAX_ROIS,
+        max_dim_y=MAX_SERIES_ROWS,
+        doc="per-frame sums of the series so far: a row per image, a column per ROI "
+        "(roi_names), NaN where not counted",
+    )
     def roi_sums(self) -> Any:
         series = self._series()
         if series is None:
             return np.zeros((0, 0))
         return series.rows(max(0, series.submitted - MAX_SERIES_ROWS))[1][:, :, SUM]
 
-    @command(dtype_in=str, dtype_out=(float,), doc_in="ROI name",
-             doc_out="its sum per image of the current or last series (NaN: not counted)")
+    @command(
+        dtype_in=str,
+        dtype_out=(float,),
+        doc_in="ROI name",
+        doc_out="its sum per image of the current or last series (NaN: not counted)",
+    )
     def RoiSums(self, name: str) -> Any:
         series = self._series()
         if series is None or name not in series.names:
@@ -111,7 +132,7 @@ class RoiAttributes(Device):
     def push_roi_changes(self, last: dict[str, Any]) -> None:
         """Change events for the ROI attributes whose value moved since ``last``."""
         for name, value in self.roi_values().items():
-            key = ("roi", name)
+            key = f"roi:{name}"
             seen = repr(value.tolist() if isinstance(value, np.ndarray) else value)  # NaN == NaN
             if last.get(key) != seen:
                 last[key] = seen
