@@ -61,6 +61,9 @@ class RoiAttributes(Device):
         'col0, col1] or {"channel": c, "bins": [b0, b1]}',
     )
     def roi_definitions(self) -> str:
+        return self._definitions_json()
+
+    def _definitions_json(self) -> str:
         return json.dumps(table_json(self.receiver.rois.table))
 
     @command(
@@ -69,7 +72,7 @@ class RoiAttributes(Device):
     )
     def SetRois(self, definitions: str) -> None:
         self.receiver.set_rois(definitions)
-        self.push_change_event("roi_definitions", self.roi_definitions())
+        self.push_change_event("roi_definitions", self._definitions_json())
 
     @attribute(dtype=(str,), max_dim_x=MAX_ROIS, doc="ROIs of the current or last series")
     def roi_names(self) -> list[str]:

@@ -12,10 +12,9 @@ import h5py
 import hdf5plugin  # noqa: F401
 import numpy as np
 import pytest
+from test_api import serving
 
 from conftest import make_config, run_series, wait_for, wait_series_done
-from test_api import serving
-from tango_receiver.codecs.bslz4 import encode_chunk
 from tango_receiver.engine import roi
 from tango_receiver.engine.receiver import Receiver
 from tango_receiver.rois import frame_plane, parse_table, regions
@@ -242,10 +241,3 @@ def test_a_series_appended_to_a_file_appends_its_rois(tmp_path, sender):
         np.testing.assert_array_equal(f["/entry/roi_a/sum"][()],
                                       np.tile(expected(table, frames, 5)[:, 0, 0], 2))
 
-
-def test_bslz4_chunks_from_the_receiver_are_counted_without_a_full_decode():
-    frame = synthetic_frames(1, (300, 200), "uint32", rate=2.0)[0]
-    plane = roi.Plane(frame.shape, frame.dtype, None, encode_chunk(frame))
-    table = {"low": [290, 300, 0, 200], "box": [100, 120, 50, 60]}
-    np.testing.assert_array_equal(roi.count(regions(parse_table(table)), plane),
-                                  expected(table, [frame], 1)[0])
