@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from .detector import IMAGE_OPTIONS, Detector, detector_classes, pipeline_classes
 from .receiver_config import ReceiverConfig
-from .rois import outside
+from .rois import misplaced
 from .transforms import ImageTransform
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def _check_rois(config: ReceiverConfig, where: str) -> None:
     if not (config.rois and config.shape):
         return
     shape = config.shape[::-1] if config.rotate and len(config.shape) == 2 else config.shape
-    problems = outside(config.rois, tuple(shape))
+    problems = misplaced(config.rois, tuple(shape))
     if problems:
         raise ConfigError(f"{where}: key 'rois': {'; '.join(problems)}")
 

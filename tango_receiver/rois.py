@@ -36,15 +36,14 @@ from pydantic import (
 MAX_ROIS = 64  # what the Tango spectrum attributes hold
 
 
-def _ordered(span: list[int]) -> list[int]:
-    for start, stop in zip(span[::2], span[1::2], strict=True):
-        if stop <= start:
-            raise ValueError(f"{span}: each stop must be greater than its start")
-    return span
+def _sorted(span: list[int]) -> list[int]:
+    """Each (start, stop) pair in order: a region is the same whichever way it is written, and
+    so the OpenAPI schema (which cannot say "stop > start") states exactly what is accepted."""
+    return [n for pair in zip(span[::2], span[1::2], strict=True) for n in sorted(pair)]
 
 
 Rectangle = Annotated[
-    list[NonNegativeInt], Field(min_length=4, max_length=4), AfterValidator(_ordered)
+    list[NonNegativeInt], Field(min_length=4, max_length=4), AfterValidator(_sorted)
 ]
 
 
@@ -54,13 +53,17 @@ class SpectrumWindow(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     channel: NonNegativeInt
     bins: Annotated[
-        list[NonNegativeInt], Field(min_length=2, max_length=2), AfterValidator(_ordered)
+        list[NonNegativeInt], Field(min_length=2, max_length=2), AfterValidator(_sorted)
     ]
 
 
 RoiName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,62}$")]
 RoiSpec = Rectangle | SpectrumWindow
-RoiTable = Annotated[dict[RoiName, RoiSpec], Field(max_length=MAX_ROIS)]
+#: names outside the pattern are refused, and the schema (REST's OpenAPI) says so
+RoiTable = Annotated[
+    dict[RoiName, RoiSpec],
+    Field(max_length=MAX_ROIS, json_schema_extra={"additionalProperties": False}),
+]
 
 _TABLE = TypeAdapter(RoiTable)
 
@@ -130,12 +133,13 @@ def frame_plane(shape: tuple[int, ...]) -> tuple[int, int]:
     return rows, shape[-1]
 
 
-def outside(table: dict[str, Any], shape: tuple[int, ...]) -> list[str]:
-    """What of the table lies outside a frame of ``shape``, as sentences naming the ROI."""
+def misplaced(table: dict[str, Any], shape: tuple[int, ...]) -> list[str]:
+    """What of the table is empty or lies outside a frame of ``shape``, as sentences naming
+    the ROI (refused where the entry gives ``shape``, else said once per series)."""
     rows, cols = frame_plane(shape)
     return [
-        f"ROI {roi.name!r} rows {roi.rows[0]}:{roi.rows[1]} cols {roi.cols[0]}:"
-        f"{roi.cols[1]} reaches outside the {rows} x {cols} frame"
+        f"ROI {roi.name!r} rows {roi.rows[0]}:{roi.rows[1]} cols {roi.cols[0]}:{roi.cols[1]} "
+        + ("is empty" if roi.empty else f"reaches outside the {rows} x {cols} frame")
         for roi in regions(table)
-        if roi.rows[1] > rows or roi.cols[1] > cols
+        if roi.empty or roi.rows[1] > rows or roi.cols[1] > cols
     ]

@@ -141,7 +141,7 @@ async function drawRois(factor) {
   const response = await fetch("rois", {cache: "no-store"});
   if (!response.ok) return;
   const {series} = await response.json();
-  const img = $("frame"), svg = $("rois"), NS = "http://www.w3.org/2000/svg";
+  const img = $("frame"), svg = $("rois"), NS = svg.namespaceURI;  // SVG's, from the markup
   svg.setAttribute("viewBox", `0 0 ${img.naturalWidth} ${img.naturalHeight}`);
   svg.setAttribute("preserveAspectRatio", "none");
   svg.style.width = img.clientWidth + "px";

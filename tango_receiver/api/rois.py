@@ -48,7 +48,7 @@ class RoiSeriesOut(BaseModel):
 
 class RoisOut(BaseModel):
     definitions: dict[str, Any]  # for the next series
-    series: RoiSeriesOut | None  # the current or last series counted; null: none had ROIs
+    series: RoiSeriesOut | None = None  # the current or last series counted; absent: none
 
 
 def _floats(values: np.ndarray) -> list[float | None]:

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..codecs.bslz4_span import decode_span
 from ..messages import Channel, FrameRun, Image
-from ..rois import Roi, frame_plane, outside, parse_table, regions
+from ..rois import Roi, frame_plane, misplaced, parse_table, regions
 from .roi_file import existing_rows, write_rows
 from .stats import Stats
 from .writer import SeriesWriter
@@ -300,7 +300,7 @@ class RoiCounter:
     def _count(self, series: RoiSeries, row: int, plane: Plane) -> None:
         if not series.shape_checked:
             series.shape_checked = True
-            for text in outside(series.table, plane.shape):
+            for text in misplaced(series.table, plane.shape):
                 self._report(f"{text}: counted over the part inside")
         try:
             values = count(series.rois, plane)
