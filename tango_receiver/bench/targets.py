@@ -45,14 +45,14 @@ TARGETS = [
     Target("4: 2 workers at least 1.7 x 1 worker", _rate("4-pilatus-2w", "4-pilatus-1w"), 1.7),
     Target("5: at least 0.95 x scenario 1's rate", _rate("5-eiger-slow-consumer", "1-eiger-v1"),
            0.95),
-    Target("6: 4 ROIs at least 0.9 x the rate without", _rate("6-4m-bslz4-rois", "6-4m-bslz4"),
-           0.9),
     Target("no frame lost, in any scenario", lambda rows: sum(r["lost"] for r in rows.values()),
            1, above=False),
     Target("peak RSS under 1 GiB (MB), in any scenario",
            lambda rows: max(r["peak RSS MB"] for r in rows.values()), 1024, above=False),
     Target("live view under 50 ms during scenario 2 (longest answer)", _liveview_max_ms, 50,
            above=False),
+    Target("6: 4 ROIs at least 0.9 x the rate without", _rate("6-4m-bslz4-rois", "6-4m-bslz4"),
+           0.9),
 ]
 
 

@@ -15,8 +15,10 @@ counted is the channel named "data", else the first (a stream v2 series' first t
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,8 +34,14 @@ from .writer import SeriesWriter
 log = logging.getLogger(__name__)
 
 THREADS = 2
-QUEUE_BYTES = 64 << 20  # frames waiting to be counted; beyond it they are skipped
+#: frames waiting to be counted; beyond any bound they are skipped. What is queued when a
+#: file closes is waited for, so the queue holds at most BACKLOG_S of counting (as measured)
+QUEUE_BYTES = 64 << 20
 QUEUE_ITEMS = 256
+BACKLOG_S = 0.02
+#: the counting threads' nice value: they take the CPU the write path leaves, and on busy
+#: cores the frames they cannot take are skipped instead of slowing the writer
+NICE = 19
 FINAL_WAIT_S = 2.0  # at a series' end, how long the counts still queued may take
 GROW = 1024
 SUM, MAX, COUNT = range(3)  # the values of one ROI, in this order everywhere
@@ -177,6 +185,7 @@ class RoiCounter:
             queue.SimpleQueue()
         )
         self._held = [0, 0]  # bytes and items queued
+        self._cost = 0.0  # seconds an item takes to count, lately (threads write, engine reads)
         self._held_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._behind_told = False
@@ -221,8 +230,11 @@ class RoiCounter:
         row = series.reserve(frames)
         nbytes = sum(p.nbytes for p in planes)
         with self._held_lock:
-            fits = not self._held[1] or (
-                self._held[0] + nbytes <= QUEUE_BYTES and self._held[1] < QUEUE_ITEMS
+            bytes_held, items = self._held
+            fits = not items or (
+                bytes_held + nbytes <= QUEUE_BYTES
+                and items < QUEUE_ITEMS
+                and items * self._cost <= BACKLOG_S * THREADS
             )
             if fits:
                 self._held[0] += nbytes
@@ -287,13 +299,19 @@ class RoiCounter:
 
     # --- counting threads ----------------------------------------------------------------
     def _run(self) -> None:
+        try:  # Linux: a thread's own nice value (elsewhere counting runs at normal priority)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
+        except (AttributeError, OSError) as exc:
+            log.debug("%s: counting thread keeps its priority: %s", self._name, exc)
         while (item := self._queue.get()) is not None:
             series, row, planes, nbytes = item
+            start = time.perf_counter()
             try:
                 for i, plane in enumerate(planes):
                     self._count(series, row + i, plane)
             finally:
                 with self._held_lock:
+                    self._cost += (time.perf_counter() - start - self._cost) / 4
                     self._held[0] -= nbytes
                     self._held[1] -= 1
 
