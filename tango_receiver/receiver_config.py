@@ -71,6 +71,7 @@ class ReceiverConfig(BaseModel):
     dtype: str | None = None
     # regions counted per frame (rois.py); a JSON string is taken too (a Tango property)
     rois: RoiTable = Field(default_factory=dict)
+    roi_cpu: float = Field(default=0.1, gt=0, le=64)  # cores ROI counting may use at most
 
     def frames_in(self, nbytes: int) -> int | None:
         """How many frames (at least 2) fit in ``nbytes``, where the entry says how big a raw

@@ -62,7 +62,7 @@ class Receiver:
         self.stats = Stats(detector_class=config.detector_class,
                            upstream=tuple(self.detector.endpoints()))
         self.liveview = LiveView()
-        self.rois = RoiCounter(config.rois, self.stats, config.name)
+        self.rois = RoiCounter(config.rois, self.stats, config.name, config.roi_cpu)
         self.detector.keep_pixels = self.rois.wanted
         self.save_enabled = True
         self._ctx = zmq.Context()

@@ -15,6 +15,7 @@ counted is the channel named "data", else the first (a stream v2 series' first t
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import threading
@@ -33,14 +34,12 @@ from .writer import SeriesWriter
 
 log = logging.getLogger(__name__)
 
-THREADS = 2
 #: frames waiting to be counted; beyond any bound they are skipped. What is queued when a
 #: file closes is waited for, so the queue holds at most BACKLOG_S of counting (as measured)
 QUEUE_BYTES = 64 << 20
 QUEUE_ITEMS = 256
 BACKLOG_S = 0.02
-#: the counting threads' nice value: they take the CPU the write path leaves, and on busy
-#: cores the frames they cannot take are skipped instead of slowing the writer
+#: the counting threads' nice value: on busy cores the scheduler prefers the write path
 NICE = 19
 FINAL_WAIT_S = 2.0  # at a series' end, how long the counts still queued may take
 GROW = 1024
@@ -176,8 +175,14 @@ class RoiSeries:
 class RoiCounter:
     """A receiver's ROI definitions, the counting threads and the current series' values."""
 
-    def __init__(self, table: dict[str, Any], stats: Stats, name: str) -> None:
+    def __init__(self, table: dict[str, Any], stats: Stats, name: str, cpu: float) -> None:
         self.table = table  # for the next series
+        # ``cpu`` cores at most (the entry's ``roi_cpu``): threads enough, each pausing after a
+        # count for as long as keeps it to its share. Nice alone does not protect the writer:
+        # a counting thread on a core's hyperthread sibling, or in its caches, slows it too.
+        self._nthreads = math.ceil(cpu)
+        self._share = cpu / self._nthreads
+        self._hurry = threading.Event()  # set while a closing file waits: no pauses
         self.series: RoiSeries | None = None
         self._stats = stats
         self._name = name
@@ -185,7 +190,8 @@ class RoiCounter:
             queue.SimpleQueue()
         )
         self._held = [0, 0]  # bytes and items queued
-        self._cost = 0.0  # seconds an item takes to count, lately (threads write, engine reads)
+        # a thread's seconds per item, pause included, lately; unknown: one item at a time
+        self._cost = math.inf
         self._held_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._behind_told = False
@@ -205,10 +211,11 @@ class RoiCounter:
     def begin_series(self) -> None:
         self.series = RoiSeries(self.table) if self.table else None
         self._behind_told = False
+        self._hurry.clear()
         if self.series is not None and not self._threads:
             self._threads = [
                 threading.Thread(target=self._run, daemon=True, name=f"{self._name}-roi-{i}")
-                for i in range(THREADS)
+                for i in range(self._nthreads)
             ]
             for thread in self._threads:
                 thread.start()
@@ -234,7 +241,7 @@ class RoiCounter:
             fits = not items or (
                 bytes_held + nbytes <= QUEUE_BYTES
                 and items < QUEUE_ITEMS
-                and items * self._cost <= BACKLOG_S * THREADS
+                and items * self._cost <= BACKLOG_S * self._nthreads
             )
             if fits:
                 self._held[0] += nbytes
@@ -259,6 +266,7 @@ class RoiCounter:
         if series is None or writer.failed:
             return
         if final:
+            self._hurry.set()
             series.wait(FINAL_WAIT_S)
         elif now - series.last_save < writer.flush_interval_s:
             return
@@ -287,6 +295,7 @@ class RoiCounter:
             )
 
     def close(self) -> None:
+        self._hurry.set()
         for _ in self._threads:
             self._queue.put(None)
         for thread in self._threads:
@@ -305,15 +314,20 @@ class RoiCounter:
             log.debug("%s: counting thread keeps its priority: %s", self._name, exc)
         while (item := self._queue.get()) is not None:
             series, row, planes, nbytes = item
-            start = time.perf_counter()
+            start = time.thread_time()
             try:
                 for i, plane in enumerate(planes):
                     self._count(series, row + i, plane)
             finally:
+                used = time.thread_time() - start
                 with self._held_lock:
-                    self._cost += (time.perf_counter() - start - self._cost) / 4
+                    cost = used / self._share
+                    self._cost = (
+                        cost if self._cost == math.inf else self._cost + (cost - self._cost) / 4
+                    )
                     self._held[0] -= nbytes
                     self._held[1] -= 1
+            self._hurry.wait(used * (1 / self._share - 1))
 
     def _count(self, series: RoiSeries, row: int, plane: Plane) -> None:
         if not series.shape_checked:
