@@ -35,10 +35,14 @@ from .writer import SeriesWriter
 log = logging.getLogger(__name__)
 
 #: frames waiting to be counted; beyond any bound they are skipped. What is queued when a
-#: file closes is waited for, so the queue holds at most BACKLOG_S of counting (as measured)
+#: file closes is waited for, so the queue holds at most BACKLOG_S of counting (CPU time, as
+#: measured lately) per thread
 QUEUE_BYTES = 64 << 20
 QUEUE_ITEMS = 256
-BACKLOG_S = 0.02
+BACKLOG_S = 0.01
+#: counting CPU seconds per byte of what a frame is counted from, until measured: a sparse
+#: 4M bslz4 chunk with four ROIs of a few hundred rows (~5 ms for 560 kB)
+FIRST_COST_PER_BYTE = 1e-8
 #: the counting threads' nice value: on busy cores the scheduler prefers the write path
 NICE = 19
 FINAL_WAIT_S = 2.0  # at a series' end, how long the counts still queued may take
@@ -190,8 +194,9 @@ class RoiCounter:
             queue.SimpleQueue()
         )
         self._held = [0, 0]  # bytes and items queued
-        # a thread's seconds per item, pause included, lately; unknown: one item at a time
-        self._cost = math.inf
+        # CPU seconds a byte of a frame takes to count, lately (a thread the scheduler holds
+        # back costs nothing)
+        self._cost = FIRST_COST_PER_BYTE
         self._held_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._behind_told = False
@@ -241,7 +246,7 @@ class RoiCounter:
             fits = not items or (
                 bytes_held + nbytes <= QUEUE_BYTES
                 and items < QUEUE_ITEMS
-                and items * self._cost <= BACKLOG_S * self._nthreads
+                and (bytes_held + nbytes) * self._cost <= BACKLOG_S * self._nthreads
             )
             if fits:
                 self._held[0] += nbytes
@@ -255,7 +260,7 @@ class RoiCounter:
         if not self._behind_told:
             self._behind_told = True
             self._report(
-                f"ROI counting falls behind in series {self._stats.series_id}: frames "
+                f"ROI counting falls behind in series {self._series_label()}: frames "
                 f"are stored but not counted (roi_skipped)"
             )
 
@@ -283,14 +288,15 @@ class RoiCounter:
         series = self.series
         if series is None:
             return
+        self._hurry.set()
         if not series.wait(FINAL_WAIT_S):
             self._report(
-                f"ROI counts of series {self._stats.series_id} still queued after "
-                f"{FINAL_WAIT_S} s; the file lacks them"
+                f"ROI counts of series {self._series_label()} still queued after "
+                f"{FINAL_WAIT_S} s; a file of the series lacks them"
             )
         if series.skipped:
             self._report(
-                f"series {self._stats.series_id}: {series.skipped} of "
+                f"series {self._series_label()}: {series.skipped} of "
                 f"{series.submitted} frames not ROI-counted"
             )
 
@@ -301,6 +307,9 @@ class RoiCounter:
         for thread in self._threads:
             thread.join()
         self._threads = []
+
+    def _series_label(self) -> str:
+        return self._stats.series_id or f"#{self._stats.series_count}"
 
     def _report(self, text: str) -> None:
         log.warning("%s: %s", self._name, text)
@@ -321,10 +330,7 @@ class RoiCounter:
             finally:
                 used = time.thread_time() - start
                 with self._held_lock:
-                    cost = used / self._share
-                    self._cost = (
-                        cost if self._cost == math.inf else self._cost + (cost - self._cost) / 4
-                    )
+                    self._cost += (used / max(nbytes, 1) - self._cost) / 4
                     self._held[0] -= nbytes
                     self._held[1] -= 1
             self._hurry.wait(used * (1 / self._share - 1))

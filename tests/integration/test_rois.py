@@ -28,6 +28,9 @@ from tango_receiver.sim.stream_v2 import stream_v2_series
 from tango_receiver.sim.xspress3 import xspress3_series
 
 COUNT = 12
+#: a series sent at once is counted whole only with the cores for it (the default, a tenth of
+#: one, skips what a burst brings beyond 10 ms of counting)
+EVERY_FRAME = {"roi_cpu": 2}
 RECTANGLES = {"corner": [0, 10, 0, 10], "middle": [5, 30, 20, 47], "edge": [30, 99, 40, 99]}
 
 
@@ -117,7 +120,8 @@ def check_series(receiver: Receiver, target, table: dict, want: np.ndarray) -> N
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_roi_values_agree_with_numpy_for_every_detector_class(tmp_path, sender, case):
     target = tmp_path / "roi.h5"
-    config = make_config(sender.port, tmp_path, case.cls, rois=case.rois, **case.extra)
+    config = make_config(sender.port, tmp_path, case.cls, rois=case.rois, **EVERY_FRAME,
+                         **case.extra)
     receiver, snap = run_series(config, sender, case.messages(case.frames, str(target)))
     receiver.close()
     assert snap.frames_written == COUNT and snap.roi_skipped == 0
@@ -133,7 +137,8 @@ def test_lambda_modules_counted_as_stacked_rows(tmp_path, compression):
     table = {"module0": [0, 12, 0, 20], "across": [10, 30, 5, 15]}
     target = tmp_path / "lambda.h5"
     with ModuleSenders([0] * 4, timeout_s=20) as modules:
-        config = make_config(0, tmp_path, "Lambda", upstream=modules.endpoints, rois=table)
+        config = make_config(0, tmp_path, "Lambda", upstream=modules.endpoints, rois=table,
+                             **EVERY_FRAME)
         receiver = Receiver(config)
         receiver.start()
         modules.send([list(s) for s in lambda_series(frames, str(target), count=COUNT,
@@ -146,7 +151,7 @@ def test_lambda_modules_counted_as_stacked_rows(tmp_path, compression):
 def test_a_change_during_a_series_applies_from_the_next_and_rest_serves_both(tmp_path, sender):
     frames = frames_2d("uint32")
     first, second = {"a": [0, 20, 0, 20]}, {"b": [10, 40, 10, 50], "c": [0, 1, 0, 1]}
-    receiver = Receiver(make_config(sender.port, tmp_path, rois=first))
+    receiver = Receiver(make_config(sender.port, tmp_path, rois=first, **EVERY_FRAME))
     receiver.start()
     try:
         with serving(receiver) as http:
@@ -228,7 +233,7 @@ def test_a_series_appended_to_a_file_appends_its_rois(tmp_path, sender):
     frames = frames_2d("uint32")
     table = {"a": [0, 20, 0, 20]}
     target = tmp_path / "append.h5"
-    receiver = Receiver(make_config(sender.port, tmp_path, rois=table))
+    receiver = Receiver(make_config(sender.port, tmp_path, rois=table, **EVERY_FRAME))
     receiver.start()
     try:
         for series in range(2):
@@ -241,3 +246,21 @@ def test_a_series_appended_to_a_file_appends_its_rois(tmp_path, sender):
         np.testing.assert_array_equal(f["/entry/roi_a/sum"][()],
                                       np.tile(expected(table, frames, 5)[:, 0, 0], 2))
 
+
+
+def test_step_scan_frames_are_counted_at_the_default_share(tmp_path, sender):
+    """One frame a series, as a step scan takes them: the queue is empty when each comes."""
+    frames = frames_2d("uint32")
+    table = {"a": [0, 20, 0, 20]}
+    receiver = Receiver(make_config(sender.port, tmp_path, rois=table))
+    receiver.start()
+    try:
+        for point in range(3):
+            sender.send(internal_series(frames[point:], str(tmp_path / f"p{point}.h5"),
+                                        count=1))
+            snap = wait_series_done(receiver, point + 1)
+            assert snap.roi_skipped == 0
+            check_series(receiver, tmp_path / f"p{point}.h5", table,
+                         expected(table, frames[point:], 1))
+    finally:
+        receiver.close()
