@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from test_liveview_browser import SHAPE, browser  # noqa: F401  (the fixture)
+
 from conftest import make_config, wait_series_done
 from tango_receiver.api import start_sidecar
 from tango_receiver.engine.receiver import Receiver
 from tango_receiver.sim.frames import synthetic_frames
 from tango_receiver.sim.internal import internal_series
-from test_liveview_browser import SHAPE, browser  # noqa: F401  (the fixture)
 
 #: each ROI's rectangle in the SVG's coordinates (image pixels), and its label
 BOXES_JS = """Array.from(document.querySelectorAll('#rois g')).map(g => {
