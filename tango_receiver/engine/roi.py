@@ -1,8 +1,10 @@
 """ROI counting beside the write path: per frame and ROI, sum, max and pixels above zero.
 
 The engine thread hands each image of a series to a small pool of counting threads through a
-queue bounded in bytes, and never waits for them: an image that does not fit is counted as
-``roi_skipped`` (and said once per series), and the file still gets it. The pool counts from
+queue bounded in bytes and in counting time, and never waits for them (but once, for what is
+queued when the file closes): an image that does not fit is counted as ``roi_skipped`` (and
+said once per series), and the file still gets it. The threads run at low priority and within
+the entry's ``roi_cpu`` cores, so on busy cores counting gives way to writing. The pool counts from
 what the image already holds: pixels a worker decoded (kept on the channel while ROIs are
 defined, ``Detector.keep_pixels``), raw pixels as they came, or a bitshuffle-LZ4 chunk, of which
 only the blocks under each ROI are decompressed (``codecs/bslz4_span.py``). bitshuffle and

@@ -3,6 +3,8 @@ counting itself, against numpy."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import h5py
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from tango_receiver.config import ConfigError, parse_entry
 from tango_receiver.detector import detector_for
 from tango_receiver.engine import roi
 from tango_receiver.engine.roi_file import write_rows
+from tango_receiver.engine.stats import Stats
 from tango_receiver.rois import SpectrumWindow, parse_table, regions, table_json
 
 ENTRY = {"upstream": "tcp://127.0.0.1:9999", "write_roots": ["/tmp"]}
@@ -124,3 +127,27 @@ def test_rows_written_twice_land_where_they_belong(tmp_path):
         np.testing.assert_array_equal(f["/entry/roi_s/max"][()], values[:, 1, 1])
         assert list(f["/entry/roi_a/frame_number"][()]) == [0, 1, 2, 3]
         assert list(f["/entry/roi_s"].attrs["bins"]) == [1, 2]
+
+
+def test_a_flush_writes_the_rows_counted_in_order_and_the_close_the_rest(tmp_path):
+    """Rows are counted in any order; a flush writes the run of rows from the first that are
+    counted or skipped, the close every row (NaN where not counted)."""
+    stats = Stats()
+    counter = roi.RoiCounter(parse_table({"a": [0, 1, 0, 1]}), stats, "t", cpu=1.0)
+    counter.begin_series()  # starts the threads: none of this test's rows go through them
+    series = counter.series
+    row = series.reserve([10, 11, 12, 13])
+    series.record(row + 1, np.ones((1, 3)))
+    series.record(row, np.zeros((1, 3)))
+    series.record(row + 3, None)  # skipped
+    assert series.resolved() == 2
+    with h5py.File(tmp_path / "f.h5", "w") as f:
+        writer = SimpleNamespace(file=f, failed=False, flush_interval_s=1.0)
+        counter.save(writer, now=5.0)
+        assert list(f["/entry/roi_a/frame_number"][()]) == [10, 11]
+        counter.save(writer, now=5.5)  # within the flush interval: nothing
+        series.record(row + 2, np.full((1, 3), 2.0))
+        counter.save(writer, final=True)
+        assert list(f["/entry/roi_a/frame_number"][()]) == [10, 11, 12, 13]
+        np.testing.assert_array_equal(f["/entry/roi_a/sum"][()], [0, 1, 2, np.nan])
+    counter.close()
