@@ -48,8 +48,8 @@ def write_rows(
                 if ds.shape[0] < stop:
                     ds.resize(stop, axis=0)
                 ds[start:stop] = data
-    except H5_ERRORS as exc:
-        raise WriteFailed(f"{file.filename}: writing ROI values failed: {exc}") from None
+    except (*H5_ERRORS, ValueError, TypeError, KeyError) as exc:  # also: a name taken in the file
+        raise WriteFailed(f"{file.filename}: writing ROI values failed: {exc!r}") from None
 
 
 def _group(file: h5py.File, name: str, spec: Any) -> h5py.Group:

@@ -18,6 +18,7 @@ from tango_receiver.detector import detector_for
 from tango_receiver.engine import roi
 from tango_receiver.engine.roi_file import write_rows
 from tango_receiver.engine.stats import Stats
+from tango_receiver.engine.writer import WriteFailed
 from tango_receiver.rois import SpectrumWindow, parse_table, regions, table_json
 
 ENTRY = {"upstream": "tcp://127.0.0.1:9999", "write_roots": ["/tmp"]}
@@ -151,3 +152,10 @@ def test_a_flush_writes_the_rows_counted_in_order_and_the_close_the_rest(tmp_pat
         assert list(f["/entry/roi_a/frame_number"][()]) == [10, 11, 12, 13]
         np.testing.assert_array_equal(f["/entry/roi_a/sum"][()], [0, 1, 2, np.nan])
     counter.close()
+
+
+def test_a_name_taken_in_the_file_is_a_write_failure_that_says_so(tmp_path):
+    with h5py.File(tmp_path / "f.h5", "w") as f:
+        f["/entry/roi_a"] = 1  # a dataset where the group would go
+        with pytest.raises(WriteFailed, match="writing ROI values failed"):
+            write_rows(f, parse_table({"a": [0, 1, 0, 1]}), np.arange(1), np.zeros((1, 1, 3)), 0)
