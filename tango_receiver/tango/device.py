@@ -34,7 +34,7 @@ from ..config import ConfigError, ReceiverConfig, load_receiver, parse_entry
 from ..engine.liveview import DOWNSAMPLE_MAX, DOWNSAMPLE_MIN
 from ..engine.receiver import Receiver
 from ..engine.stats import ERROR, StatsSnapshot
-from .roi_attributes import RoiAttributes
+from .roi_attributes import RoiAttributes, roi_status
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +294,7 @@ class ReceiverDevice(EntryProperties, RoiAttributes):
         if self._receiver is None:
             return f"FAULT: {self._config_error}\nFix the properties, then run Init."
         snap = self._receiver.snapshot()
-        return status_of(snap, state_of(snap))
+        return status_of(snap, state_of(snap)) + roi_status(snap)
 
     # --- read/write attributes -----------------------------------------------------------
     @attribute(dtype=int, access=AttrWriteType.READ_WRITE, min_value=DOWNSAMPLE_MIN,

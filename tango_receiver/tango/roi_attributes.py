@@ -24,11 +24,22 @@ from tango.server import Device, attribute, command
 
 from ..engine.receiver import Receiver
 from ..engine.roi import COUNT, MAX, SUM, RoiSeries
+from ..engine.stats import StatsSnapshot
 from ..rois import MAX_ROIS, table_json
 
 MAX_SERIES_ROWS = 1 << 20  # rows of roi_sums a client may read
 #: attributes with change events (``roi_values``)
 EVENTED = ("roi_names", "roi_frame", "roi_sum", "roi_max", "roi_count", "roi_skipped")
+
+
+def roi_status(snap: StatsSnapshot) -> str:
+    """What the Status adds when ROI counting fell behind (not a loss: every frame is stored)."""
+    if not snap.roi_skipped:
+        return ""
+    return (
+        f"\nROI counting: {snap.roi_skipped} frames of the series stored but not counted "
+        f"(roi_skipped); give it more cores with roi_cpu."
+    )
 
 
 class RoiAttributes(Device):

@@ -3,6 +3,7 @@ counting itself, against numpy."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import h5py
@@ -20,6 +21,7 @@ from tango_receiver.engine.roi_file import write_rows
 from tango_receiver.engine.stats import Stats
 from tango_receiver.engine.writer import WriteFailed
 from tango_receiver.rois import SpectrumWindow, parse_table, regions, table_json
+from tango_receiver.tango.roi_attributes import roi_status
 
 ENTRY = {"upstream": "tcp://127.0.0.1:9999", "write_roots": ["/tmp"]}
 
@@ -61,6 +63,12 @@ def test_the_detectors_yaml_key_checked_against_the_frame():
     spectra = ENTRY | {"class": "Xspress3", "shape": [4, 4096]}
     with pytest.raises(ConfigError, match="outside the 4 x 4096 frame"):
         parse_entry("r", spectra | {"rois": {"k": {"channel": 4, "bins": [0, 10]}}})
+
+
+def test_the_tango_status_says_when_frames_were_not_counted():
+    snap = replace(Stats().snapshot(), roi_skipped=7)
+    assert "7 frames of the series stored but not counted" in roi_status(snap)
+    assert roi_status(Stats().snapshot()) == ""
 
 
 def test_decoders_keep_their_pixels_only_when_asked():
