@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from .detector import IMAGE_OPTIONS, Detector, detector_classes, pipeline_classes
 from .receiver_config import ReceiverConfig
+from .rois import misplaced
 from .transforms import ImageTransform
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,17 @@ def _check_against_class(config: ReceiverConfig, where: str) -> None:
                           f"reads every socket so that a frame's parts meet), got "
                           f"{config.nworkers}")
     _check_frame_options(config, where)
+    _check_rois(config, where)
+
+
+def _check_rois(config: ReceiverConfig, where: str) -> None:
+    """ROIs must lie in the stored frame, where the entry gives its ``shape``."""
+    if not (config.rois and config.shape):
+        return
+    shape = config.shape[::-1] if config.rotate and len(config.shape) == 2 else config.shape
+    problems = misplaced(config.rois, tuple(shape))
+    if problems:
+        raise ConfigError(f"{where}: key 'rois': {'; '.join(problems)}")
 
 
 def _check_frame_options(config: ReceiverConfig, where: str) -> None:

@@ -97,6 +97,9 @@ class Detector:
         self.config = config
         self.name = config.name
         self.compress = self.compress_default if config.compress is None else config.compress
+        #: set by the receiver while ROIs are defined: pixels made here stay on their channel,
+        #: so ROI counting (engine/roi.py) need not decompress the chunk made from them
+        self.keep_pixels = False
 
     @staticmethod
     def message_type(parts: Parts) -> str | None:
@@ -178,7 +181,7 @@ class Detector:
         one bitshuffle-LZ4 chunk when ``compress`` is on, raw otherwise (see Internals.md)."""
         if self.compress:
             return Channel(name, pixels.shape, dtype_name(pixels.dtype), "bslz4",
-                           bslz4.encode_chunk(pixels))
+                           bslz4.encode_chunk(pixels), pixels=pixels if self.keep_pixels else None)
         return Channel(name, pixels.shape, dtype_name(pixels.dtype), "none",
                        np.ascontiguousarray(pixels))
 

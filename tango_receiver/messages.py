@@ -84,6 +84,7 @@ class Channel:
     compression: str
     blob: Buffer
     chunk: Buffer | None = None  # bslz4 chunk with its 12-byte header, or raw bytes
+    pixels: np.ndarray | None = None  # pixels decoded here, kept only for ROI counting
 
     @property
     def stored(self) -> Buffer:
@@ -119,6 +120,7 @@ class Image:
     def nbytes_held(self) -> int:
         """Memory this image keeps alive: its blobs, and the chunks made from them."""
         return sum(memoryview(c.blob).nbytes + (0 if c.chunk is None else memoryview(c.chunk).nbytes)
+                   + (0 if c.pixels is None else c.pixels.nbytes)
                    for c in self.channels)
 
     @property

@@ -13,6 +13,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .rois import RoiTable, parse_table
+
 #: Where receivers may write when an entry names no ``write_roots`` (existing deployments).
 DEFAULT_WRITE_ROOTS_ENV = "TANGO_RECEIVER_WRITE_ROOTS"
 DEFAULT_WRITE_ROOT = "/data"
@@ -99,6 +101,9 @@ class ReceiverConfig(BaseModel):
     # "dectris": <name>_master.h5 and <name>_data_000001.h5, ... of images_per_file frames each
     layout: Literal["single", "dectris"] = "single"
     images_per_file: int = Field(default=1000, ge=1)
+    # regions counted per frame (rois.py); a JSON string is taken too (a Tango property)
+    rois: RoiTable = Field(default_factory=dict)
+    roi_cpu: float = Field(default=0.1, gt=0, le=64)  # cores ROI counting may use at most
 
     def frames_in(self, nbytes: int) -> int | None:
         """How many frames (at least 2) fit in ``nbytes``, where the entry says how big a raw
@@ -128,6 +133,11 @@ class ReceiverConfig(BaseModel):
         if isinstance(value, (str, dict)):
             value = [value]
         return [_endpoint(v) if isinstance(v, str) else v for v in value]
+
+    @field_validator("rois", mode="before")
+    @classmethod
+    def _rois_from_json(cls, value: Any) -> Any:
+        return parse_table(value) if isinstance(value, str) else value
 
     @field_validator("dset_name")
     @classmethod

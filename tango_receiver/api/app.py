@@ -27,7 +27,7 @@ from ..engine.liveview import (DOWNSAMPLE_MAX, DOWNSAMPLE_MIN, LiveFrame, LiveVi
                                effective_downsample)
 from ..engine.receiver import Receiver
 from ..engine.stats import State, StatsSnapshot
-from . import metrics
+from . import metrics, rois
 from .liveview_page import render_page
 
 log = logging.getLogger(__name__)
@@ -320,4 +320,5 @@ def create_app(receiver: Receiver) -> FastAPI:
     app.state.receiver = receiver
     for router in (status_router, frames_router, page_router, metrics_router):
         app.include_router(router)
+    app.include_router(rois.router)
     return app

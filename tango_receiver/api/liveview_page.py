@@ -47,6 +47,10 @@ PAGE = """<!doctype html>
   td { font-variant-numeric: tabular-nums; text-align: right; }
   td.bad { color: #f66; font-weight: bold; }
   #error, #problem { color: #f66; }
+  figure { position: relative; }
+  #rois { position: absolute; left: 0; top: 0; pointer-events: none; overflow: visible; }
+  #rois rect { fill: none; stroke: #3f3; vector-effect: non-scaling-stroke; }
+  #rois text { fill: #3f3; font: 12px monospace; }
   #messages { font: 12px monospace; white-space: pre-wrap; color: #fc6; max-width: 40em; }
   #messages .earlier { color: #887; }
 </style>
@@ -60,6 +64,7 @@ PAGE = """<!doctype html>
 <main>
 <figure>
   <canvas id="frame" width="1" height="1" aria-label="latest frame"></canvas>
+  <svg id="rois" aria-label="regions of interest"></svg>
   <div id="pixel">pointer over the image: x, y and value</div>
   <div id="scale">
     <canvas id="colorbar" width="256" height="1" aria-label="colour bar"></canvas>
@@ -303,6 +308,35 @@ async function refreshImage() {
   $("frame").dataset.frame = header("X-Frame");
   $("frame-info").textContent = `series ${series || "–"} · frame ${header("X-Frame")} · ` +
     `${shape.join(" × ")} ${header("X-Dtype")} · binning ${frame.factor}`;
+  await drawRois(frame.factor);
+}
+
+// The ROIs of the series shown (GET rois), in frame pixels over the image binned by `factor`.
+async function drawRois(factor) {
+  const response = await fetch("rois", {cache: "no-store"});
+  if (!response.ok) return;
+  const {series} = await response.json();
+  const canvas = $("frame"), svg = $("rois"), NS = svg.namespaceURI;  // SVG's, from the markup
+  svg.setAttribute("viewBox", `0 0 ${canvas.width} ${canvas.height}`);
+  svg.setAttribute("preserveAspectRatio", "none");
+  svg.style.width = canvas.clientWidth + "px";
+  svg.style.height = canvas.clientHeight + "px";
+  const shapes = Object.entries(series ? series.regions : {}).map(([name, [r0, r1, c0, c1]]) => {
+    const group = document.createElementNS(NS, "g");
+    const rect = document.createElementNS(NS, "rect");
+    const label = document.createElementNS(NS, "text");
+    const box = {x: c0 / factor, y: r0 / factor, width: (c1 - c0) / factor,
+                 height: (r1 - r0) / factor};
+    for (const [key, value] of Object.entries(box)) rect.setAttribute(key, value);
+    label.setAttribute("x", box.x);
+    label.setAttribute("y", box.y);
+    const sum = series.latest[name].sum;
+    label.textContent = `${name} ${sum === null ? "–" : sum}`;
+    group.dataset.roi = name;
+    group.append(rect, label);
+    return group;
+  });
+  svg.replaceChildren(...shapes);
 }
 
 async function tick() {

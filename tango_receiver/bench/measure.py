@@ -217,6 +217,7 @@ def _receive(name: str, quick: bool, port: int, directory: str, baseline_fps: fl
     out.put({"seconds": snap.series_duration_s, "frames": snap.frames_written, "cpu_s": cpu,
              "wire_bytes": snap.bytes_wire, "stored_bytes": snap.bytes_stored,
              "raw_bytes": snap.bytes_raw, "forward_dropped": snap.forward_dropped,
+             "roi_skipped": snap.roi_skipped,
              "rss_mb": peak_rss_mb(),
              "liveview_ms": (statistics.median(latencies) * 1000, max(latencies) * 1000,
                              len(latencies), empty[0]) if latencies else None})
@@ -285,7 +286,7 @@ def measure_receiver(scenario: Scenario, quick: bool, directory: Path, baseline_
             "lost": scenario.count(quick) - frames,
             **{key: sum(p[key] for p in parts)
                for key in ("cpu_s", "wire_bytes", "stored_bytes", "raw_bytes",
-                           "forward_dropped")},
+                           "forward_dropped", "roi_skipped")},
             "rss_mb": max(p["rss_mb"] for p in parts), "liveview_ms": parts[0]["liveview_ms"],
             "sender_cpu_s": sender.cpu_s}
 

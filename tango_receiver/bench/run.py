@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 COLUMNS = ("scenario", "frames", "raw kB/frame", "wire kB/frame", "receiver f/s", "raw GB/s",
            "wire GB/s", "PULL f/s", "recv/PULL", "h5py f/s", "recv/h5py", "decode f/s",
            "CPU us/frame", "PULL CPU us/frame", "sender CPU us/frame", "peak RSS MB", "lost",
-           "fwd dropped", "liveview ms (median/max)", "liveview answers")
+           "fwd dropped", "roi skipped", "liveview ms (median/max)", "liveview answers")
 TARGET_COLUMNS = ("target", "measured", "met")
 
 
@@ -67,7 +67,7 @@ def _row(name: str, pull: dict, h5: dict, decode: dict | None, recv: dict) -> di
         "PULL CPU us/frame": pull["cpu_s"] / max(pull["frames"], 1) * 1e6,
         "sender CPU us/frame": recv["sender_cpu_s"] / frames * 1e6,
         "peak RSS MB": recv["rss_mb"], "lost": recv["lost"],
-        "fwd dropped": recv["forward_dropped"],
+        "fwd dropped": recv["forward_dropped"], "roi skipped": recv["roi_skipped"],
         **_liveview(recv["liveview_ms"]),
     }
 

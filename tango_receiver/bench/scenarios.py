@@ -58,6 +58,14 @@ class Scenario:
         return internal_series(frames, filename, compression=self.compression, count=count)
 
 
+EIGER_4M = Scenario("6-4m-bslz4", "EIGER 4M bslz4 (internal format), 2 workers, no ROIs",
+                    "Detector", "internal", (2162, 2068), "uint32", frames=2000, quick_frames=200,
+                    photons=0.05, nworkers=2)
+#: four ROIs of a diffraction experiment's kinds: a peak, a band across the frame, a corner, the
+#: beam stop; counted from the chunks' blocks under them (Internals.md, "ROI counting")
+ROIS_4M = {"peak": [1000, 1100, 1000, 1100], "band": [500, 700, 0, 2068],
+           "corner": [0, 256, 0, 256], "beamstop": [1030, 1130, 980, 1080]}
+
 EIGER_1M = Scenario("1-eiger-v1", "EIGER 1M stream v1, bslz4, sparse", "Eiger", "eiger",
                     (1065, 1030), "uint32", frames=40000, quick_frames=10000, photons=0.002)
 
@@ -87,4 +95,7 @@ SCENARIOS: list[Scenario] = [
     Scenario("5-eiger-slow-consumer", "scenario 1 + secondary consumer at 1/10 rate", "Eiger",
              "eiger", (1065, 1030), "uint32", frames=40000, quick_frames=10000, photons=0.002,
              consumer_fraction=0.1),
+    EIGER_4M,
+    replace(EIGER_4M, name="6-4m-bslz4-rois", title="scenario 6 with 4 ROIs counted",
+            config={"rois": ROIS_4M}),
 ]

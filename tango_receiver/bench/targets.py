@@ -51,6 +51,8 @@ TARGETS = [
            lambda rows: max(r["peak RSS MB"] for r in rows.values()), 1024, above=False),
     Target("live view under 50 ms during scenario 2 (longest answer)", _liveview_max_ms, 50,
            above=False),
+    Target("6: 4 ROIs at least 0.9 x the rate without", _rate("6-4m-bslz4-rois", "6-4m-bslz4"),
+           0.9),
 ]
 
 

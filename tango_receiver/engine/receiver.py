@@ -36,6 +36,7 @@ from .forwarder import DROPPED, NO_CONSUMER, SENT, Forwarder, forward_hwm
 from .liveview import DOWNSAMPLE_MAX, DOWNSAMPLE_MIN, LiveView
 from .nxmx import Nxmx
 from .ordering import Ordering, OrderingCounts
+from .roi import RoiCounter
 from .stats import Stats, StatsSnapshot
 from .writer import FrameMismatch, SeriesWriter, WriteFailed, WriteRefused
 
@@ -64,6 +65,8 @@ class Receiver:
         self.stats = Stats(detector_class=config.detector_class,
                            upstream=tuple(self.detector.endpoints()))
         self.liveview = LiveView()
+        self.rois = RoiCounter(config.rois, self.stats, config.name, config.roi_cpu)
+        self.detector.keep_pixels = self.rois.wanted
         self.save_enabled = True
         self._ctx = zmq.Context()
         # batches of decoded messages and their size; the byte budget bounds the memory
@@ -144,6 +147,7 @@ class Receiver:
             self._closing.set()
             self._engine.join()
             self._engine = None
+        self.rois.close()
         if self._forwarder is not None:
             self._forwarder.close()
             self._forwarder = None
@@ -192,6 +196,13 @@ class Receiver:
             log.exception("%s: thread %s died", self.config.name, threading.current_thread().name)
             self.stats.die(f"{self.config.name}: thread {threading.current_thread().name} died "
                            f"({type(exc).__name__}: {exc}); restart the receiver")
+
+    def set_rois(self, table: object) -> dict:
+        """ROI definitions (rois.py) for the next series; the series in progress keeps its own.
+        ValueError names what is wrong."""
+        defined = self.rois.define(table)
+        self.detector.keep_pixels = self.rois.wanted
+        return defined
 
     def abort(self) -> None:
         """Close the file now; the rest of the current series is counted as discarded."""
@@ -363,6 +374,8 @@ class Receiver:
         self.stats.sample(now)
         if self._writer is not None:
             self._fault_on_write_failure(lambda: self._writer.maybe_flush(now))
+            writer = self._writer
+            self._fault_on_write_failure(lambda: self.rois.save(writer, now))
 
     def _sync_counts(self) -> None:
         counts = self._ordering.counts
@@ -417,6 +430,8 @@ class Receiver:
         series_id = "" if header.series_id is None else str(header.series_id)
         self.stats.new_series(series_id, header.filename if header.saves else "")
         self._series_open, self._discarding, self._silence_told = True, False, False
+        self.rois.begin_series()
+        self.detector.keep_pixels = self.rois.wanted
         if header.saves and self.save_enabled:
             try:
                 self._writer = self._writer_class(header, self.config.dset_name,
@@ -469,6 +484,7 @@ class Receiver:
         sent = int(outcome == SENT)
         self._forwarded(sent, 1 - sent, outcome)
         self.liveview.update(image, stats.series_id)
+        self.rois.submit(image)
 
     def _frame_run(self, run: FrameRun) -> None:
         """A run that continues the series exactly is counted, written and forwarded as one
@@ -496,6 +512,7 @@ class Receiver:
         sent, outcome = self._forwarder.send_run(run) if self._forwarder else (0, NO_CONSUMER)
         self._forwarded(sent, count - sent, outcome)
         self.liveview.update(run.image(count - 1), self.stats.series_id)
+        self.rois.submit_run(run)
 
     def _received(self, count: int, wire: int, stored: int, raw: int, last_frame: int) -> None:
         stats = self.stats
@@ -525,6 +542,7 @@ class Receiver:
             self.stats.warn(f"{self.config.name}: series {self.stats.series_id} incomplete: "
                             f"{reason}")
         self._close_writer(complete)
+        self.rois.end_series()
         self._series_open = False
         self.stats.end_series(complete)
         allocator.give_back()
@@ -532,6 +550,7 @@ class Receiver:
     def _close_writer(self, complete: bool) -> None:
         if self._writer is not None:
             writer, self._writer = self._writer, None
+            self._fault_on_write_failure(lambda: self.rois.save(writer, final=True))
             self._fault_on_write_failure(lambda: writer.close(complete))
 
     def _fault_on_write_failure(self, fn: Callable[[], None]) -> None:

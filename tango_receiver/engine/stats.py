@@ -34,6 +34,7 @@ class SeriesCounters:
     frames_duplicate: int
     frames_outside: int
     frames_discarded: int
+    roi_skipped: int  # stored but not ROI-counted: the counting fell behind (engine/roi.py)
     bytes_wire: int  # the image messages as they arrived (CBF, packed 12-bit, every module)
     bytes_stored: int  # the chunks written
     bytes_raw: int  # the pixels they hold, uncompressed

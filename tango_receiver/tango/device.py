@@ -39,6 +39,7 @@ from ..config import ConfigError, ReceiverConfig, load_receiver, parse_entry
 from ..engine.liveview import DOWNSAMPLE_MAX, DOWNSAMPLE_MIN, LiveFrame, effective_downsample
 from ..engine.receiver import Receiver
 from ..engine.stats import ERROR, StatsSnapshot
+from .roi_attributes import RoiAttributes, roi_status
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +218,7 @@ def _snapshot_attribute(field: str, **kwargs: Any) -> attribute:
 Companion = Callable[[Receiver], Callable[[], None]]
 
 
-class ReceiverDevice(EntryProperties):
+class ReceiverDevice(EntryProperties, RoiAttributes):
     """A detector data receiver: ZMQ detector stream -> HDF5, secondary port and live view."""
 
     #: set by the process that serves the device; the device itself knows no REST
@@ -301,6 +302,7 @@ class ReceiverDevice(EntryProperties):
         for name in ("State", "Status"):
             self.set_change_event(name, True, False)
         self._publish_video(bool(self.video_image))
+        self.init_roi_events()
         try:
             config = self.receiver_config()
             receiver = Receiver(config)
@@ -440,7 +442,8 @@ class ReceiverDevice(EntryProperties):
     def _status(snap: StatsSnapshot) -> str:
         state = state_of(snap)
         line = headline(snap, state)
-        return f"{line}\n{status_of(snap, state)}" if line else status_of(snap, state)
+        text = status_of(snap, state) + roi_status(snap)
+        return f"{line}\n{text}" if line else text
 
     # --- read/write attributes -----------------------------------------------------------
     @attribute(dtype=int, access=AttrWriteType.READ_WRITE, min_value=DOWNSAMPLE_MIN,
@@ -524,6 +527,7 @@ class ReceiverDevice(EntryProperties):
                     snap = self.receiver.snapshot()
                     live = self.receiver.liveview.latest()
                     self._push_changes(snap, last)
+                    self.push_roi_changes(last)
                     if live is not None and live is not live_seen:
                         live_seen, ready = live, ready + 1
                         self.push_data_ready_event("last_image", ready)
