@@ -59,7 +59,7 @@ class ReceiverConfig(BaseModel):
     gap_timeout_s: float = Field(default=2.0, gt=0)
     silence_timeout_s: float = Field(default=30.0, gt=0)  # open series, no data: say so
     flush_interval_s: float = Field(default=1.0, gt=0)
-    forward_hwm: int = Field(default=256, ge=1)
+    forward_hwm: int = Field(default=65536, ge=1)  # messages; the bytes: forwarder.FORWARD_BYTES
     queue_mb: int = Field(default=128, ge=1)  # decoded frames waiting for the writer
     # scale-out: one of N receivers pulling from one upstream writes <stem><file_suffix>.h5 and
     # expects msg_number gaps (those frames went to the other receivers); see scaleout/

@@ -30,7 +30,7 @@ from ..receiver_config import ReceiverConfig
 from ..transport import Upstream, wire_nbytes
 from . import allocator
 from .budget import ByteBudget
-from .forwarder import DROPPED, NO_CONSUMER, SENT, Forwarder, forward_hwm
+from .forwarder import DROPPED, NO_CONSUMER, SENT, Forwarder
 from .liveview import DOWNSAMPLE_MAX, DOWNSAMPLE_MIN, LiveView
 from .ordering import Ordering, OrderingCounts
 from .stats import Stats, StatsSnapshot
@@ -91,7 +91,7 @@ class Receiver:
             return
         allocator.keep_freed_memory()
         self._forwarder = Forwarder(self._ctx, self.config.data_host, self.config.data_port,
-                                    forward_hwm(self.config))
+                                    self.config.forward_hwm)
         self.stats.secondary_port = self._forwarder.port
         self._engine = threading.Thread(target=self._run_engine, name=f"{self.config.name}-engine",
                                         daemon=True)
