@@ -89,17 +89,19 @@ class Forwarder:
         size = sum(memoryview(part).nbytes for part in parts)
         if self._sent - self._done + size > self._budget and self.queued + size > self._budget:
             return False
-        track = self._sent + size - self._tracked >= self._grain
-        if track:  # the last part: ZMQ is done with a message once it has sent its last part
-            parts = [*parts[:-1], zmq.Frame(parts[-1], copy=False, track=True)]
+        tracked = None
+        if self._sent + size - self._tracked >= self._grain:
+            # the last part: ZMQ is done with a message once it has sent its last part
+            tracked = zmq.Frame(parts[-1], copy=False, track=True)
+            parts = [*parts[:-1], tracked]
         try:
             self.socket.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
         except zmq.Again:  # the consumer went between the question and the send
             return False
         self._sent += size
-        if track:
+        if tracked is not None:
             self._tracked = self._sent
-            self._trackers.append((parts[-1].tracker, self._sent))
+            self._trackers.append((tracked.tracker, self._sent))
         return True
 
     def _unsent(self) -> str:

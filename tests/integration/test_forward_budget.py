@@ -19,11 +19,13 @@ def test_a_draining_consumer_gets_every_frame_of_a_burst_after_a_gap(tmp_path, s
     messages); 217 x 301 frames come, and a gap holds them for the gap timeout, then lets them
     go at once: a consumer that keeps up on average, with little buffer of its own, takes all."""
     frames = synthetic_frames(4, (217, 301), "uint16", rate=50.0)
-    messages = list(internal_series(frames, str(tmp_path / "burst.h5"), compression="none",
-                                    count=301))
+    messages = list(
+        internal_series(frames, str(tmp_path / "burst.h5"), compression="none", count=301)
+    )
     del messages[11]  # msg_number 11 never comes: the ordering holds the rest for 1 s
-    receiver = Receiver(make_config(sender.port, tmp_path, shape=[2160, 2560], dtype="uint16",
-                                    gap_timeout_s=1.0))
+    receiver = Receiver(
+        make_config(sender.port, tmp_path, shape=[2160, 2560], dtype="uint16", gap_timeout_s=1.0)
+    )
     receiver.open()
     ctx = zmq.Context()
     consumer = ctx.socket(zmq.PULL)
