@@ -125,21 +125,24 @@ class SeriesEnd:
 @dataclass(slots=True)
 class FrameRun:
     """Frames ``first``, ``first + 1``, ... of one form, one bitshuffle-LZ4 channel "data" each,
-    as the compiled stream v1 lane took them (lane.py): the engine handles a run as one item
-    when it continues the series exactly, and as its images otherwise."""
+    numbered ``first + offset``, ... in the stream, as the compiled lane took them (lane.py): the
+    engine handles a run as one item when it continues the series exactly, and as its images
+    otherwise."""
 
     first: int
     chunks: list[Buffer]
     wires: list[int]  # bytes each frame arrived in
     shape: tuple[int, ...]
     dtype: str
+    offset: int = 1  # msg_number - frame (stream v1 numbers frame + 1)
+    heads: list[Buffer] | None = None  # internal format: each frame's head part, as it came
 
     def __len__(self) -> int:
         return len(self.chunks)
 
     @property
     def msg_number(self) -> int:
-        return self.first + 1
+        return self.first + self.offset
 
     @property
     def nbytes_wire(self) -> int:
@@ -158,9 +161,10 @@ class FrameRun:
         return len(self.chunks) * _nbytes(self.shape, self.dtype)
 
     def image(self, index: int) -> Image:
-        frame = self.first + index
-        return Image(msg_number=frame + 1, frame=frame,
-                     channels=[Channel("data", self.shape, self.dtype, "bslz4", self.chunks[index])],
+        frame, chunk = self.first + index, self.chunks[index]
+        return Image(msg_number=frame + self.offset, frame=frame,
+                     channels=[Channel("data", self.shape, self.dtype, "bslz4", chunk)],
+                     wire=None if self.heads is None else [self.heads[index], chunk],
                      nbytes_wire=self.wires[index])
 
     def images(self) -> list[Image]:

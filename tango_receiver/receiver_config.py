@@ -51,7 +51,7 @@ class ReceiverConfig(BaseModel):
     pipeline: str | None = None
     compress: bool = True  # uncompressed frames are stored bitshuffle-LZ4
     verify_chunks: bool = False  # also walk each pre-compressed chunk's block table (Internals.md)
-    fast_lane: bool = True  # stream v1: a running series' frames through the compiled lane (lane.py)
+    fast_lane: bool = True  # v1, internal: a running series' frames through the compiled lane
     rotate: bool = False
     mask: list[list[int]] | None = None
     tot: Path | None = None

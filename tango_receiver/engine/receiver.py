@@ -404,7 +404,7 @@ class Receiver:
         through as its images, by the same rules as every image."""
         writer = self._writer
         if (self._discarding or (writer is not None and not writer.takes(run))
-                or not self._ordering.take_run(run.first + 1, len(run))):
+                or not self._ordering.take_run(run.msg_number, len(run))):
             for image in run.images():
                 for ready in self._ordering.push(image):
                     self._handle_safely(ready)
