@@ -35,6 +35,7 @@ class Scenario:
     probe_liveview: bool = False  # a live-view client asks for the newest frame 10 times a second
     parts: int = 1  # scale-out: receiver processes behind `tango-receiver split`
     time_decoders: bool = False  # the decoders alone too (where decoding is the work: 3, 4)
+    store_loop: bool = False  # the bare PULL + write_direct_chunk loop too (chunks as they come)
     config: dict[str, Any] = field(default_factory=dict)
 
     def count(self, quick: bool) -> int:
@@ -60,6 +61,12 @@ class Scenario:
 
 EIGER_1M = Scenario("1-eiger-v1", "EIGER 1M stream v1, bslz4, sparse", "Eiger", "eiger",
                     (1065, 1030), "uint32", frames=40000, quick_frames=10000, photons=0.002)
+GENERAL_38K = Scenario("6-general-38k", "general case (internal format), bslz4 by the detector, "
+                       "38 kB chunks", "Detector", "internal", (1065, 1030), "uint32",
+                       frames=40000, quick_frames=10000, photons=0.002, store_loop=True)
+GENERAL_137K = replace(GENERAL_38K, name="6-general-137k", title="general case (internal "
+                       "format), bslz4 by the detector, 137 kB chunks", frames=20000,
+                       quick_frames=5000, photons=0.05)
 
 SCENARIOS: list[Scenario] = [
     EIGER_1M,
@@ -87,4 +94,12 @@ SCENARIOS: list[Scenario] = [
     Scenario("5-eiger-slow-consumer", "scenario 1 + secondary consumer at 1/10 rate", "Eiger",
              "eiger", (1065, 1030), "uint32", frames=40000, quick_frames=10000, photons=0.002,
              consumer_fraction=0.1),
+    GENERAL_38K,
+    replace(GENERAL_38K, name="6-general-38k-python", config={"fast_lane": False},
+            store_loop=False,
+            title="scenario 6 at 38 kB without the compiled lane: every frame through Python"),
+    GENERAL_137K,
+    replace(GENERAL_137K, name="6-general-137k-python", config={"fast_lane": False},
+            store_loop=False,
+            title="scenario 6 at 137 kB without the compiled lane: every frame through Python"),
 ]
