@@ -500,10 +500,11 @@ static PyObject *slow_item(batch *b, message *m) {
                          (const char *)m->form.header, (Py_ssize_t)12);
 }
 
-/* (first frame, msg_number - frame, chunks, wire bytes of each frame, head parts or None):
- * frames first, first + 1, ... of the lane's form, numbered in step. The internal format's
- * head parts are kept, so that a frame is forwarded as it came; the other parts are closed. */
-static PyObject *run_item(const Lane *lane, batch *b, size_t start, size_t count) {
+/* (first frame, msg_number - frame, stride, chunks, wire bytes of each frame, head parts or
+ * None): frames first, first + stride, ... of the lane's form, numbered in step. The internal
+ * format's head parts are kept, so that a frame is forwarded as it came; the other parts are
+ * closed. */
+static PyObject *run_item(const Lane *lane, batch *b, size_t start, size_t count, long long stride) {
     PyObject *chunks = PyList_New((Py_ssize_t)count), *wires = PyList_New((Py_ssize_t)count);
     PyObject *heads = lane->internal ? PyList_New((Py_ssize_t)count) : Py_NewRef(Py_None);
     if (chunks == NULL || wires == NULL || heads == NULL)
@@ -528,12 +529,23 @@ static PyObject *run_item(const Lane *lane, batch *b, size_t start, size_t count
             PyList_SET_ITEM(heads, (Py_ssize_t)i, head);
     }
     message *m = &b->msgs[start];
-    return Py_BuildValue("(LLNNN)", m->frame, m->number - m->frame, chunks, wires, heads);
+    return Py_BuildValue("(LLLNNN)", m->frame, m->number - m->frame, stride, chunks, wires, heads);
 fail:
     Py_XDECREF(chunks);
     Py_XDECREF(wires);
     Py_XDECREF(heads);
     return NULL;
+}
+
+/* The step between the frames of a run that starts at message ``i``, from its first two (0: no
+ * run of two). Several workers each get every n-th message of the stream (ZMQ deals them out in
+ * turn), so their runs step by n, and the engine puts the workers' runs together again. */
+static long long run_stride(const batch *b, size_t i) {
+    const message *m = &b->msgs[i], *next = m + 1;
+    if (!m->fast || i + 1 >= b->nmsgs || !next->fast)
+        return 0;
+    long long stride = next->frame - m->frame;
+    return stride >= 1 && next->number - m->number == stride ? stride : 0;
 }
 
 static PyObject *lane_receive(PyObject *obj, PyObject *args) {
@@ -560,12 +572,13 @@ static PyObject *lane_receive(PyObject *obj, PyObject *args) {
     for (size_t i = 0; out != NULL && i < b.nmsgs;) {
         size_t n = 1;
         message *m = &b.msgs[i];
-        if (m->fast)
+        long long stride = run_stride(&b, i);
+        if (stride)  /* n * stride stays below 2**63: both are bounded (64 messages, 2**53) */
             while (i + n < b.nmsgs && b.msgs[i + n].fast &&
-                   b.msgs[i + n].frame == m->frame + (long long)n &&
-                   b.msgs[i + n].number == m->number + (long long)n)
+                   b.msgs[i + n].frame == m->frame + (long long)n * stride &&
+                   b.msgs[i + n].number == m->number + (long long)n * stride)
                 n++;
-        PyObject *item = m->fast ? run_item(self, &b, i, n) : slow_item(&b, m);
+        PyObject *item = m->fast ? run_item(self, &b, i, n, stride ? stride : 1) : slow_item(&b, m);
         if (item == NULL || PyList_Append(out, item) < 0)
             Py_CLEAR(out);
         Py_XDECREF(item);
@@ -590,7 +603,7 @@ static PyMethodDef lane_methods[] = {
      "form from now on (Python decoded one and found it sound)."},
     {"receive", lane_receive, METH_VARARGS,
      "receive(socket_address, timeout_ms, max_messages, max_bytes) -> list of items: "
-     "(parts, candidate) for the Python decoder, or (first_frame, number_offset, chunks, "
+     "(parts, candidate) for the Python decoder, or (first_frame, number_offset, stride, chunks, "
      "wire_bytes_each, head_parts) for a run of frames of the lane's form."},
     {NULL}};
 

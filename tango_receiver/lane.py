@@ -62,9 +62,10 @@ class LaneSource:
         form = self._form  # the lane classified the whole batch with this one
         out: list[list[Buffer] | FrameRun] = []
         for item in self._lane.receive(self._address, timeout_ms, *self._limits):
-            if len(item) == 5:
-                first, offset, chunks, wires, heads = item
-                out.append(FrameRun(first, chunks, wires, form.shape, form.dtype, offset, heads))
+            if len(item) == 6:
+                first, offset, stride, chunks, wires, heads = item
+                out.append(FrameRun(first, chunks, wires, form.shape, form.dtype, offset, heads,
+                                    stride))
                 continue
             parts, candidate = item
             if candidate is not None and candidate != self._candidate:

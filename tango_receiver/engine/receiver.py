@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 import zmq
 
 from ..detector import Detector, detector_for
-from ..messages import FrameRun, Header, Image, InvalidMessage, Message, SeriesEnd
+from ..messages import FrameRun, Header, Image, InvalidMessage, Message, SeriesEnd, runs_of
 from ..receiver_config import ReceiverConfig
 from ..transport import Upstream, wire_nbytes
 from . import allocator
@@ -291,8 +291,7 @@ class Receiver:
                     if msg.msg_number is not None:
                         self._ordering.reject(msg.msg_number)
                 else:
-                    for ready in self._ordering.push(msg):
-                        self._handle_safely(ready)
+                    self._release(self._ordering.push(msg))
             self._return_budget(taken, held)
             while not self._control.empty():
                 fn, done, failed = self._control.get()
@@ -306,14 +305,12 @@ class Receiver:
             if now - last_tick >= TICK_S:
                 last_tick = now
                 self._tick(now)
-        for ready in self._ordering.flush():
-            self._handle_safely(ready)
+        self._release(self._ordering.flush())
         self._finish_series(complete=False, reason="receiver shut down mid-series")
 
     def _tick(self, now: float) -> None:
         held = self._ordering.held_bytes
-        for ready in self._ordering.poll():
-            self._handle_safely(ready)
+        self._release(self._ordering.poll())
         self._return_budget(0, held)
         silent = now - self._last_data
         if self._series_open and silent > self.config.silence_timeout_s and not self._silence_told:
@@ -337,6 +334,11 @@ class Receiver:
         self.stats.frames_missing = counts.missing - self._base.missing
         self.stats.frames_duplicate = counts.duplicate - self._base.duplicate
         self.stats.frames_outside = counts.outside - self._base.outside
+
+    def _release(self, ready: list[Message]) -> None:
+        """What the ordering let go, in order; consecutive frames of one form as one run."""
+        for item in runs_of(ready):
+            self._handle_safely(item)
 
     def _handle_safely(self, msg: Message | FrameRun) -> None:
         try:
@@ -399,15 +401,19 @@ class Receiver:
         self.liveview.update(image, stats.series_id)
 
     def _frame_run(self, run: FrameRun) -> None:
-        """A run that continues the series exactly is counted, written and forwarded as one
-        item. Any other (after a gap, the first frames of a file, an aborted series) goes
+        """A run of consecutive frames that continues the series exactly (or that the ordering
+        let go as one) is counted, written and forwarded as one item. Any other (a worker's
+        every n-th frame, after a gap, the first frames of a file, an aborted series) goes
         through as its images, by the same rules as every image."""
         writer = self._writer
-        if (self._discarding or (writer is not None and not writer.takes(run))
-                or not self._ordering.take_run(run.msg_number, len(run))):
+        whole = not self._discarding and (writer is None or writer.takes(run)) and (
+            run.stride == 1 or len(run) == 1)
+        if run.ordered and not whole:
             for image in run.images():
-                for ready in self._ordering.push(image):
-                    self._handle_safely(ready)
+                self._handle_safely(image)
+            return
+        if not (whole and (run.ordered or self._ordering.take_run(run.msg_number, len(run)))):
+            self._release([ready for image in run.images() for ready in self._ordering.push(image)])
             return
         count = len(run)
         self._received(count, run.nbytes_wire, run.nbytes_stored, run.nbytes_raw,
