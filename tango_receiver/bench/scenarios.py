@@ -73,6 +73,8 @@ SCENARIOS: list[Scenario] = [
     replace(EIGER_1M, name="1-eiger-v1-python",
             title="scenario 1 without the compiled lane: every frame through Python",
             config={"fast_lane": False}),
+    replace(EIGER_1M, name="7-eiger-v1-2w", nworkers=2,
+            title="scenario 1 with 2 workers: each lane's runs step by 2, put together again"),
     Scenario("2-eiger2-16m", "EIGER2 16M stream v2, bslz4", "DectrisStream2", "stream2",
              (4362, 4148), "uint32", frames=1500, quick_frames=200, photons=0.05,
              probe_liveview=True),
