@@ -2,9 +2,9 @@
 stream v1 and for the internal format.
 
 At small frames most of the Python path's time is pyzmq's objects, JSON and h5py's call
-overhead, the same work again for every frame of a series. The lane does that in C: it receives, reads the small JSON parts, checks the chunk against the form Python
-found sound, and hands the engine one ``FrameRun`` for many frames; the engine writes a run with
-one call. What the lane does not take (headers, ends, the first frame of a form, anything odd)
+overhead, the same work again for every frame of a series. The lane does that in C: it
+receives, reads the small JSON parts, checks the chunk against the form Python found sound, and
+hands the engine one ``FrameRun`` for many frames; the engine writes a run with one call. What the lane does not take (headers, ends, the first frame of a form, anything odd)
 comes back as received and goes through the Python decoder, which stays the one place that
 knows the format and words its errors. Internals.md ("The fast lane") says what is checked
 where.
