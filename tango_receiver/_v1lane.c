@@ -1,10 +1,12 @@
-/* The stream v1 fast lane: receive, check and store steady-state frames with no Python per frame.
+/* The fast lane: receive, check and store steady-state frames with no Python per frame, for two
+ * wire forms: stream v1 (dimage-1.0, three parts or more) and the internal format (one JSON
+ * object with htype "image", then one bitshuffle-LZ4 blob).
  *
  * Why it exists: at small frames most of the Python engine's time per frame is receiving (pyzmq
  * objects), JSON and h5py's call overhead; the frames of a running series
  * all look alike, so once Python has decoded one frame of a form (shape, type, encoding, chunk
  * header) this code takes the frames of that form that follow, in a run, and Python handles a run
- * as one item. See Internals.md, "The stream v1 fast lane".
+ * as one item. See Internals.md, "The fast lane".
  *
  * It takes a message only when Python would decode it to the same image: a strict JSON subset
  * (flat objects; ASCII strings without escapes; integers; arrays of integers; true, false, null)
@@ -235,13 +237,15 @@ static int text_is(text t, const char *s) {
 
 /* --- Lane: the form it takes, and the receive loop -------------------------------------------- */
 typedef struct {
-    long long x, y;
-    char type[MAX_NAME], encoding[MAX_NAME];
+    long long shape[MAX_RANK];  /* as the message gives it (stream v1: [x, y]) */
+    int rank;
+    char type[MAX_NAME], encoding[MAX_NAME];  /* encoding: the internal format's compression */
     unsigned char header[12];
 } form;
 
 typedef struct {
     PyObject_HEAD
+    int internal;               /* the internal format's messages, else stream v1's */
     int has_form;
     form form;
     long long n_blocks, tail;   /* what the chunk's block table holds, for the form's header */
@@ -250,9 +254,10 @@ typedef struct {
 /* What a message is, read without the GIL. */
 typedef struct {
     size_t first, nparts;       /* its parts in the receive buffer */
-    int image;                  /* a dimage-1.0 whose description could be read */
+    size_t blob;                /* which of its parts is the chunk */
+    int image;                  /* an image whose description could be read */
     int fast;                   /* ... of the lane's form, with a sound chunk */
-    long long frame;
+    long long frame, number;    /* its frame, and its place in the stream (msg_number) */
     form form;                  /* its description (image only) */
 } message;
 
@@ -273,62 +278,112 @@ static int chunk_sound(const Lane *lane, const unsigned char *chunk, size_t size
     return pos + (size_t)lane->tail == size;
 }
 
-static const char *const HEAD_KEYS[] = {"htype", "frame"};
-static const char *const DESC_KEYS[] = {"shape", "type", "encoding"};
+/* The description of an image (``shape`` an array of integers, ``type`` and ``encoding``
+ * strings) as a form, and the chunk's header: 0 where it cannot be one. */
+static int describe(const value *shape, const value *type, text encoding, zmq_msg *blob, form *f) {
+    memset(f, 0, sizeof(form));  /* compared whole with the lane's form */
+    if (shape->kind != V_INTS || shape->nints < 1 || type->kind != V_STRING ||
+        !copy_name(f->type, type->str) || !copy_name(f->encoding, encoding) ||
+        zmq_msg_size_(blob) < 12)
+        return 0;
+    f->rank = shape->nints;
+    memcpy(f->shape, shape->ints, sizeof(long long) * (size_t)shape->nints);
+    memcpy(f->header, zmq_msg_data_(blob), 12);
+    return 1;
+}
 
-static void classify(const Lane *lane, zmq_msg *parts, message *m) {
-    m->image = m->fast = 0;
+static const char *const V1_HEAD_KEYS[] = {"htype", "frame"};
+static const char *const V1_DESC_KEYS[] = {"shape", "type", "encoding"};
+
+/* Stream v1: dimage-1.0, its description dimage_d-1.0 ([x, y]), the chunk, and parts Python
+ * does not read. Its place in the stream is frame + 1. */
+static int read_v1(zmq_msg *parts, message *m) {
     if (m->nparts < 3)
-        return;
-    zmq_msg *head = &parts[m->first], *desc = head + 1, *blob = head + 2;
+        return 0;
+    zmq_msg *head = &parts[m->first], *desc = head + 1;
     value h[2], d[3];
-    if (!scan_object(zmq_msg_data_(head), zmq_msg_size_(head), HEAD_KEYS, h, 2) ||
+    if (!scan_object(zmq_msg_data_(head), zmq_msg_size_(head), V1_HEAD_KEYS, h, 2) ||
         h[0].kind != V_STRING || !text_is(h[0].str, "dimage-1.0") || h[1].kind != V_INT ||
         h[1].num < 0)
-        return;
-    if (!scan_object(zmq_msg_data_(desc), zmq_msg_size_(desc), DESC_KEYS, d, 3) ||
-        d[0].kind != V_INTS || d[0].nints != 2 || d[1].kind != V_STRING ||
-        !(d[2].kind == V_STRING || d[2].kind == V_NONE))
-        return;
-    form *f = &m->form;
-    memset(f, 0, sizeof(form));  /* compared whole with the lane's form */
+        return 0;
+    if (!scan_object(zmq_msg_data_(desc), zmq_msg_size_(desc), V1_DESC_KEYS, d, 3) ||
+        d[0].kind != V_INTS || d[0].nints != 2 || !(d[2].kind == V_STRING || d[2].kind == V_NONE))
+        return 0;
     text lt = {"<", 1};  /* Python's default when no encoding is given */
-    if (!copy_name(f->type, d[1].str) || !copy_name(f->encoding, d[2].kind == V_NONE ? lt : d[2].str))
-        return;
-    size_t size = zmq_msg_size_(blob);
-    if (size < 12)
-        return;
-    f->x = d[0].ints[0];
-    f->y = d[0].ints[1];
-    memcpy(f->header, zmq_msg_data_(blob), 12);
+    m->blob = 2;
     m->frame = h[1].num;
-    m->image = 1;
-    m->fast = lane->has_form && memcmp(f, &lane->form, sizeof(form)) == 0 &&
-              chunk_sound(lane, zmq_msg_data_(blob), size);
+    m->number = m->frame + 1;
+    return describe(&d[0], &d[1], d[2].kind == V_NONE ? lt : d[2].str, head + 2, &m->form);
+}
+
+static const char *const INTERNAL_KEYS[] = {"htype", "msg_number", "frame", "shape", "type",
+                                            "compression", "channels", "discard"};
+
+/* The internal format: one JSON object, then exactly one blob (Detector.decode_image); a
+ * multichannel image (``channels``), and one that says whether to discard it, are Python's. */
+static int read_internal(zmq_msg *parts, message *m) {
+    if (m->nparts != 2)
+        return 0;
+    zmq_msg *head = &parts[m->first];
+    value h[8];
+    if (!scan_object(zmq_msg_data_(head), zmq_msg_size_(head), INTERNAL_KEYS, h, 8) ||
+        h[0].kind != V_STRING || !text_is(h[0].str, "image") || h[1].kind != V_INT ||
+        h[1].num < 0 || h[2].kind != V_INT || h[2].num < 0 || h[5].kind != V_STRING ||
+        h[6].kind != V_NONE || h[7].kind != V_NONE)
+        return 0;
+    m->blob = 1;
+    m->number = h[1].num;
+    m->frame = h[2].num;
+    return describe(&h[3], &h[4], h[5].str, head + 1, &m->form);
+}
+
+static void classify(const Lane *lane, zmq_msg *parts, message *m) {
+    m->fast = 0;
+    m->image = lane->internal ? read_internal(parts, m) : read_v1(parts, m);
+    if (!m->image)
+        return;
+    zmq_msg *blob = &parts[m->first + m->blob];
+    m->fast = lane->has_form && memcmp(&m->form, &lane->form, sizeof(form)) == 0 &&
+              chunk_sound(lane, zmq_msg_data_(blob), zmq_msg_size_(blob));
+}
+
+static int lane_init(PyObject *obj, PyObject *args, PyObject *kwargs) {
+    static char *keywords[] = {"internal", NULL};
+    int internal = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|p", keywords, &internal))
+        return -1;
+    ((Lane *)obj)->internal = internal;
+    return 0;
 }
 
 static PyObject *lane_set_form(PyObject *obj, PyObject *args) {
     Lane *self = (Lane *)obj;
-    long long x, y, n_blocks, tail;
+    long long n_blocks, tail;
+    PyObject *shape;
     const char *type, *encoding;
     Py_buffer header;
-    if (!PyArg_ParseTuple(args, "LLssy*LL", &x, &y, &type, &encoding, &header, &n_blocks,
-                          &tail))
+    if (!PyArg_ParseTuple(args, "O!ssy*LL", &PyTuple_Type, &shape, &type, &encoding, &header,
+                          &n_blocks, &tail))
         return NULL;
     form f;
     memset(&f, 0, sizeof(form));
     text t = {type, strlen(type)}, e = {encoding, strlen(encoding)};
-    int ok = header.len == 12 && n_blocks >= 0 && tail >= 0 && copy_name(f.type, t) &&
-             copy_name(f.encoding, e);
+    Py_ssize_t rank = PyTuple_GET_SIZE(shape);
+    int ok = header.len == 12 && n_blocks >= 0 && tail >= 0 && rank >= 1 && rank <= MAX_RANK &&
+             copy_name(f.type, t) && copy_name(f.encoding, e);
     if (ok)
         memcpy(f.header, header.buf, 12);
     PyBuffer_Release(&header);
+    for (Py_ssize_t i = 0; ok && i < rank; i++) {
+        f.shape[i] = PyLong_AsLongLong(PyTuple_GET_ITEM(shape, i));
+        if (f.shape[i] == -1 && PyErr_Occurred())
+            return NULL;
+    }
     if (!ok) {
         PyErr_SetString(PyExc_ValueError, "form not representable by the lane");
         return NULL;
     }
-    f.x = x;
-    f.y = y;
+    f.rank = (int)rank;
     self->form = f;
     self->n_blocks = n_blocks;
     self->tail = tail;
@@ -418,7 +473,7 @@ static PyObject *parts_list(zmq_msg *parts, size_t n) {
     return list;
 }
 
-/* (parts, candidate): a message for the Python decoder; candidate is (x, y, type, encoding,
+/* (parts, candidate): a message for the Python decoder; candidate is (shape, type, encoding,
  * header) when it is an image whose form Python may hand to ``set_form``. */
 static PyObject *slow_item(batch *b, message *m) {
     PyObject *parts = parts_list(&b->parts[m->first], m->nparts);
@@ -426,35 +481,68 @@ static PyObject *slow_item(batch *b, message *m) {
         return NULL;
     if (!m->image)
         return Py_BuildValue("(NO)", parts, Py_None);
-    return Py_BuildValue("(N(LLssy#))", parts, m->form.x, m->form.y, m->form.type,
-                         m->form.encoding, (const char *)m->form.header, (Py_ssize_t)12);
+    PyObject *shape = PyTuple_New(m->form.rank);
+    for (int i = 0; shape != NULL && i < m->form.rank; i++) {
+        PyObject *n = PyLong_FromLongLong(m->form.shape[i]);
+        if (n == NULL)
+            Py_CLEAR(shape);
+        else
+            PyTuple_SET_ITEM(shape, i, n);
+    }
+    if (shape == NULL) {
+        Py_DECREF(parts);
+        return NULL;
+    }
+    return Py_BuildValue("(N(Nssy#))", parts, shape, m->form.type, m->form.encoding,
+                         (const char *)m->form.header, (Py_ssize_t)12);
 }
 
-/* (first frame, chunks, wire bytes of each frame): frames first, first + 1, ... of the lane's
- * form; their other parts are closed. */
-static PyObject *run_item(batch *b, size_t start, size_t count) {
+/* (first frame, msg_number - frame, stride, chunks, wire bytes of each frame, head parts or
+ * None): frames first, first + stride, ... of the lane's form, numbered in step. The internal
+ * format's head parts are kept, so that a frame is forwarded as it came; the other parts are
+ * closed. */
+static PyObject *run_item(const Lane *lane, batch *b, size_t start, size_t count, long long stride) {
     PyObject *chunks = PyList_New((Py_ssize_t)count), *wires = PyList_New((Py_ssize_t)count);
-    if (chunks == NULL || wires == NULL)
+    PyObject *heads = lane->internal ? PyList_New((Py_ssize_t)count) : Py_NewRef(Py_None);
+    if (chunks == NULL || wires == NULL || heads == NULL)
         goto fail;
     for (size_t i = 0; i < count; i++) {
         message *m = &b->msgs[start + i];
         long long size = 0;
         for (size_t p = 0; p < m->nparts; p++)
             size += (long long)zmq_msg_size_(&b->parts[m->first + p]);
-        PyObject *nbytes = PyLong_FromLongLong(size), *chunk = part_new(&b->parts[m->first + 2]);
-        if (nbytes == NULL || chunk == NULL) {
+        PyObject *nbytes = PyLong_FromLongLong(size);
+        PyObject *chunk = part_new(&b->parts[m->first + m->blob]);
+        PyObject *head = lane->internal ? part_new(&b->parts[m->first]) : NULL;
+        if (nbytes == NULL || chunk == NULL || (lane->internal && head == NULL)) {
             Py_XDECREF(nbytes);
             Py_XDECREF(chunk);
+            Py_XDECREF(head);
             goto fail;
         }
         PyList_SET_ITEM(wires, (Py_ssize_t)i, nbytes);
         PyList_SET_ITEM(chunks, (Py_ssize_t)i, chunk);
+        if (head != NULL)
+            PyList_SET_ITEM(heads, (Py_ssize_t)i, head);
     }
-    return Py_BuildValue("(LNN)", b->msgs[start].frame, chunks, wires);
+    message *m = &b->msgs[start];
+    return Py_BuildValue("(LLLNNN)", m->frame, m->number - m->frame, stride, chunks, wires, heads);
 fail:
     Py_XDECREF(chunks);
     Py_XDECREF(wires);
+    Py_XDECREF(heads);
     return NULL;
+}
+
+/* The step between the frames of a run that starts at message ``i``, from its first two (0: no
+ * run of two). Several workers each get every n-th message of the stream (ZMQ deals them out in
+ * turn), so their runs step by n, and the engine puts the workers' runs together again. */
+static long long run_stride(const batch *b, size_t i) {
+    const message *m = &b->msgs[i], *next = m + 1;
+    if (!m->fast || i + 1 >= b->nmsgs || !next->fast)
+        return 0;
+    long long stride = next->frame - m->frame;
+    return stride >= 1 && next->number - m->number == stride ? stride : 0;
 }
 
 static PyObject *lane_receive(PyObject *obj, PyObject *args) {
@@ -481,10 +569,13 @@ static PyObject *lane_receive(PyObject *obj, PyObject *args) {
     for (size_t i = 0; out != NULL && i < b.nmsgs;) {
         size_t n = 1;
         message *m = &b.msgs[i];
-        if (m->fast)
-            while (i + n < b.nmsgs && b.msgs[i + n].fast && b.msgs[i + n].frame == m->frame + (long long)n)
+        long long stride = run_stride(&b, i);
+        if (stride)  /* n * stride stays below 2**63: both are bounded (64 messages, 2**53) */
+            while (i + n < b.nmsgs && b.msgs[i + n].fast &&
+                   b.msgs[i + n].frame == m->frame + (long long)n * stride &&
+                   b.msgs[i + n].number == m->number + (long long)n * stride)
                 n++;
-        PyObject *item = m->fast ? run_item(&b, i, n) : slow_item(&b, m);
+        PyObject *item = m->fast ? run_item(self, &b, i, n, stride ? stride : 1) : slow_item(&b, m);
         if (item == NULL || PyList_Append(out, item) < 0)
             Py_CLEAR(out);
         Py_XDECREF(item);
@@ -505,21 +596,23 @@ static PyObject *lane_receive(PyObject *obj, PyObject *args) {
 
 static PyMethodDef lane_methods[] = {
     {"set_form", lane_set_form, METH_VARARGS,
-     "set_form(x, y, type, encoding, header, n_blocks, tail): take the frames of this form "
+     "set_form(shape, type, encoding, header, n_blocks, tail): take the frames of this form "
      "from now on (Python decoded one and found it sound)."},
     {"receive", lane_receive, METH_VARARGS,
      "receive(socket_address, timeout_ms, max_messages, max_bytes) -> list of items: "
-     "(parts, candidate) for the Python decoder, or (first_frame, chunks, wire_bytes_each) "
-     "for a run of frames of the lane's form."},
+     "(parts, candidate) for the Python decoder, or (first_frame, number_offset, stride, chunks, "
+     "wire_bytes_each, head_parts) for a run of frames of the lane's form."},
     {NULL}};
 
 static PyTypeObject LaneType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "tango_receiver._v1lane.Lane",
-    .tp_doc = "The frames of one stream v1 form, taken without Python per frame.",
+    .tp_doc = "Lane(internal=False): the frames of one form, stream v1's or the internal format's, "
+              "taken without Python per frame.",
     .tp_basicsize = sizeof(Lane),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = PyType_GenericNew,  /* zero-filled: a new lane has no form and takes nothing */
+    .tp_init = lane_init,
     .tp_methods = lane_methods,
 };
 

@@ -25,7 +25,7 @@ from .decoding import (PlaceRefusal, announced_images, bslz4_channel, check_raw_
                        shape_dtype, single_blob, v1_array, v1_format, v1_pixels, v1_times,
                        v2_metadata, v2_times, v2_user_data)
 from .lane import AVAILABLE as LANE_BUILT
-from .lane import Candidate, LaneForm, LaneSource
+from .lane import Candidate, LaneForm, LaneSource, Wire
 from .messages import Channel, Header, Image, InvalidMessage, Message, Parts, SeriesEnd
 from .modules import ModuleGap, ModuleSet
 from .mx import PILATUS_CBF, STREAM_V1, STREAM_V2, Table
@@ -92,6 +92,8 @@ class Detector:
     compress_default: ClassVar[bool] = False
     #: where its series metadata holds what NXmx needs (mx.py); None: plain NeXus, no MX fields
     mx_keys: ClassVar[Table | None] = None
+    #: its images say when each was exposed (``Image.times``): every file gets per-frame times
+    frame_times: ClassVar[bool] = False
 
     def __init__(self, config: ReceiverConfig) -> None:
         self.config = config
@@ -117,7 +119,35 @@ class Detector:
                 for i, e in enumerate(self.config.upstream)]
 
     def open(self, ctx: zmq.Context) -> Upstream:
-        return Source(ctx, self.endpoints(), receive_hwm(self.config))
+        """Through the compiled lane (lane.py) where the class has one (``lane_wire``), it is
+        built and the entry allows it; ``verify_chunks`` decompresses every chunk, which only
+        Python does."""
+        source = Source(ctx, self.endpoints(), receive_hwm(self.config))
+        wire = self.lane_wire()
+        if wire is None or not (LANE_BUILT and self.config.fast_lane) or self.config.verify_chunks:
+            return source
+        return LaneSource(source, wire, self.lane_form, BATCH_MESSAGES, BATCH_BYTES)
+
+    def lane_wire(self) -> Wire | None:
+        """The lane for this class's images: the internal format's where they are decoded
+        exactly as here. A subclass that decodes its own (to transform frames: CBF, mono12p,
+        modules put together; or to read another payload) sees every message itself."""
+        return "internal" if _decodes_as(self, Detector, "decode", "decode_image", "channel") \
+            else None
+
+    def lane_form(self, candidate: Candidate) -> LaneForm | None:
+        """The form of the frames the lane may take for an image described as ``candidate``:
+        exactly those that ``channel`` stores as they came (bitshuffle-LZ4), with the chunk
+        header that ``bslz4_channel`` accepts for them."""
+        shape, type_name, compression, header = candidate
+        if compression != "bslz4":
+            return None
+        try:
+            checked, dtype = shape_dtype({"shape": shape, "type": type_name})
+            _, n_blocks, tail = bslz4.block_table(header, checked, dtype)
+        except ValueError:  # InvalidMessage too
+            return None
+        return LaneForm(checked, dtype_name(dtype), n_blocks, tail)
 
     # --- decoding ------------------------------------------------------------------------
     def decode(self, parts: Parts) -> Message:
@@ -192,20 +222,16 @@ class Eiger(Detector):
     types = WireTypes(header="dheader-1.0", image="dimage-1.0", end="dseries_end-1.0")
     simulator = Simulator("eiger", sim_eiger_v1.simulate)
     mx_keys = STREAM_V1
+    frame_times = True
 
-    def open(self, ctx: zmq.Context) -> Upstream:
-        """Through the compiled lane (lane.py) where it is built and the entry allows it;
-        ``verify_chunks`` decompresses every chunk, which only Python does."""
-        source = Source(ctx, self.endpoints(), receive_hwm(self.config))
-        if not (LANE_BUILT and self.config.fast_lane) or self.config.verify_chunks:
-            return source
-        return LaneSource(source, self.lane_form, BATCH_MESSAGES, BATCH_BYTES)
+    def lane_wire(self) -> Wire | None:
+        return "v1" if _decodes_as(self, Eiger, "decode", "decode_v1_image") else None
 
     def lane_form(self, candidate: Candidate) -> LaneForm | None:
         """The form of the frames the lane may take for an image described as ``candidate``:
         exactly those that ``decode_v1_image`` stores as they came (bitshuffle-LZ4, little
         endian), with the chunk header that ``bslz4_channel`` accepts for them."""
-        x, y, type_name, encoding, header = candidate
+        (x, y), type_name, encoding, header = candidate
         try:
             parsed, shape, dtype = v1_format(encoding, x, y, type_name)
             if not (dectris.is_bslz4(parsed) and dtype.byteorder in "=<|"):
@@ -279,6 +305,7 @@ class DectrisStream2(Detector):
     types = WireTypes(header="start", image="image", end="end")
     simulator = Simulator("stream2", sim_stream_v2.simulate)
     mx_keys = STREAM_V2
+    frame_times = True
 
     @staticmethod
     def message_type(parts: Parts) -> str | None:
@@ -545,6 +572,11 @@ class Xspress3(Detector):
                                               spectra.shape[0], frame)
                                for name, dtype in self.SCALERS.items())]
         return Image(msg_number=number, frame=frame, channels=channels)
+
+
+def _decodes_as(detector: Detector, cls: type[Detector], *methods: str) -> bool:
+    """Whether ``detector`` decodes with ``cls``'s own ``methods``: none overridden below it."""
+    return all(getattr(type(detector), name) is getattr(cls, name) for name in methods)
 
 
 def detector_classes() -> dict[str, type[Detector]]:

@@ -1,12 +1,13 @@
-"""The stream v1 fast lane: a running series' frames taken in runs by compiled code (_v1lane.c).
+"""The fast lane: a running series' frames taken in runs by compiled code (_v1lane.c), for
+stream v1 and for the internal format.
 
 At small frames most of the Python path's time is pyzmq's objects, JSON and h5py's call
-overhead, the same work again for every frame of a series. The lane does that in C: it receives, reads the two small JSON parts, checks the chunk against the form Python
-found sound, and hands the engine one ``FrameRun`` for many frames; the engine writes a run with
-one call. What the lane does not take (headers, ends, the first frame of a form, anything odd)
+overhead, the same work again for every frame of a series. The lane does that in C: it
+receives, reads the small JSON parts, checks the chunk against the form Python found sound, and
+hands the engine one ``FrameRun`` for many frames; the engine writes a run with one call. What the lane does not take (headers, ends, the first frame of a form, anything odd)
 comes back as received and goes through the Python decoder, which stays the one place that
-knows the format and words its errors. Internals.md ("The stream v1 fast lane") says what is
-checked where.
+knows the format and words its errors. Internals.md ("The fast lane") says what is checked
+where.
 
 ``AVAILABLE`` is False where the extension was not built (``setup.py`` builds it optionally):
 the receiver then runs the Python path for every frame.
@@ -16,15 +17,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from .messages import Buffer, FrameRun
 from .native import AVAILABLE, v1lane
 from .transport import Source
 
-__all__ = ["AVAILABLE", "Candidate", "LaneForm", "LaneSource"]
+__all__ = ["AVAILABLE", "Candidate", "LaneForm", "LaneSource", "Wire"]
 
-#: what a lane candidate is: the (x, y, type, encoding, chunk header) of an image message
-Candidate = tuple[int, int, str, str, bytes]
+#: what a lane candidate is: the (shape as the message gives it, type, encoding or compression,
+#: chunk header) of an image message
+Candidate = tuple[tuple[int, ...], str, str, bytes]
+#: the wire forms the lane reads: stream v1, or the internal format
+Wire = Literal["v1", "internal"]
 
 
 @dataclass(frozen=True)
@@ -40,11 +45,11 @@ class LaneForm:
 class LaneSource:
     """Receives through the lane from a plain Source's socket (same interface as a Source)."""
 
-    def __init__(self, source: Source, form_of: Callable[[Candidate], LaneForm | None],
+    def __init__(self, source: Source, wire: Wire, form_of: Callable[[Candidate], LaneForm | None],
                  max_messages: int, max_bytes: int) -> None:
         self._source = source
         self._address = source.socket.underlying  # the libzmq socket the lane reads
-        self._lane = v1lane.Lane()
+        self._lane = v1lane.Lane(internal=wire == "internal")
         self._form_of = form_of
         self._limits = (max_messages, max_bytes)
         self._candidate: Candidate | None = None  # the last one looked at, sound or not
@@ -56,8 +61,10 @@ class LaneSource:
         form = self._form  # the lane classified the whole batch with this one
         out: list[list[Buffer] | FrameRun] = []
         for item in self._lane.receive(self._address, timeout_ms, *self._limits):
-            if len(item) == 3:
-                out.append(FrameRun(*item, form.shape, form.dtype))
+            if len(item) == 6:
+                first, offset, stride, chunks, wires, heads = item
+                out.append(FrameRun(first, chunks, wires, form.shape, form.dtype, offset, heads,
+                                    stride))
                 continue
             parts, candidate = item
             if candidate is not None and candidate != self._candidate:
@@ -75,4 +82,3 @@ class LaneSource:
 
     def close(self) -> None:
         self._source.close()
-

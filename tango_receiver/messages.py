@@ -150,22 +150,28 @@ class SeriesEnd:
 
 @dataclass(slots=True)
 class FrameRun:
-    """Frames ``first``, ``first + 1``, ... of one form, one bitshuffle-LZ4 channel "data" each,
-    as the compiled stream v1 lane took them (lane.py): the engine handles a run as one item
-    when it continues the series exactly, and as its images otherwise."""
+    """Frames ``first``, ``first + stride``, ... of one form, one bitshuffle-LZ4 channel "data"
+    each, numbered ``first + offset``, ... in the stream, as the compiled lane took them
+    (lane.py), or as the ordering let them go together (``runs_of``): the engine handles a run
+    of consecutive frames as one item when it continues the series exactly, and as its images
+    otherwise (a worker of several gets every n-th frame: stride n)."""
 
     first: int
     chunks: list[Buffer]
     wires: list[int]  # bytes each frame arrived in
     shape: tuple[int, ...]
     dtype: str
+    offset: int = 1  # msg_number - frame (stream v1 numbers frame + 1)
+    heads: list[Buffer] | None = None  # internal format: each frame's head part, as it came
+    stride: int = 1
+    ordered: bool = False  # its frames have passed the ordering already (``runs_of``)
 
     def __len__(self) -> int:
         return len(self.chunks)
 
     @property
     def msg_number(self) -> int:
-        return self.first + 1
+        return self.first + self.offset
 
     @property
     def nbytes_wire(self) -> int:
@@ -184,16 +190,77 @@ class FrameRun:
         return len(self.chunks) * _nbytes(self.shape, self.dtype)
 
     def image(self, index: int) -> Image:
-        frame = self.first + index
-        return Image(msg_number=frame + 1, frame=frame,
-                     channels=[Channel("data", self.shape, self.dtype, "bslz4", self.chunks[index])],
-                     nbytes_wire=self.wires[index])
+        frame, chunk = self.first + index * self.stride, self.chunks[index]
+        number = frame + self.offset
+        head = self.heads[index] if self.heads is not None else \
+            (_head_form(self.shape, self.dtype) % (number, frame)).encode()
+        return Image(msg_number=number, frame=frame,
+                     channels=[Channel("data", self.shape, self.dtype, "bslz4", chunk)],
+                     wire=[head, chunk], nbytes_wire=self.wires[index])
 
     def images(self) -> list[Image]:
         return [self.image(i) for i in range(len(self.chunks))]
 
 
 Message = Union[Header, Image, SeriesEnd]
+
+
+def runs_of(messages: list[Message]) -> list[Message | FrameRun]:
+    """``messages`` with each stretch of two or more consecutive frames of one form (numbers and
+    frames rising by one, one bitshuffle-LZ4 channel "data" stored as it came) made into one
+    ordered ``FrameRun``: what the ordering lets go at once (runs of several workers put
+    together, a gap given up) is then written with one call, as the lane's own runs are."""
+    out: list[Message | FrameRun] = []
+    group: list[Image] = []
+    for message in [*messages, None]:
+        if isinstance(message, Image) and group and _continues(group[-1], message):
+            group.append(message)
+            continue
+        if len(group) > 1:
+            out.append(_run(group))
+        else:
+            out.extend(group)
+        group = [message] if isinstance(message, Image) and _runnable(message) else []
+        if message is not None and not group:
+            out.append(message)
+    return out
+
+
+def _runnable(image: Image) -> bool:
+    """An image a run can carry: its chunk is all there is to it. One that also says something a
+    run has no room for (discard, what it tells of the series, its times, pixels kept for ROI
+    counting) stays an image."""
+    if len(image.channels) != 1 or (image.wire is not None and len(image.wire) != 2) or \
+            image.discard or image.describe is not None or image.times is not None:
+        return False
+    channel = image.channels[0]
+    return channel.name == "data" and channel.compression == "bslz4" and channel.chunk is None \
+        and channel.pixels is None
+
+
+def _continues(last: Image, image: Image) -> bool:
+    a, b = last.channels[0], image.channels[0] if image.channels else None
+    return (_runnable(image) and image.msg_number == last.msg_number + 1
+            and image.frame == last.frame + 1 and (image.wire is None) == (last.wire is None)
+            and b is not None and (a.shape, a.dtype) == (b.shape, b.dtype))
+
+
+def _run(images: list[Image]) -> FrameRun:
+    first, channel = images[0], images[0].channels[0]
+    heads = None if first.wire is None else [image.wire[0] for image in images]
+    return FrameRun(first.frame, [image.channels[0].blob for image in images],
+                    [image.nbytes_wire for image in images], channel.shape, channel.dtype,
+                    first.msg_number - first.frame, heads, ordered=True)
+
+
+@lru_cache(maxsize=64)
+def _head_form(shape: tuple[int, ...], dtype: str) -> str:
+    """The JSON head ``Image.to_wire`` writes for a bslz4 frame of this form, its msg_number and
+    frame left as ``%d``: a run's frames are forwarded with a string format each, a tenth of
+    what a ``json.dumps`` costs."""
+    head = json.dumps({"htype": "image", "msg_number": 0, "frame": 0, "shape": list(shape),
+                       "type": dtype, "compression": "bslz4"}).replace("%", "%%")
+    return head.replace('"msg_number": 0, "frame": 0', '"msg_number": %d, "frame": %d')
 
 
 @lru_cache(maxsize=64)

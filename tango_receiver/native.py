@@ -1,5 +1,6 @@
-"""The compiled extension ``_v1lane``, loaded and bound once for its two users: the stream v1
-fast lane (``lane.py``, receive side) and the compiled chunk writer (``engine/chunk_writer.py``).
+"""The compiled extension ``_v1lane``, loaded and bound once for its two users: the fast lane
+for stream v1 and the internal format (``lane.py``, receive side) and the compiled chunk
+writer (``engine/chunk_writer.py``).
 
 The extension calls libzmq and HDF5 through the very libraries pyzmq and h5py loaded, so it is
 bound to them at import. ``AVAILABLE`` is False where it was not built (``setup.py`` builds it

@@ -80,7 +80,7 @@ class ReceiverConfig(BaseModel):
     # what existing deployments' entries without the key stored: raw, but Pilatus compressed)
     compress: bool | None = None
     verify_chunks: bool = False  # also decompress each pre-compressed chunk (Internals.md)
-    fast_lane: bool = True  # stream v1: a running series' frames through the compiled lane (lane.py)
+    fast_lane: bool = True  # v1, internal: a running series' frames through the compiled lane
     rotate: bool = False
     mask: list[list[int]] | None = None
     tot: Path | None = None
@@ -88,7 +88,7 @@ class ReceiverConfig(BaseModel):
     gap_timeout_s: float = Field(default=2.0, gt=0)
     silence_timeout_s: float = Field(default=30.0, gt=0)  # open series, no data: say so
     flush_interval_s: float = Field(default=1.0, gt=0)
-    forward_hwm: int = Field(default=256, ge=1)
+    forward_hwm: int = Field(default=65536, ge=1)  # messages; the bytes: forwarder.FORWARD_BYTES
     queue_mb: int = Field(default=128, ge=1)  # decoded frames waiting for the writer
     # scale-out: one of N receivers pulling from one upstream writes <stem><file_suffix>.h5 and
     # expects msg_number gaps (those frames went to the other receivers); see scaleout/

@@ -97,28 +97,47 @@ class Sender:
 
 
 # --- baselines -----------------------------------------------------------------------------
-def _pull(name: str, quick: bool, port: int, out: Any) -> None:
+def _pull(name: str, quick: bool, port: int, out: Any, store: tuple[str, int] | None) -> None:
+    """The bare loop; with ``store`` (a directory, the bytes the series stores) it also writes
+    each image's last part with ``write_direct_chunk`` into a file there, pre-sized."""
     scenario = scenario_named(name)
-    total = scenario.count(quick) + 2  # header, images, end
+    count = scenario.count(quick)
     ctx = zmq.Context()
     sock = ctx.socket(zmq.PULL)
     sock.connect(f"tcp://127.0.0.1:{port}")
+    path = Path(store[0]) / f"pull_store_{name}.h5" if store else None
+    f = ds = None
+    if path is not None:
+        warm_memory(store[1], path.parent)
+        f = h5py.File(path, "w")
+        ds = f.create_dataset("data", shape=(count, *scenario.shape), chunks=(1, *scenario.shape),
+                              dtype=scenario.dtype, **hdf5plugin.Bitshuffle(cname="lz4"))
     nbytes = 0
     sock.recv_multipart(copy=False)
     start, cpu = time.perf_counter(), time.process_time()
-    for _ in range(total - 1):
-        nbytes += sum(len(p) for p in sock.recv_multipart(copy=False))
-    out.put({"seconds": time.perf_counter() - start, "frames": scenario.count(quick),
+    for i in range(count + 1):  # images, end
+        parts = sock.recv_multipart(copy=False)
+        nbytes += sum(len(p) for p in parts)
+        if ds is not None and i < count:
+            ds.id.write_direct_chunk((i, 0, 0), parts[-1])
+    out.put({"seconds": time.perf_counter() - start, "frames": count,
              "cpu_s": time.process_time() - cpu, "wire_bytes": nbytes, "rss_mb": peak_rss_mb()})
+    if f is not None:
+        f.close()
+        path.unlink()
     sock.close()
     ctx.term()
 
 
-def measure_pull(scenario: Scenario, quick: bool) -> dict[str, Any]:
-    """A bare pyzmq PULL loop (copy=False) taking the same messages and discarding them."""
+def measure_pull(scenario: Scenario, quick: bool,
+                 store: tuple[Path, int] | None = None) -> dict[str, Any]:
+    """A bare pyzmq PULL loop (copy=False) taking the same messages and discarding them; with
+    ``store`` (directory, bytes stored), writing each chunk as it came (``write_direct_chunk``)."""
     sender = Sender(scenario, quick, "")
     out = CTX.Queue()
-    result = _collect([CTX.Process(target=_pull, args=(scenario.name, quick, sender.port, out))],
+    where = (str(store[0]), store[1]) if store else None
+    result = _collect([CTX.Process(target=_pull, args=(scenario.name, quick, sender.port, out,
+                                                       where))],
                       out, sender.process)[0]
     return result | {"sender_cpu_s": sender.cpu_s}
 

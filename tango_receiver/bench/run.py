@@ -17,7 +17,8 @@ from .targets import check
 log = logging.getLogger(__name__)
 
 COLUMNS = ("scenario", "frames", "raw kB/frame", "wire kB/frame", "receiver f/s", "raw GB/s",
-           "wire GB/s", "PULL f/s", "recv/PULL", "h5py f/s", "recv/h5py", "decode f/s",
+           "wire GB/s", "PULL f/s", "recv/PULL", "h5py f/s", "recv/h5py", "PULL+h5py f/s",
+           "recv/PULL+h5py", "decode f/s",
            "CPU us/frame", "PULL CPU us/frame", "sender CPU us/frame", "peak RSS MB", "lost",
            "fwd dropped", "roi skipped", "liveview ms (median/max)", "liveview answers")
 TARGET_COLUMNS = ("target", "measured", "met")
@@ -32,13 +33,17 @@ def run_bench(quick: bool, directory: Path | None, output: Path, only: list[str]
             log.info("%s: %s, %d frames", scenario.name, scenario.title, scenario.count(quick))
             before = measure_pull(scenario, quick)
             h5 = measure_h5(scenario, quick, where)
+            store = (where, h5["stored_bytes"]) if scenario.store_loop else None
+            store_before = measure_pull(scenario, quick, store) if store else None
             decode = measure_decode(scenario, quick) if scenario.time_decoders else None
             recv = measure_receiver(scenario, quick, where, baseline_fps=frames_per_s(before),
                                     stored_bytes=h5["stored_bytes"])
-            # the bare loop on both sides of the receiver: a machine that drifts during the
+            # the bare loops on both sides of the receiver: a machine that drifts during the
             # run moves the baseline the same way, not one side of the ratio only
             pull = bracket(before, measure_pull(scenario, quick))
-            rows.append(_row(scenario.name, pull, h5, decode, recv))
+            stored = bracket(store_before, measure_pull(scenario, quick, store)) \
+                if store_before else None
+            rows.append(_row(scenario.name, pull, h5, stored, decode, recv))
             log.info("%s", rows[-1])
     verdicts = check(rows)
     output.write_text(json.dumps({"quick": quick, "directory": str(directory or "/dev/shm"),
@@ -48,9 +53,11 @@ def run_bench(quick: bool, directory: Path | None, output: Path, only: list[str]
     return rows
 
 
-def _row(name: str, pull: dict, h5: dict, decode: dict | None, recv: dict) -> dict[str, Any]:
+def _row(name: str, pull: dict, h5: dict, stored: dict | None, decode: dict | None,
+         recv: dict) -> dict[str, Any]:
     frames = max(recv["frames"], 1)
     fps, pull_fps, h5_fps = frames_per_s(recv), frames_per_s(pull), frames_per_s(h5)
+    stored_fps = frames_per_s(stored) if stored else None
     return {
         "scenario": name, "frames": recv["frames"],
         "raw kB/frame": recv["raw_bytes"] / frames / 1e3,
@@ -60,6 +67,7 @@ def _row(name: str, pull: dict, h5: dict, decode: dict | None, recv: dict) -> di
         "wire GB/s": recv["wire_bytes"] / recv["seconds"] / 1e9 if recv["seconds"] else 0.0,
         "PULL f/s": pull_fps, "recv/PULL": fps / pull_fps,
         "h5py f/s": h5_fps, "recv/h5py": fps / h5_fps,
+        "PULL+h5py f/s": stored_fps, "recv/PULL+h5py": fps / stored_fps if stored_fps else None,
         "decode f/s": frames_per_s(decode) if decode else None,
         # what the receiver's process spends per frame, beside the bare loop's: the receiver's
         # own cost, apart from the cores it shares with the sender (and a consumer)

@@ -35,6 +35,7 @@ class Scenario:
     probe_liveview: bool = False  # a live-view client asks for the newest frame 10 times a second
     parts: int = 1  # scale-out: receiver processes behind `tango-receiver split`
     time_decoders: bool = False  # the decoders alone too (where decoding is the work: 3, 4)
+    store_loop: bool = False  # the bare PULL + write_direct_chunk loop too (chunks as they come)
     config: dict[str, Any] = field(default_factory=dict)
 
     def count(self, quick: bool) -> int:
@@ -58,7 +59,7 @@ class Scenario:
         return internal_series(frames, filename, compression=self.compression, count=count)
 
 
-EIGER_4M = Scenario("6-4m-bslz4", "EIGER 4M bslz4 (internal format), 2 workers, no ROIs",
+EIGER_4M = Scenario("8-4m-bslz4", "EIGER 4M bslz4 (internal format), 2 workers, no ROIs",
                     "Detector", "internal", (2162, 2068), "uint32", frames=2000, quick_frames=200,
                     photons=0.05, nworkers=2)
 #: four ROIs of a diffraction experiment's kinds: a peak, a band across the frame, a corner, the
@@ -68,12 +69,20 @@ ROIS_4M = {"peak": [1000, 1100, 1000, 1100], "band": [500, 700, 0, 2068],
 
 EIGER_1M = Scenario("1-eiger-v1", "EIGER 1M stream v1, bslz4, sparse", "Eiger", "eiger",
                     (1065, 1030), "uint32", frames=40000, quick_frames=10000, photons=0.002)
+GENERAL_38K = Scenario("6-general-38k", "general case (internal format), bslz4 by the detector, "
+                       "38 kB chunks", "Detector", "internal", (1065, 1030), "uint32",
+                       frames=40000, quick_frames=10000, photons=0.002, store_loop=True)
+GENERAL_137K = replace(GENERAL_38K, name="6-general-137k", title="general case (internal "
+                       "format), bslz4 by the detector, 137 kB chunks", frames=20000,
+                       quick_frames=5000, photons=0.05)
 
 SCENARIOS: list[Scenario] = [
     EIGER_1M,
     replace(EIGER_1M, name="1-eiger-v1-python",
             title="scenario 1 without the compiled lane: every frame through Python",
             config={"fast_lane": False}),
+    replace(EIGER_1M, name="7-eiger-v1-2w", nworkers=2,
+            title="scenario 1 with 2 workers: each lane's runs step by 2, put together again"),
     Scenario("2-eiger2-16m", "EIGER2 16M stream v2, bslz4", "DectrisStream2", "stream2",
              (4362, 4148), "uint32", frames=1500, quick_frames=200, photons=0.05,
              probe_liveview=True),
@@ -96,6 +105,14 @@ SCENARIOS: list[Scenario] = [
              "eiger", (1065, 1030), "uint32", frames=40000, quick_frames=10000, photons=0.002,
              consumer_fraction=0.1),
     EIGER_4M,
-    replace(EIGER_4M, name="6-4m-bslz4-rois", title="scenario 6 with 4 ROIs counted",
+    replace(EIGER_4M, name="8-4m-bslz4-rois", title="scenario 8 with 4 ROIs counted",
             config={"rois": ROIS_4M}),
+    GENERAL_38K,
+    replace(GENERAL_38K, name="6-general-38k-python", config={"fast_lane": False},
+            store_loop=False,
+            title="scenario 6 at 38 kB without the compiled lane: every frame through Python"),
+    GENERAL_137K,
+    replace(GENERAL_137K, name="6-general-137k-python", config={"fast_lane": False},
+            store_loop=False,
+            title="scenario 6 at 137 kB without the compiled lane: every frame through Python"),
 ]

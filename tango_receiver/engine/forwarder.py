@@ -1,30 +1,36 @@
 """The secondary PUSH port: every frame, in the internal format, for live processing.
 
-A consumer that is slow, absent or gone must never slow the receiver down. The socket's send
-high-water mark is the bounded queue; a message it cannot take is dropped at once and counted,
-so the write path never waits on a consumer. A socket monitor tells whether anyone is connected:
-a frame nobody was there to take is not a loss that should raise an alarm, a frame a connected
-consumer could not keep up with is.
+A consumer that is slow, absent or gone must never slow the receiver down: a message the port
+cannot take is dropped at once and counted, so the write path never waits on a consumer. A
+socket monitor tells whether anyone is connected: a frame nobody was there to take is not a loss
+that should raise an alarm, a frame a connected consumer could not keep up with is.
+
+What the port holds is bounded in bytes (FORWARD_BYTES), by what is actually queued, whatever
+size the entry declares: a message count taken from the declared shape dropped a burst of
+smaller frames (a gap released at once) that a draining consumer would have taken. ZMQ does not
+say what its queue holds, but it says when it is done with a message it was given without a
+copy (``zmq.Frame(track=True)``, done once the message has been written to the kernel, or
+dropped with its consumer). One message in every ``budget // TRACK_SHARE`` bytes is tracked, so
+the account costs a tracker per megabyte or two rather than per frame; since a PUSH queue sends
+in order, a tracked message done means that everything sent before it is done too. The account
+counts what was sent since the oldest tracker not yet done: never less than ZMQ holds (with
+several consumers, whose queues are served in turn, that holds for each consumer's queue).
 """
 
 from __future__ import annotations
+
+from collections import deque
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from ..messages import FrameRun, Message
-from ..receiver_config import ReceiverConfig
 
 SENT, DROPPED, NO_CONSUMER = "sent", "dropped", "no_consumer"
 FORWARD_BYTES = 128 << 20  # what the port may queue for a slow consumer
+TRACK_SHARE = 64  # trackers per budget: the account's grain is budget // TRACK_SHARE bytes
 # plain ints: pyzmq's enum members cost an Enum construction per ``&``, on every frame
 EVENTS, POLLIN, POLLOUT = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.POLLOUT)
-
-
-def forward_hwm(config: ReceiverConfig) -> int:
-    """Messages the port queues for a consumer: the entry's ``forward_hwm``, fewer where the
-    entry's ``shape`` and ``dtype`` say that many raw frames would pass FORWARD_BYTES."""
-    return min(config.forward_hwm, config.frames_in(FORWARD_BYTES) or config.forward_hwm)
 
 
 class Forwarder:
@@ -44,6 +50,19 @@ class Forwarder:
             raise
         self._monitor = self.socket.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
         self.consumers = 0
+        self._budget, self._grain = FORWARD_BYTES, max(1, FORWARD_BYTES // TRACK_SHARE)
+        self._sent = 0  # bytes handed to ZMQ, ever
+        self._done = 0  # ... of which ZMQ is known to be done with
+        self._tracked = 0  # _sent at the last tracked message
+        self._trackers: deque[tuple[zmq.MessageTracker, int]] = deque()  # (tracker, _sent then)
+
+    @property
+    def queued(self) -> int:
+        """Bytes ZMQ may still hold (at most one grain more than it does)."""
+        trackers = self._trackers
+        while trackers and trackers[0][0].done:
+            self._done = trackers.popleft()[1]
+        return self._sent - self._done
 
     def send(self, message: Message) -> str:
         """Queue one message without waiting: SENT, DROPPED (a consumer could not take it) or
@@ -66,11 +85,24 @@ class Forwarder:
         return bool(self.socket.get(EVENTS) & POLLOUT)
 
     def _push(self, message: Message) -> bool:
+        parts = message.to_wire()
+        size = sum(memoryview(part).nbytes for part in parts)
+        if self._sent - self._done + size > self._budget and self.queued + size > self._budget:
+            return False
+        tracked = None
+        if self._sent + size - self._tracked >= self._grain:
+            # the last part: ZMQ is done with a message once it has sent its last part
+            tracked = zmq.Frame(parts[-1], copy=False, track=True)
+            parts = [*parts[:-1], tracked]
         try:
-            self.socket.send_multipart(message.to_wire(), flags=zmq.NOBLOCK, copy=False)
-            return True
+            self.socket.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
         except zmq.Again:  # the consumer went between the question and the send
             return False
+        self._sent += size
+        if tracked is not None:
+            self._tracked = self._sent
+            self._trackers.append((tracked.tracker, self._sent))
+        return True
 
     def _unsent(self) -> str:
         self.watch()

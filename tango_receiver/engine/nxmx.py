@@ -72,9 +72,12 @@ class Nxmx:
 
     Kept for the receiver's life, so that a field missing from every series is logged once."""
 
-    def __init__(self, table: Table, nexus: NexusConfig) -> None:
+    def __init__(self, table: Table, nexus: NexusConfig, frame_times: bool = False) -> None:
         self.table = table
         self.nexus = nexus
+        #: per-frame times in every file, those of frames that came without them NaN, so that
+        #: a file's layout does not depend on whether its first frame took the compiled lane
+        self.frame_times = frame_times
         self._told: set[str] = set()
 
     def write(self, det: h5py.Group, metadata: Mapping[str, Any], frame: tuple[int, ...],

@@ -25,14 +25,14 @@ from dataclasses import dataclass, replace
 import zmq
 
 from ..detector import Detector, detector_for
-from ..messages import FrameRun, Header, Image, InvalidMessage, Message, SeriesEnd
+from ..messages import FrameRun, Header, Image, InvalidMessage, Message, SeriesEnd, runs_of
 from ..receiver_config import NexusConfig, ReceiverConfig
 from ..transport import Upstream, wire_nbytes
 from . import allocator
 from .budget import ByteBudget
 from .dectris_layout import DectrisFilesWriter
 from .errors import one_line
-from .forwarder import DROPPED, NO_CONSUMER, SENT, Forwarder, forward_hwm
+from .forwarder import DROPPED, NO_CONSUMER, SENT, Forwarder
 from .liveview import DOWNSAMPLE_MAX, DOWNSAMPLE_MIN, LiveView
 from .nxmx import Nxmx
 from .ordering import Ordering, OrderingCounts
@@ -83,7 +83,8 @@ class Receiver:
             self._writer_class = functools.partial(DectrisFilesWriter,
                                                    images_per_file=config.images_per_file)
         keys = self.detector.mx_keys  # MX detectors' files are NXmx (engine/nxmx.py)
-        self._nxmx = Nxmx(keys, config.nexus or NexusConfig()) if keys is not None else None
+        self._nxmx = Nxmx(keys, config.nexus or NexusConfig(), self.detector.frame_times) \
+            if keys is not None else None
         self._series_open = False
         self._discarding = False
         self._silence_told = False
@@ -103,7 +104,7 @@ class Receiver:
             return
         allocator.keep_freed_memory()
         self._forwarder = Forwarder(self._ctx, self.config.data_host, self.config.data_port,
-                                    forward_hwm(self.config))
+                                    self.config.forward_hwm)
         self.stats.secondary_port = self._forwarder.port
         self._engine = threading.Thread(target=self._supervised, args=(self._run_engine,),
                                         name=f"{self.config.name}-engine", daemon=True)
@@ -349,14 +350,12 @@ class Receiver:
                 except Exception as exc:  # noqa: BLE001 - the next tick tries again
                     log.exception("%s: tick failed", self.config.name)
                     self._fault(f"internal error between messages: {exc!r}")
-        for ready in self._ordering.flush():
-            self._handle_safely(ready)
+        self._release(self._ordering.flush())
         self._finish_series(complete=False, reason="receiver shut down mid-series")
 
     def _tick(self, now: float) -> None:
         held = self._ordering.held_bytes
-        for ready in self._ordering.poll():
-            self._handle_safely(ready)
+        self._release(self._ordering.poll())
         self._return_budget(0, held)
         silent = now - self._last_data
         if self._series_open and silent > self.config.silence_timeout_s and not self._silence_told:
@@ -393,8 +392,12 @@ class Receiver:
             if msg.msg_number is not None:
                 self._ordering.reject(msg.msg_number)
         else:
-            for ready in self._ordering.push(msg):
-                self._handle_safely(ready)
+            self._release(self._ordering.push(msg))
+
+    def _release(self, ready: list[Message]) -> None:
+        """What the ordering let go, in order; consecutive frames of one form as one run."""
+        for item in runs_of(ready):
+            self._handle_safely(item)
 
     def _handle_safely(self, msg: Message | FrameRun) -> None:
         try:
@@ -487,15 +490,19 @@ class Receiver:
         self.rois.submit(image)
 
     def _frame_run(self, run: FrameRun) -> None:
-        """A run that continues the series exactly is counted, written and forwarded as one
-        item. Any other (after a gap, the first frames of a file, an aborted series) goes
+        """A run of consecutive frames that continues the series exactly (or that the ordering
+        let go as one) is counted, written and forwarded as one item. Any other (a worker's
+        every n-th frame, after a gap, the first frames of a file, an aborted series) goes
         through as its images, by the same rules as every image."""
         writer = self._writer
-        if (self._discarding or (writer is not None and not writer.takes(run))
-                or not self._ordering.take_run(run.first + 1, len(run))):
+        whole = not self._discarding and (writer is None or writer.takes(run)) and (
+            run.stride == 1 or len(run) == 1)
+        if run.ordered and not whole:
             for image in run.images():
-                for ready in self._ordering.push(image):
-                    self._handle_safely(ready)
+                self._handle_safely(image)
+            return
+        if not (whole and (run.ordered or self._ordering.take_run(run.msg_number, len(run)))):
+            self._release([ready for image in run.images() for ready in self._ordering.push(image)])
             return
         count = len(run)
         self._received(count, run.nbytes_wire, run.nbytes_stored, run.nbytes_raw,

@@ -221,7 +221,7 @@ class SeriesWriter:
         if self._nxmx is not None:
             self._nxmx.write(self._det, self._metadata | said, image.channels[0].shape,
                              self.nimages)
-        if image.times is not None:
+        if image.times is not None or (self._nxmx is not None and self._nxmx.frame_times):
             self._times = FrameTimes(self._det, self._start)
 
     # --- frames --------------------------------------------------------------------------

@@ -100,11 +100,19 @@ class Upstream:
         (self.modules or self.sender).close()
 
 
+#: when the series was written (NXmx): the wall clock, not what was received; and each frame's
+#: exposure times, which frames the compiled lane took hold as NaN (it does not read them)
+WALL_CLOCK = {"entry/start_time", "entry/end_time_estimated",
+              *(f"entry/instrument/detector/{name}" for name in ("start_time", "stop_time",
+                                                                  "real_time"))}
+
+
 def read_all(path: Path) -> dict[str, np.ndarray]:
+    """Every dataset of the file but the wall-clock ones."""
     with h5py.File(path, "r") as f:
         out: dict[str, np.ndarray] = {}
         f.visititems(lambda name, obj: out.__setitem__(name, obj[()])
-                     if isinstance(obj, h5py.Dataset) else None)
+                     if isinstance(obj, h5py.Dataset) and name not in WALL_CLOCK else None)
     return out
 
 
@@ -173,7 +181,8 @@ def test_hostile_fields_never_stop_the_receiver(tmp_path, cls_name):
         upstream.close()
     assert got.keys() == expected.keys()
     for name, value in expected.items():
-        assert np.array_equal(got[name], value), name
+        numeric = np.asarray(value).dtype.kind in "fc"  # NXmx placeholders are NaN
+        assert np.array_equal(got[name], value, equal_nan=numeric), name
 
 
 def _keys(part: bytes, cbor: bool) -> set[str]:
