@@ -68,34 +68,48 @@ def _check_against_class(config: ReceiverConfig, where: str) -> None:
     classes = detector_classes()
     cls = classes.get(config.detector_class)
     if cls is None:
-        raise ConfigError(f"{where}: key 'class': unknown detector class "
-                          f"{config.detector_class!r}; known: {', '.join(classes)}")
+        raise ConfigError(
+            f"{where}: key 'class': unknown detector class "
+            f"{config.detector_class!r}; known: {', '.join(classes)}"
+        )
     if config.pipeline is not None:
         piped = pipeline_classes().get(config.pipeline)
         if piped is None:
-            raise ConfigError(f"{where}: key 'pipeline': unknown pipeline {config.pipeline!r}; "
-                              f"known: {', '.join(pipeline_classes())}")
+            raise ConfigError(
+                f"{where}: key 'pipeline': unknown pipeline {config.pipeline!r}; "
+                f"known: {', '.join(pipeline_classes())}"
+            )
         if cls not in (Detector, piped):
-            raise ConfigError(f"{where}: key 'pipeline': {config.pipeline!r} is class "
-                              f"{piped.__name__}; it cannot run in class {cls.__name__}")
+            raise ConfigError(
+                f"{where}: key 'pipeline': {config.pipeline!r} is class "
+                f"{piped.__name__}; it cannot run in class {cls.__name__}"
+            )
         cls = piped
     for key in IMAGE_OPTIONS:
         if getattr(config, key) and key not in cls.options:
             appliers = [c.__name__ for c in classes.values() if key in c.options]
-            raise ConfigError(f"{where}: key {key!r}: {getattr(config, key)!r} would be ignored "
-                              f"by class {cls.__name__}; only {', '.join(appliers)} applies it")
+            raise ConfigError(
+                f"{where}: key {key!r}: {getattr(config, key)!r} would be ignored "
+                f"by class {cls.__name__}; only {', '.join(appliers)} applies it"
+            )
     if config.layout == "dectris" and config.file_suffix:
-        raise ConfigError(f"{where}: key 'layout': 'dectris' writes a master and its data files; "
-                          f"a scale-out part (file_suffix {config.file_suffix!r}) writes one part "
-                          f"file, stitched afterwards")
+        raise ConfigError(
+            f"{where}: key 'layout': 'dectris' writes a master and its data files; "
+            f"a scale-out part (file_suffix {config.file_suffix!r}) writes one part "
+            f"file, stitched afterwards"
+        )
     if config.nexus is not None and cls.mx_keys is None:
-        raise ConfigError(f"{where}: key 'nexus': class {cls.__name__} writes plain NeXus, no "
-                          f"NXmx; only {', '.join(n for n, c in classes.items() if c.mx_keys)} "
-                          f"take a nexus block")
+        raise ConfigError(
+            f"{where}: key 'nexus': class {cls.__name__} writes plain NeXus, no "
+            f"NXmx; only {', '.join(n for n, c in classes.items() if c.mx_keys)} "
+            f"take a nexus block"
+        )
     if cls.single_worker and config.nworkers != 1:
-        raise ConfigError(f"{where}: key 'nworkers': class {cls.__name__} takes 1 (one worker "
-                          f"reads every socket so that a frame's parts meet), got "
-                          f"{config.nworkers}")
+        raise ConfigError(
+            f"{where}: key 'nworkers': class {cls.__name__} takes 1 (one worker "
+            f"reads every socket so that a frame's parts meet), got "
+            f"{config.nworkers}"
+        )
     _check_frame_options(config, where)
     _check_rois(config, where)
 
@@ -121,15 +135,18 @@ def _check_frame_options(config: ReceiverConfig, where: str) -> None:
     rows, cols = config.shape[::-1] if config.rotate else config.shape  # mask: stored frame
     for row_span, col_span in transform.regions:
         if row_span.start >= rows or col_span.start >= cols:
-            raise ConfigError(f"{where}: key 'mask': region rows {row_span.start}:"
-                              f"{row_span.stop} cols {col_span.start}:{col_span.stop} lies "
-                              f"outside the {rows} x {cols} frame")
+            raise ConfigError(
+                f"{where}: key 'mask': region rows {row_span.start}:"
+                f"{row_span.stop} cols {col_span.start}:{col_span.stop} lies "
+                f"outside the {rows} x {cols} frame"
+            )
 
 
 def _describe(path: str, name: str, exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(entry)"
-        lines.append(f"{path}: receiver {name!r}: key {key!r}: {err['msg']} "
-                     f"(got {err.get('input')!r})")
+        lines.append(
+            f"{path}: receiver {name!r}: key {key!r}: {err['msg']} (got {err.get('input')!r})"
+        )
     return "\n".join(lines)

@@ -29,8 +29,9 @@ def json_head(parts: Parts) -> dict[str, Any] | None:
     return head if isinstance(head, dict) else None
 
 
-def bslz4_channel(name: str, shape: tuple[int, ...], dtype: np.dtype, blob: Any,
-                  verify: bool) -> Channel:
+def bslz4_channel(
+    name: str, shape: tuple[int, ...], dtype: np.dtype, blob: Any, verify: bool
+) -> Channel:
     """A pre-compressed chunk, written as it is: checked, decoded only with ``verify_chunks``
     (see Internals.md)."""
     try:
@@ -38,7 +39,6 @@ def bslz4_channel(name: str, shape: tuple[int, ...], dtype: np.dtype, blob: Any,
     except ValueError as exc:
         raise InvalidMessage(f"channel {name}: {exc}") from None
     return Channel(name, shape, dtype_name(dtype), "bslz4", blob)
-
 
 
 def internal_pixels(spec: Mapping[str, Any], blob: Any) -> np.ndarray:
@@ -60,19 +60,25 @@ def check_raw_size(blob: Any, shape: tuple[int, ...], dtype: np.dtype) -> None:
     """Uncompressed pixels must fill exactly ``shape`` x ``dtype``."""
     size, expected = memoryview(blob).nbytes, int(np.prod(shape)) * dtype.itemsize
     if size != expected:
-        raise InvalidMessage(f"blob of {size} bytes for shape {list(shape)} {dtype.name} "
-                             f"({expected} bytes)")
+        raise InvalidMessage(
+            f"blob of {size} bytes for shape {list(shape)} {dtype.name} ({expected} bytes)"
+        )
 
 
 def scaler_channel(name: str, dtype: np.dtype, values: Any, count: int, frame: int) -> Channel:
     """One number per detector channel, checked against the type it is stored as."""
-    numbers = isinstance(values, list) and len(values) == count and all(
-        type(v) is int or (type(v) is float and dtype.kind == "f") for v in values)
+    numbers = (
+        isinstance(values, list)
+        and len(values) == count
+        and all(type(v) is int or (type(v) is float and dtype.kind == "f") for v in values)
+    )
     if numbers and dtype.kind == "u":
         numbers = all(0 <= v <= np.iinfo(dtype).max for v in values)
     if not numbers:
-        raise InvalidMessage(f"frame {frame}: scaler {name!r} must be {count} {dtype.name} "
-                             f"values, one per channel, got {values!r:.80}")
+        raise InvalidMessage(
+            f"frame {frame}: scaler {name!r} must be {count} {dtype.name} "
+            f"values, one per channel, got {values!r:.80}"
+        )
     return Channel(name, (count,), dtype.name, "none", np.array(values, dtype=dtype))
 
 
@@ -89,8 +95,12 @@ def describe(head: Mapping[str, Any]) -> str:
 
 
 @functools.lru_cache(maxsize=64, typed=True)
-def v1_format(encoding: str, x: Any, y: Any, type_name: str,
-               ) -> tuple[dectris.Encoding, tuple[int, ...], np.dtype]:
+def v1_format(
+    encoding: str,
+    x: Any,
+    y: Any,
+    type_name: str,
+) -> tuple[dectris.Encoding, tuple[int, ...], np.dtype]:
     """A stream v1 frame description, the same for every frame of a series: parsed once."""
     parsed = dectris.parse_encoding(encoding)
     shape = check_shape((int(y), int(x)))  # DECTRIS gives [x, y]
@@ -168,8 +178,9 @@ def v1_array(desc: dict[str, Any], blob: Any, what: str) -> np.ndarray:
         raise InvalidMessage(f"{what}: {exc}") from None
 
 
-def v1_pixels(encoding: dectris.Encoding, blob: Any, shape: tuple[int, ...],
-               dtype: np.dtype) -> np.ndarray:
+def v1_pixels(
+    encoding: dectris.Encoding, blob: Any, shape: tuple[int, ...], dtype: np.dtype
+) -> np.ndarray:
     """Stream v1 pixels that are not a little-endian bitshuffle-LZ4 chunk, as native array."""
     nbytes = int(np.prod(shape)) * dtype.itemsize
     try:
@@ -248,8 +259,12 @@ def v2_times(msg: Mapping[str, Any]) -> tuple[float, float, float] | None:
     seconds = []
     for key in TIME_KEYS:
         value = msg.get(key)
-        if not (isinstance(value, list) and len(value) == 2
-                and all(type(v) is int for v in value) and value[1] > 0):
+        if not (
+            isinstance(value, list)
+            and len(value) == 2
+            and all(type(v) is int for v in value)
+            and value[1] > 0
+        ):
             return None
         seconds.append(value[0] / value[1])
     return seconds[0], seconds[1], seconds[2]

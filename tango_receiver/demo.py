@@ -47,7 +47,7 @@ PREVIOUS = "eiger_tango_*.h5"
 LIVE_FILE = "eiger_tango_live.h5"  # --keep-running: the slow stream's current series
 LIVE_FRAMES, LIVE_RATE, LIVE_PAUSE_S = 100, 5.0, 2.0
 #: blocks until Ctrl-C, logging ``status()`` every so many seconds (cli.wait_for_signal)
-Hold = Callable[[float, Callable[[], str]], None]
+Hold = Callable[[float, Callable[[], str]], object]
 
 
 class SecondaryConsumer:
@@ -127,12 +127,14 @@ def clean_previous_run(directory: Path) -> None:
     for path in old:
         path.unlink()
     if old:
-        print(f"removed {len(old)} file(s) of an earlier run from {directory} "
-              f"({size / 1e6:.0f} MB)")
+        print(
+            f"removed {len(old)} file(s) of an earlier run from {directory} ({size / 1e6:.0f} MB)"
+        )
 
 
-def run_demo(directory: Path, frames: int = 200, rate: float = 100.0,
-             hold: Hold | None = None) -> int:
+def run_demo(
+    directory: Path, frames: int = 200, rate: float = 100.0, hold: Hold | None = None
+) -> int:
     """The demo; with ``hold``, everything stays up after the report until ``hold`` returns."""
     directory = Path(directory).resolve()
     directory.mkdir(parents=True, exist_ok=True)
@@ -143,28 +145,45 @@ def run_demo(directory: Path, frames: int = 200, rate: float = 100.0,
     device = device_name(config)
     with DatabaseServer(directory / "tango-db") as database, Sender(timeout_s=60) as sender:
         print(f"Tango database server (pytango-db, sqlite) at TANGO_HOST={database.tango_host}")
-        register_device(database.database(), server_instance(NAME), device, {
-            "config_file": CONFIG, "receiver_name": NAME,
-            "upstream": [f"tcp://127.0.0.1:{sender.port}"], "data_host": "127.0.0.1",
-            "data_port": 0, "api_host": "127.0.0.1", "api_port": 0,
-            "write_roots": [directory]})
-        print(f"registered {device} in server {server_instance(NAME)}; the simulated EIGER "
-              f"streams from tcp://127.0.0.1:{sender.port}")
-        server = ServerProcess(CONFIG, NAME, directory / "device-server.log",
-                               tango_host=database.tango_host)
+        register_device(
+            database.database(),
+            server_instance(NAME),
+            device,
+            {
+                "config_file": CONFIG,
+                "receiver_name": NAME,
+                "upstream": [f"tcp://127.0.0.1:{sender.port}"],
+                "data_host": "127.0.0.1",
+                "data_port": 0,
+                "api_host": "127.0.0.1",
+                "api_port": 0,
+                "write_roots": [directory],
+            },
+        )
+        print(
+            f"registered {device} in server {server_instance(NAME)}; the simulated EIGER "
+            f"streams from tcp://127.0.0.1:{sender.port}"
+        )
+        server = ServerProcess(
+            CONFIG, NAME, directory / "device-server.log", tango_host=database.tango_host
+        )
         try:
             proxy = server.start()
             proxy.set_timeout_millis(10000)
             rest = proxy.rest_url
-            print(f"device server up: {server.url} (log: {server.log_path})\n"
-                  f"  State {proxy.state()}: {proxy.status()}\n"
-                  f"REST sidecar: {rest}/status, {rest}/received_frames, {rest}/docs\n")
+            print(
+                f"device server up: {server.url} (log: {server.log_path})\n"
+                f"  State {proxy.state()}: {proxy.status()}\n"
+                f"REST sidecar: {rest}/status, {rest}/received_frames, {rest}/docs\n"
+            )
             snap, consumed, events = stream(proxy, sender, images, str(filename), frames, rate)
             state, status = proxy.state(), proxy.status()
             answers = {path: get_json(rest + path) for path in ("/status", "/received_frames")}
             print(f"\n{server.url}: State {state}\n  {status.replace(chr(10), chr(10) + '  ')}")
-            print(f"{events} change events on frames_received (at most 10/s); secondary port "
-                  f"consumer got {consumed} messages")
+            print(
+                f"{events} change events on frames_received (at most 10/s); secondary port "
+                f"consumer got {consumed} messages"
+            )
             print("REST: " + ", ".join(f"GET {path} -> {body}" for path, body in answers.items()))
             same = check_file(filename, images, frames)
             if hold is not None:
@@ -173,19 +192,34 @@ def run_demo(directory: Path, frames: int = 200, rate: float = 100.0,
             code = server.stop()
     print(f"device server exited with {code}")
     if hold is None:
-        print(f"\nTo explore it with Taurus, a browser or Python, keep it running: "
-              f"{own_command()} demo --keep-running")
-    ok = (same and snap["frames_written"] == frames and state == tango.DevState.ON and code == 0
-          and answers["/received_frames"] == {"value": frames})
+        print(
+            f"\nTo explore it with Taurus, a browser or Python, keep it running: "
+            f"{own_command()} demo --keep-running"
+        )
+    ok = (
+        same
+        and snap["frames_written"] == frames
+        and state == tango.DevState.ON
+        and code == 0
+        and answers["/received_frames"] == {"value": frames}
+    )
     return 0 if ok else 1
 
 
-def keep_running(proxy: tango.DeviceProxy, server: ServerProcess, tango_host: str,
-                 sender: Sender, images: list[np.ndarray], directory: Path, hold: Hold) -> None:
+def keep_running(
+    proxy: tango.DeviceProxy,
+    server: ServerProcess,
+    tango_host: str,
+    sender: Sender,
+    images: list[np.ndarray],
+    directory: Path,
+    hold: Hold,
+) -> None:
     """A slow stream while ``hold`` waits for Ctrl-C, and how to reach everything, printed."""
     rest, device = proxy.rest_url, proxy.dev_name()
     live = SlowStream(sender, images, directory / LIVE_FILE)
-    print(f"""
+    print(
+        f"""
 Running until Ctrl-C: the simulated EIGER sends series of {LIVE_FRAMES} frames at \
 {LIVE_RATE:g} frames/s into {directory / LIVE_FILE} (replaced by each series).
   live view   {rest}/live
@@ -195,7 +229,9 @@ Running until Ctrl-C: the simulated EIGER sends series of {LIVE_FRAMES} frames a
   Python      import tango; d = tango.DeviceProxy("{server.url}"); print(d.state(), \
 d.frames_received)
   Taurus      TANGO_HOST={tango_host} taurus form {device}
-""", flush=True)
+""",
+        flush=True,
+    )
 
     def status() -> str:
         try:
@@ -204,6 +240,7 @@ d.frames_received)
         except tango.DevFailed as exc:  # said, not raised: Ctrl-C still tears everything down
             return f"{device} does not answer: {exc.args[0].desc}"
         return f"{device}: State {state}, " + ", ".join(f"{k} {v:g}" for k, v in values.items())
+
     try:
         hold(30.0, status)
     finally:
@@ -217,27 +254,40 @@ def own_command() -> str:
     return relative if not relative.startswith("..") else str(script)
 
 
-def stream(proxy: tango.DeviceProxy, sender: Sender, images: list[np.ndarray], filename: str,
-           frames: int, rate: float) -> tuple[dict, int, int]:
+def stream(
+    proxy: tango.DeviceProxy,
+    sender: Sender,
+    images: list[np.ndarray],
+    filename: str,
+    frames: int,
+    rate: float,
+) -> tuple[dict, int, int]:
     """Send one series while printing what a plain DeviceProxy reads; the final counters."""
     changes: list[int] = []
 
     def changed(event: tango.EventData) -> None:
         if not event.err:
             changes.append(event.attr_value.value)
+
     event_id = proxy.subscribe_event("frames_received", tango.EventType.CHANGE_EVENT, changed)
     consumer = SecondaryConsumer(proxy.secondary_port)
     try:
-        thread = threading.Thread(target=sender.send, kwargs={"rate": rate, "messages": (
-            eiger_v1_series(images, filename, count=frames))}, daemon=True)
+        thread = threading.Thread(
+            target=sender.send,
+            kwargs={"rate": rate, "messages": (eiger_v1_series(images, filename, count=frames))},
+            daemon=True,
+        )
         thread.start()
         deadline = time.monotonic() + 60 + frames / rate
         while time.monotonic() < deadline:
             state = proxy.state()
             snap = {a.name: a.value for a in proxy.read_attributes(SHOWN)}
-            print(f"  State {str(state):8} received {snap['frames_received']:5} written "
-                  f"{snap['frames_written']:5} forwarded {snap['frames_forwarded']:5} "
-                  f"{snap['frame_rate']:6.0f} frames/s", flush=True)
+            print(
+                f"  State {str(state):8} received {snap['frames_received']:5} written "
+                f"{snap['frames_written']:5} forwarded {snap['frames_forwarded']:5} "
+                f"{snap['frame_rate']:6.0f} frames/s",
+                flush=True,
+            )
             if not thread.is_alive() and state != tango.DevState.RUNNING:
                 break
             time.sleep(0.25)
@@ -252,10 +302,13 @@ def check_file(filename: Path, images: list[np.ndarray], frames: int) -> bool:
     with h5py.File(filename, "r") as f:
         data = f["/entry/data/data"]
         same = data.shape[0] == frames and all(
-            np.array_equal(data[i], images[i % len(images)]) for i in range(data.shape[0]))
-        print(f"{filename}: /entry/data/data {data.shape} {data.dtype}, "
-              f"series_complete={f['entry'].attrs['series_complete']}, "
-              f"every frame equal to the one sent: {same}")
+            np.array_equal(data[i], images[i % len(images)]) for i in range(data.shape[0])
+        )
+        print(
+            f"{filename}: /entry/data/data {data.shape} {data.dtype}, "
+            f"series_complete={f['entry'].attrs['series_complete']}, "
+            f"every frame equal to the one sent: {same}"
+        )
     return same
 
 

@@ -20,10 +20,27 @@ import zmq
 from .codecs import bslz4, cbf, cbor_v2, dectris, mono12p
 from .codecs.cbor_view import cbor_type
 from .codecs.limits import check_shape, dtype_name
-from .decoding import (PlaceRefusal, announced_images, bslz4_channel, check_raw_size, describe,
-                       internal_pixels, json_head, json_part, non_negative_int, scaler_channel,
-                       shape_dtype, single_blob, v1_array, v1_format, v1_pixels, v1_times,
-                       v2_metadata, v2_times, v2_user_data)
+from .decoding import (
+    PlaceRefusal,
+    announced_images,
+    bslz4_channel,
+    check_raw_size,
+    describe,
+    internal_pixels,
+    json_head,
+    json_part,
+    non_negative_int,
+    scaler_channel,
+    shape_dtype,
+    single_blob,
+    v1_array,
+    v1_format,
+    v1_pixels,
+    v1_times,
+    v2_metadata,
+    v2_times,
+    v2_user_data,
+)
 from .lane import AVAILABLE as LANE_BUILT
 from .lane import Candidate, LaneForm, LaneSource, Wire
 from .messages import Channel, Header, Image, InvalidMessage, Message, Parts, SeriesEnd
@@ -38,8 +55,8 @@ from .sim import pilatus as sim_pilatus
 from .sim import stream_v2 as sim_stream_v2
 from .sim import xspress3 as sim_xspress3
 from .transforms import ImageTransform
-from .wire_fields import channel_name
 from .transport import BATCH_BYTES, BATCH_MESSAGES, ModuleSource, Source, Upstream, receive_hwm
+from .wire_fields import channel_name
 
 IMAGE_OPTIONS = ("rotate", "mask", "tot")  # ReceiverConfig keys that transform frames
 
@@ -115,8 +132,10 @@ class Detector:
         return self.default_port
 
     def endpoints(self) -> list[str]:
-        return [f"tcp://{e.host}:{e.port if e.port is not None else self.port_for(i)}"
-                for i, e in enumerate(self.config.upstream)]
+        return [
+            f"tcp://{e.host}:{e.port if e.port is not None else self.port_for(i)}"
+            for i, e in enumerate(self.config.upstream)
+        ]
 
     def open(self, ctx: zmq.Context) -> Upstream:
         """Through the compiled lane (lane.py) where the class has one (``lane_wire``), it is
@@ -132,8 +151,9 @@ class Detector:
         """The lane for this class's images: the internal format's where they are decoded
         exactly as here. A subclass that decodes its own (to transform frames: CBF, mono12p,
         modules put together; or to read another payload) sees every message itself."""
-        return "internal" if _decodes_as(self, Detector, "decode", "decode_image", "channel") \
-            else None
+        return (
+            "internal" if _decodes_as(self, Detector, "decode", "decode_image", "channel") else None
+        )
 
     def lane_form(self, candidate: Candidate) -> LaneForm | None:
         """The form of the frames the lane may take for an image described as ``candidate``:
@@ -163,9 +183,14 @@ class Detector:
             meta = json_part(parts, 1, "header metadata") if len(parts) > 1 else {}
             # existing senders put save_raw in the metadata part, where the original read it
             save_raw = head.get("save_raw", meta.get("save_raw", True))
-            return Header(msg_number=number, filename=head.get("filename") or "",
-                          save_raw=bool(save_raw), metadata=meta,
-                          series_id=head.get("series_id"), nimages=head.get("nimages"))
+            return Header(
+                msg_number=number,
+                filename=head.get("filename") or "",
+                save_raw=bool(save_raw),
+                metadata=meta,
+                series_id=head.get("series_id"),
+                nimages=head.get("nimages"),
+            )
         if htype == self.types.end:
             return SeriesEnd(msg_number=number)
         raise InvalidMessage(f"unknown htype {htype!r}")
@@ -173,12 +198,15 @@ class Detector:
     def decode_image(self, head: dict[str, Any], number: int, parts: Parts) -> Image:
         specs = head.get("channels") or [head | {"name": "data"}]
         if not isinstance(specs, list) or len(parts) != len(specs) + 1:
-            raise InvalidMessage(f"image {number}: {len(parts) - 1} blobs for "
-                                 f"{len(specs) if isinstance(specs, list) else '?'} channels")
-        channels = [self.channel(spec, blob) for spec, blob in zip(specs, parts[1:])]
+            raise InvalidMessage(
+                f"image {number}: {len(parts) - 1} blobs for "
+                f"{len(specs) if isinstance(specs, list) else '?'} channels"
+            )
+        channels = [self.channel(spec, blob) for spec, blob in zip(specs, parts[1:], strict=False)]
         if len({c.name for c in channels}) < len(channels):
-            raise InvalidMessage(f"image {number}: channel names repeat: "
-                                 f"{[c.name for c in channels]}")
+            raise InvalidMessage(
+                f"image {number}: channel names repeat: {[c.name for c in channels]}"
+            )
         image = Image(msg_number=number, frame=non_negative_int(head, "frame"), channels=channels)
         if all(c.chunk is None for c in channels):
             image.wire = parts  # forwarded exactly as it came
@@ -210,10 +238,17 @@ class Detector:
         """Pixels made here (decoded, unpacked, put together) are forwarded as they are stored:
         one bitshuffle-LZ4 chunk when ``compress`` is on, raw otherwise (see Internals.md)."""
         if self.compress:
-            return Channel(name, pixels.shape, dtype_name(pixels.dtype), "bslz4",
-                           bslz4.encode_chunk(pixels), pixels=pixels if self.keep_pixels else None)
-        return Channel(name, pixels.shape, dtype_name(pixels.dtype), "none",
-                       np.ascontiguousarray(pixels))
+            return Channel(
+                name,
+                pixels.shape,
+                dtype_name(pixels.dtype),
+                "bslz4",
+                bslz4.encode_chunk(pixels),
+                pixels=pixels if self.keep_pixels else None,
+            )
+        return Channel(
+            name, pixels.shape, dtype_name(pixels.dtype), "none", np.ascontiguousarray(pixels)
+        )
 
 
 class Eiger(Detector):
@@ -258,7 +293,9 @@ class Eiger(Detector):
         detail = head.get("header_detail", "none")
         expected = dectris.V1_HEADER_PARTS.get(detail)
         if expected is None or len(parts) not in (expected, expected + 1):
-            raise InvalidMessage(f"dheader-1.0 with header_detail {detail!r} has {len(parts)} parts")
+            raise InvalidMessage(
+                f"dheader-1.0 with header_detail {detail!r} has {len(parts)} parts"
+            )
         meta: dict[str, Any] = {}
         nimages = None
         aliases: dict[str, str] = {}
@@ -273,8 +310,14 @@ class Eiger(Detector):
         appendix = json_part(parts, expected, "header appendix") if len(parts) > expected else {}
         if appendix:
             meta["appendix"] = appendix
-        return Header(msg_number=0, filename=appendix.get("filename") or "", metadata=meta,
-                      series_id=head.get("series"), nimages=nimages, aliases=aliases)
+        return Header(
+            msg_number=0,
+            filename=appendix.get("filename") or "",
+            metadata=meta,
+            series_id=head.get("series"),
+            nimages=nimages,
+            aliases=aliases,
+        )
 
     def decode_v1_image(self, head: dict[str, Any], parts: Parts) -> Image:
         if len(parts) < 3:
@@ -283,19 +326,21 @@ class Eiger(Detector):
         desc = json_part(parts, 1, "dimage_d-1.0")
         try:
             x, y = desc["shape"]
-            encoding, shape, dtype = v1_format(str(desc.get("encoding", "<")), x, y,
-                                                str(desc.get("type")))
+            encoding, shape, dtype = v1_format(
+                str(desc.get("encoding", "<")), x, y, str(desc.get("type"))
+            )
         except (ValueError, TypeError, KeyError) as exc:
             raise InvalidMessage(f"frame {frame}: bad dimage_d-1.0 {desc}: {exc}") from None
         blob = parts[2]
         if dectris.is_bslz4(encoding) and dtype.byteorder in "=<|":
-            channel = bslz4_channel("data", shape, dtype.newbyteorder("<"), blob,
-                                    self.config.verify_chunks)
+            channel = bslz4_channel(
+                "data", shape, dtype.newbyteorder("<"), blob, self.config.verify_chunks
+            )
         else:
-            channel = self.raw_channel("data", shape, dtype.newbyteorder("<"),
-                                       v1_pixels(encoding, blob, shape, dtype))
-        return Image(msg_number=frame + 1, frame=frame, channels=[channel],
-                     times=v1_times(parts))
+            channel = self.raw_channel(
+                "data", shape, dtype.newbyteorder("<"), v1_pixels(encoding, blob, shape, dtype)
+            )
+        return Image(msg_number=frame + 1, frame=frame, channels=[channel], times=v1_times(parts))
 
 
 class DectrisStream2(Detector):
@@ -336,13 +381,21 @@ class DectrisStream2(Detector):
             meta["user_data"] = v2_metadata(user_data)  # beamline keys as a group, not a string
         thresholds = meta.get("threshold_energy")
         # the system this replaces wrote each threshold's energy as a field of its own
-        aliases = {str(k): f"threshold_energy/{k}" for k in thresholds} \
-            if isinstance(thresholds, dict) else {}
+        aliases = (
+            {str(k): f"threshold_energy/{k}" for k in thresholds}
+            if isinstance(thresholds, dict)
+            else {}
+        )
         nimages = msg.get("number_of_images")
-        return Header(msg_number=0, filename=filename or "", metadata=meta,
-                      series_id=msg.get("series_id"),
-                      nimages=int(nimages) if isinstance(nimages, int) else None,
-                      no_file_reason=problem, aliases=aliases)
+        return Header(
+            msg_number=0,
+            filename=filename or "",
+            metadata=meta,
+            series_id=msg.get("series_id"),
+            nimages=int(nimages) if isinstance(nimages, int) else None,
+            no_file_reason=problem,
+            aliases=aliases,
+        )
 
     def decode_v2_image(self, msg: Mapping[str, Any]) -> Image:
         image_id = non_negative_int(msg, "image_id")
@@ -353,9 +406,12 @@ class DectrisStream2(Detector):
             names = [channel_name(name) for name in data]
         except ValueError as exc:
             raise InvalidMessage(f"image {image_id}: {exc}") from None
-        channels = [self.v2_channel(name, value) for name, value in zip(names, data.values())]
-        return Image(msg_number=image_id + 1, frame=image_id, channels=channels,
-                     times=v2_times(msg))
+        channels = [
+            self.v2_channel(name, value) for name, value in zip(names, data.values(), strict=True)
+        ]
+        return Image(
+            msg_number=image_id + 1, frame=image_id, channels=channels, times=v2_times(msg)
+        )
 
     def v2_channel(self, name: str, value: Any) -> Channel:
         if not isinstance(value, cbor_v2.MultiDimArray):
@@ -364,10 +420,14 @@ class DectrisStream2(Detector):
             shape = check_shape(value.shape)
             dtype = value.array.dtype
             payload = value.array.data
-            if isinstance(payload, cbor_v2.Compressed) and payload.algorithm == "bslz4" \
-                    and dtype.byteorder in "=<|":
-                return bslz4_channel(name, shape, dtype.newbyteorder("<"), payload.data,
-                                     self.config.verify_chunks)
+            if (
+                isinstance(payload, cbor_v2.Compressed)
+                and payload.algorithm == "bslz4"
+                and dtype.byteorder in "=<|"
+            ):
+                return bslz4_channel(
+                    name, shape, dtype.newbyteorder("<"), payload.data, self.config.verify_chunks
+                )
             pixels = cbor_v2.to_numpy(value)
         except ValueError as exc:
             raise InvalidMessage(f"channel {name}: {exc}") from None
@@ -392,19 +452,27 @@ class Pilatus(Detector):
     def decode_image(self, head: dict[str, Any], number: int, parts: Parts) -> Image:
         frame = non_negative_int(head, "frame")
         if head.get("compression") != "cbf" or head.get("type", "int32") != "int32":
-            raise InvalidMessage(f"frame {frame}: {head.get('type')!r} {head.get('compression')!r}"
-                                 f" image; a Pilatus sends \"int32\" \"cbf\" (a CBF file)")
+            raise InvalidMessage(
+                f"frame {frame}: {head.get('type')!r} {head.get('compression')!r}"
+                f' image; a Pilatus sends "int32" "cbf" (a CBF file)'
+            )
         blob = single_blob(parts, frame)
         try:
             pixels = cbf.decode_cbf(blob)
             if list(pixels.shape) != head.get("shape"):
-                raise ValueError(f"CBF holds {pixels.shape[0]} x {pixels.shape[1]} pixels, the "
-                                 f"header says shape {head.get('shape')!r}")
+                raise ValueError(
+                    f"CBF holds {pixels.shape[0]} x {pixels.shape[1]} pixels, the "
+                    f"header says shape {head.get('shape')!r}"
+                )
             image = self.transform.apply(pixels)
         except ValueError as exc:
             raise InvalidMessage(f"frame {frame}: {exc}") from None
-        return Image(msg_number=number, frame=frame, channels=[self.pixels_channel("data", image)],
-                     describe=partial(self.series_metadata, cbf.mini_header_text(blob)))
+        return Image(
+            msg_number=number,
+            frame=frame,
+            channels=[self.pixels_channel("data", image)],
+            describe=partial(self.series_metadata, cbf.mini_header_text(blob)),
+        )
 
     def series_metadata(self, mini_header: str) -> dict[str, Any]:
         """What a frame's CBF mini-header says about the series (NXmx reads it, mx.py), and
@@ -427,8 +495,10 @@ class OrcaLightning(Detector):
             return super().decode_image(head, number, parts)
         frame = non_negative_int(head, "frame")
         if head.get("compression", "none") != "none":
-            raise InvalidMessage(f"frame {frame}: mono12p with compression "
-                                 f"{head.get('compression')!r}; packed frames are sent as is")
+            raise InvalidMessage(
+                f"frame {frame}: mono12p with compression "
+                f"{head.get('compression')!r}; packed frames are sent as is"
+            )
         blob = single_blob(parts, frame)
         try:
             pixels = mono12p.unpack(blob, head.get("shape") or ())
@@ -446,8 +516,10 @@ class Lambda(Detector):
 
     default_port = sim_lambda.FIRST_PORT
     single_worker = True
-    unsplittable = ("its modules stream on one socket each and one receiver must assemble every "
-                    "frame from all of them; split it by running one receiver per detector")
+    unsplittable = (
+        "its modules stream on one socket each and one receiver must assemble every "
+        "frame from all of them; split it by running one receiver per detector"
+    )
     simulator = Simulator("lambda", sim_lambda.simulate)
     GEOMETRY: ClassVar[tuple[str, ...]] = ("x", "y", "rotation")
 
@@ -459,8 +531,9 @@ class Lambda(Detector):
         return self.default_port + index
 
     def open(self, ctx: zmq.Context) -> ModuleSource:
-        return ModuleSource(ctx, self.endpoints(), receive_hwm(self.config),
-                            self.config.gap_timeout_s)
+        return ModuleSource(
+            ctx, self.endpoints(), receive_hwm(self.config), self.config.gap_timeout_s
+        )
 
     def decode(self, parts: ModuleSet) -> Message:
         heads = self.module_heads(parts)
@@ -476,36 +549,47 @@ class Lambda(Detector):
 
     def module_heads(self, modules: ModuleSet) -> list[dict[str, Any]]:
         """Every module's header part, once all modules are there and agree."""
-        if len(modules) != self.modules or \
-                not all(isinstance(m, (list, ModuleGap)) for m in modules):
-            raise InvalidMessage(f"a Lambda decodes one message from each of its {self.modules} "
-                                 f"modules, got {len(modules)} parts")
-        heads = {i: json_part(m, 0, f"module {i} message header")
-                 for i, m in enumerate(modules) if isinstance(m, list)}
+        if len(modules) != self.modules or not all(
+            isinstance(m, (list, ModuleGap)) for m in modules
+        ):
+            raise InvalidMessage(
+                f"a Lambda decodes one message from each of its {self.modules} "
+                f"modules, got {len(modules)} parts"
+            )
+        heads = {
+            i: json_part(m, 0, f"module {i} message header")
+            for i, m in enumerate(modules)
+            if isinstance(m, list)
+        }
         what = describe(next(iter(heads.values()), {}))
         gaps = [f"module {i} {m.reason}" for i, m in enumerate(modules) if isinstance(m, ModuleGap)]
         if gaps:
             raise InvalidMessage(f"{what}: {'; '.join(gaps)}")
         seen = [describe(head) for head in heads.values()]
         if len(set(seen)) > 1:
-            raise InvalidMessage("modules disagree: " + ", ".join(
-                f"module {i} {text}" for i, text in enumerate(seen)))
+            raise InvalidMessage(
+                "modules disagree: "
+                + ", ".join(f"module {i} {text}" for i, text in enumerate(seen))
+            )
         return list(heads.values())
 
     def decode_modules_image(self, heads: list[dict[str, Any]], modules: ModuleSet) -> Image:
-        number, frame = non_negative_int(heads[0], "msg_number"), non_negative_int(heads[0], "frame")
+        number, frame = (
+            non_negative_int(heads[0], "msg_number"),
+            non_negative_int(heads[0], "frame"),
+        )
         planes = []
-        for i, (head, parts) in enumerate(zip(heads, modules)):
+        for i, (head, parts) in enumerate(zip(heads, modules, strict=False)):
             try:
                 planes.append(internal_pixels(self.module_spec(head), single_blob(parts, frame)))
             except InvalidMessage as exc:
                 raise InvalidMessage(f"frame {frame}: module {i}: {exc}") from None
         kinds = {(p.shape, p.dtype.name) for p in planes}
         if len(kinds) > 1:
-            raise InvalidMessage(f"frame {frame}: modules differ in shape or type: "
-                                 f"{sorted(kinds)}")
-        return Image(msg_number=number, frame=frame,
-                     channels=[self.pixels_channel("data", np.stack(planes))])
+            raise InvalidMessage(f"frame {frame}: modules differ in shape or type: {sorted(kinds)}")
+        return Image(
+            msg_number=number, frame=frame, channels=[self.pixels_channel("data", np.stack(planes))]
+        )
 
     def module_spec(self, head: dict[str, Any]) -> dict[str, Any]:
         """What one module's blob holds. A head with ``chunks`` is in the form of the system
@@ -516,10 +600,17 @@ class Lambda(Detector):
         if chunks is None:
             return head
         shape = head.get("shape")
-        if not (isinstance(chunks, list) and isinstance(shape, list) and len(shape) == 3
-                and chunks == [1, *shape[1:]] and shape[0] == self.modules):
-            raise InvalidMessage(f"shape {shape!r} with chunks {chunks!r}: expected the merged "
-                                 f"frame [{self.modules}, H, W] in chunks [1, H, W]")
+        if not (
+            isinstance(chunks, list)
+            and isinstance(shape, list)
+            and len(shape) == 3
+            and chunks == [1, *shape[1:]]
+            and shape[0] == self.modules
+        ):
+            raise InvalidMessage(
+                f"shape {shape!r} with chunks {chunks!r}: expected the merged "
+                f"frame [{self.modules}, H, W] in chunks [1, H, W]"
+            )
         return head | {"shape": chunks[1:]}
 
     def geometry(self, modules: ModuleSet) -> dict[str, Any]:
@@ -533,10 +624,15 @@ class Lambda(Detector):
             meta[key] = values
         shapes = {json.dumps(info.get("full_shape")) for info in infos}
         full_shape = infos[0].get("full_shape")
-        if len(shapes) > 1 or not (isinstance(full_shape, list) and len(full_shape) == 2
-                                   and all(type(v) is int and v > 0 for v in full_shape)):
-            raise InvalidMessage(f"header: full_shape must be one [rows, cols] for every "
-                                 f"module, got {sorted(shapes)}")
+        if len(shapes) > 1 or not (
+            isinstance(full_shape, list)
+            and len(full_shape) == 2
+            and all(type(v) is int and v > 0 for v in full_shape)
+        ):
+            raise InvalidMessage(
+                f"header: full_shape must be one [rows, cols] for every "
+                f"module, got {sorted(shapes)}"
+            )
         meta["full_shape"] = full_shape
         return meta
 
@@ -550,27 +646,39 @@ class Xspress3(Detector):
     simulator = Simulator("xspress3", sim_xspress3.simulate)
     #: scaler -> stored type, in the order the Xspress3 streamer lists them
     SCALERS: ClassVar[dict[str, str]] = {
-        "ocr": "float64", "AllEvents": "uint32", "AllGood": "uint32", "ClockTicks": "uint32",
-        "TotalTicks": "uint32", "ResetTicks": "uint32", "event_widths": "uint32",
+        "ocr": "float64",
+        "AllEvents": "uint32",
+        "AllGood": "uint32",
+        "ClockTicks": "uint32",
+        "TotalTicks": "uint32",
+        "ResetTicks": "uint32",
+        "event_widths": "uint32",
         "dtc": "float64",
     }
 
     def decode_image(self, head: dict[str, Any], number: int, parts: Parts) -> Image:
         frame = non_negative_int(head, "frame")
         if len(parts) != 3:
-            raise InvalidMessage(f"frame {frame}: {len(parts)} parts; an Xspress3 image is "
-                                 f"header, spectra and scalers")
+            raise InvalidMessage(
+                f"frame {frame}: {len(parts)} parts; an Xspress3 image is "
+                f"header, spectra and scalers"
+            )
         try:
             spectra = self.channel(head | {"name": "data"}, parts[1])
         except InvalidMessage as exc:
             raise InvalidMessage(f"frame {frame}: spectra: {exc}") from None
         if len(spectra.shape) != 2:
-            raise InvalidMessage(f"frame {frame}: spectra of shape {list(spectra.shape)}, "
-                                 f"expected [channels, bins]")
+            raise InvalidMessage(
+                f"frame {frame}: spectra of shape {list(spectra.shape)}, expected [channels, bins]"
+            )
         scalers = json_part(parts, 2, f"frame {frame} scalers")
-        channels = [spectra, *(scaler_channel(name, np.dtype(dtype), scalers.get(name),
-                                              spectra.shape[0], frame)
-                               for name, dtype in self.SCALERS.items())]
+        channels = [
+            spectra,
+            *(
+                scaler_channel(name, np.dtype(dtype), scalers.get(name), spectra.shape[0], frame)
+                for name, dtype in self.SCALERS.items()
+            ),
+        ]
         return Image(msg_number=number, frame=frame, channels=channels)
 
 

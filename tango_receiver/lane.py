@@ -4,9 +4,10 @@ stream v1 and for the internal format.
 At small frames most of the Python path's time is pyzmq's objects, JSON and h5py's call
 overhead, the same work again for every frame of a series. The lane does that in C: it
 receives, reads the small JSON parts, checks the chunk against the form Python found sound, and
-hands the engine one ``FrameRun`` for many frames; the engine writes a run with one call. What the lane does not take (headers, ends, the first frame of a form, anything odd)
-comes back as received and goes through the Python decoder, which stays the one place that
-knows the format and words its errors. Internals.md ("The fast lane") says what is checked
+hands the engine one ``FrameRun`` for many frames; the engine writes a run with one call. What
+the lane does not take (headers, ends, the first frame of a form, anything odd) comes back as
+received and goes through the Python decoder, which stays the one place that knows the format
+and words its errors. Internals.md ("The fast lane") says what is checked
 where.
 
 ``AVAILABLE`` is False where the extension was not built (``setup.py`` builds it optionally):
@@ -45,10 +46,17 @@ class LaneForm:
 class LaneSource:
     """Receives through the lane from a plain Source's socket (same interface as a Source)."""
 
-    def __init__(self, source: Source, wire: Wire, form_of: Callable[[Candidate], LaneForm | None],
-                 max_messages: int, max_bytes: int) -> None:
+    def __init__(
+        self,
+        source: Source,
+        wire: Wire,
+        form_of: Callable[[Candidate], LaneForm | None],
+        max_messages: int,
+        max_bytes: int,
+    ) -> None:
         self._source = source
         self._address = source.socket.underlying  # the libzmq socket the lane reads
+        assert v1lane is not None  # a LaneSource is made only where the lane is AVAILABLE
         self._lane = v1lane.Lane(internal=wire == "internal")
         self._form_of = form_of
         self._limits = (max_messages, max_bytes)
@@ -63,8 +71,10 @@ class LaneSource:
         for item in self._lane.receive(self._address, timeout_ms, *self._limits):
             if len(item) == 6:
                 first, offset, stride, chunks, wires, heads = item
-                out.append(FrameRun(first, chunks, wires, form.shape, form.dtype, offset, heads,
-                                    stride))
+                assert form is not None  # the lane makes runs only of a form it was taught
+                out.append(
+                    FrameRun(first, chunks, wires, form.shape, form.dtype, offset, heads, stride)
+                )
                 continue
             parts, candidate = item
             if candidate is not None and candidate != self._candidate:

@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +36,7 @@ class Header:
     filename: str = ""
     save_raw: bool = True
     metadata: dict[str, Any] = field(default_factory=dict)
-    series_id: Union[int, str, None] = None
+    series_id: int | str | None = None
     nimages: int | None = None  # announced by the detector: where a stream's end falls
     #: why the decoder found no filename where the detector gives one (said when the series opens)
     no_file_reason: str = ""
@@ -47,8 +47,13 @@ class Header:
     def __post_init__(self) -> None:
         """Every decoder builds its header here, so no unchecked field reaches the engine."""
         try:
-            check_header(msg_number=self.msg_number, filename=self.filename,
-                         save_raw=self.save_raw, series_id=self.series_id, nimages=self.nimages)
+            check_header(
+                msg_number=self.msg_number,
+                filename=self.filename,
+                save_raw=self.save_raw,
+                series_id=self.series_id,
+                nimages=self.nimages,
+            )
         except ValueError as exc:
             raise InvalidMessage(str(exc)) from None
 
@@ -57,8 +62,11 @@ class Header:
         return bool(self.filename) and self.save_raw
 
     def to_wire(self) -> list[bytes]:
-        head: dict[str, Any] = {"htype": "header", "msg_number": self.msg_number,
-                                "filename": self.filename}
+        head: dict[str, Any] = {
+            "htype": "header",
+            "msg_number": self.msg_number,
+            "filename": self.filename,
+        }
         if not self.save_raw:
             head["save_raw"] = False
         if self.series_id is not None:
@@ -119,9 +127,12 @@ class Image:
     @property
     def nbytes_held(self) -> int:
         """Memory this image keeps alive: its blobs, and the chunks made from them."""
-        return sum(memoryview(c.blob).nbytes + (0 if c.chunk is None else memoryview(c.chunk).nbytes)
-                   + (0 if c.pixels is None else c.pixels.nbytes)
-                   for c in self.channels)
+        return sum(
+            memoryview(c.blob).nbytes
+            + (0 if c.chunk is None else memoryview(c.chunk).nbytes)
+            + (0 if c.pixels is None else c.pixels.nbytes)
+            for c in self.channels
+        )
 
     @property
     def nbytes_raw(self) -> int:
@@ -131,12 +142,24 @@ class Image:
         if self.wire is not None:
             return self.wire
         first = self.channels[0]
-        head: dict[str, Any] = {"htype": "image", "msg_number": self.msg_number,
-                                "frame": self.frame, "shape": list(first.shape),
-                                "type": first.dtype, "compression": first.compression}
+        head: dict[str, Any] = {
+            "htype": "image",
+            "msg_number": self.msg_number,
+            "frame": self.frame,
+            "shape": list(first.shape),
+            "type": first.dtype,
+            "compression": first.compression,
+        }
         if len(self.channels) > 1 or first.name != "data":
-            head["channels"] = [{"name": c.name, "shape": list(c.shape), "type": c.dtype,
-                                 "compression": c.compression} for c in self.channels]
+            head["channels"] = [
+                {
+                    "name": c.name,
+                    "shape": list(c.shape),
+                    "type": c.dtype,
+                    "compression": c.compression,
+                }
+                for c in self.channels
+            ]
         return [json.dumps(head).encode(), *(c.blob for c in self.channels)]
 
 
@@ -192,17 +215,24 @@ class FrameRun:
     def image(self, index: int) -> Image:
         frame, chunk = self.first + index * self.stride, self.chunks[index]
         number = frame + self.offset
-        head = self.heads[index] if self.heads is not None else \
-            (_head_form(self.shape, self.dtype) % (number, frame)).encode()
-        return Image(msg_number=number, frame=frame,
-                     channels=[Channel("data", self.shape, self.dtype, "bslz4", chunk)],
-                     wire=[head, chunk], nbytes_wire=self.wires[index])
+        head = (
+            self.heads[index]
+            if self.heads is not None
+            else (_head_form(self.shape, self.dtype) % (number, frame)).encode()
+        )
+        return Image(
+            msg_number=number,
+            frame=frame,
+            channels=[Channel("data", self.shape, self.dtype, "bslz4", chunk)],
+            wire=[head, chunk],
+            nbytes_wire=self.wires[index],
+        )
 
     def images(self) -> list[Image]:
         return [self.image(i) for i in range(len(self.chunks))]
 
 
-Message = Union[Header, Image, SeriesEnd]
+Message = Header | Image | SeriesEnd
 
 
 def runs_of(messages: list[Message]) -> list[Message | FrameRun]:
@@ -230,27 +260,48 @@ def _runnable(image: Image) -> bool:
     """An image a run can carry: its chunk is all there is to it. One that also says something a
     run has no room for (discard, what it tells of the series, its times, pixels kept for ROI
     counting) stays an image."""
-    if len(image.channels) != 1 or (image.wire is not None and len(image.wire) != 2) or \
-            image.discard or image.describe is not None or image.times is not None:
+    if (
+        len(image.channels) != 1
+        or (image.wire is not None and len(image.wire) != 2)
+        or image.discard
+        or image.describe is not None
+        or image.times is not None
+    ):
         return False
     channel = image.channels[0]
-    return channel.name == "data" and channel.compression == "bslz4" and channel.chunk is None \
+    return (
+        channel.name == "data"
+        and channel.compression == "bslz4"
+        and channel.chunk is None
         and channel.pixels is None
+    )
 
 
 def _continues(last: Image, image: Image) -> bool:
     a, b = last.channels[0], image.channels[0] if image.channels else None
-    return (_runnable(image) and image.msg_number == last.msg_number + 1
-            and image.frame == last.frame + 1 and (image.wire is None) == (last.wire is None)
-            and b is not None and (a.shape, a.dtype) == (b.shape, b.dtype))
+    return (
+        _runnable(image)
+        and image.msg_number == last.msg_number + 1
+        and image.frame == last.frame + 1
+        and (image.wire is None) == (last.wire is None)
+        and b is not None
+        and (a.shape, a.dtype) == (b.shape, b.dtype)
+    )
 
 
 def _run(images: list[Image]) -> FrameRun:
     first, channel = images[0], images[0].channels[0]
-    heads = None if first.wire is None else [image.wire[0] for image in images]
-    return FrameRun(first.frame, [image.channels[0].blob for image in images],
-                    [image.nbytes_wire for image in images], channel.shape, channel.dtype,
-                    first.msg_number - first.frame, heads, ordered=True)
+    heads = None if first.wire is None else [image.wire[0] for image in images if image.wire]
+    return FrameRun(
+        first.frame,
+        [image.channels[0].blob for image in images],
+        [image.nbytes_wire for image in images],
+        channel.shape,
+        channel.dtype,
+        first.msg_number - first.frame,
+        heads,
+        ordered=True,
+    )
 
 
 @lru_cache(maxsize=64)
@@ -258,8 +309,16 @@ def _head_form(shape: tuple[int, ...], dtype: str) -> str:
     """The JSON head ``Image.to_wire`` writes for a bslz4 frame of this form, its msg_number and
     frame left as ``%d``: a run's frames are forwarded with a string format each, a tenth of
     what a ``json.dumps`` costs."""
-    head = json.dumps({"htype": "image", "msg_number": 0, "frame": 0, "shape": list(shape),
-                       "type": dtype, "compression": "bslz4"}).replace("%", "%%")
+    head = json.dumps(
+        {
+            "htype": "image",
+            "msg_number": 0,
+            "frame": 0,
+            "shape": list(shape),
+            "type": dtype,
+            "compression": "bslz4",
+        }
+    ).replace("%", "%%")
     return head.replace('"msg_number": 0, "frame": 0', '"msg_number": %d, "frame": %d')
 
 

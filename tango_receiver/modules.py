@@ -59,8 +59,9 @@ class _Pending:
 
 
 class ModuleAligner:
-    def __init__(self, modules: int, timeout_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, modules: int, timeout_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.timeout_s = timeout_s
         self.clock = clock
         self._queues: list[deque[_Pending]] = [deque() for _ in range(modules)]
@@ -85,16 +86,21 @@ class ModuleAligner:
         if not present:
             return None
         if any(h.position is None for h in present):  # alone, so the decoder can say what it is
-            return [self._take(i) if h is not None and h.position is None
-                    else ModuleGap("not compared: another module's message is unreadable")
-                    for i, h in enumerate(heads)]
+            return [
+                self._take(i)
+                if h is not None and h.position is None
+                else ModuleGap("not compared: another module's message is unreadable")
+                for i, h in enumerate(heads)
+            ]
         orders = {id(h): h.position.order for h in present if h.position is not None}
         target = min(orders.values())
         oldest = min(h.arrived for h in present if orders[id(h)] == target)
         if len(present) < len(heads) and self.clock() - oldest < self.timeout_s:
             return None  # a module may still be on its way
-        return [self._take(i) if h is not None and orders[id(h)] == target
-                else self._gap(h) for i, h in enumerate(heads)]
+        return [
+            self._take(i) if h is not None and orders[id(h)] == target else self._gap(h)
+            for i, h in enumerate(heads)
+        ]
 
     def _take(self, module: int) -> Parts:
         return self._queues[module].popleft().parts

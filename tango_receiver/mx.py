@@ -19,10 +19,22 @@ Table = Mapping[str, KeyPath]
 #: sample axes whose start and per-frame increment a DECTRIS stream reports
 AXES = ("omega", "phi", "chi", "kappa", "two_theta")
 
-_V1_SAME = ("description", "sensor_material", "sensor_thickness", "x_pixel_size", "y_pixel_size",
-            "beam_center_x", "beam_center_y", "wavelength", "count_time", "frame_time",
-            "bit_depth_readout", "threshold_energy",
-            "pixel_mask_applied", "countrate_correction_applied")
+_V1_SAME = (
+    "description",
+    "sensor_material",
+    "sensor_thickness",
+    "x_pixel_size",
+    "y_pixel_size",
+    "beam_center_x",
+    "beam_center_y",
+    "wavelength",
+    "count_time",
+    "frame_time",
+    "bit_depth_readout",
+    "threshold_energy",
+    "pixel_mask_applied",
+    "countrate_correction_applied",
+)
 
 #: stream v1 (SIMPLON 1.8): the ``dheader-1.0`` config part and, with ``header_detail: all``,
 #: the flatfield and pixel mask (``Eiger.decode_v1_header`` puts them there)
@@ -38,15 +50,28 @@ STREAM_V1: Table = {
     "virtual_pixel_correction_applied": ("config", "virtual_pixel_correction_applied"),
     "flatfield": ("flatfield",),
     "pixel_mask": ("pixel_mask",),
-    **{f"{axis}_{what}": ("config", f"{axis}_{what}") for axis in AXES
-       for what in ("start", "increment")},
+    **{
+        f"{axis}_{what}": ("config", f"{axis}_{what}")
+        for axis in AXES
+        for what in ("start", "increment")
+    },
 }
 
 #: stream v2: the ``start`` message (``user_data`` the beamline's keys, as SLS sends them)
 STREAM_V2: Table = {
-    **{fact: (fact,) for fact in ("sensor_material", "sensor_thickness", "beam_center_x",
-                                  "beam_center_y", "count_time", "frame_time",
-                                  "bit_depth_readout", "saturation_value")},
+    **{
+        fact: (fact,)
+        for fact in (
+            "sensor_material",
+            "sensor_thickness",
+            "beam_center_x",
+            "beam_center_y",
+            "count_time",
+            "frame_time",
+            "bit_depth_readout",
+            "saturation_value",
+        )
+    },
     "description": ("detector_description",),
     "serial": ("detector_serial_number",),
     "x_pixel_size": ("pixel_size_x",),
@@ -66,8 +91,11 @@ STREAM_V2: Table = {
     **{fact: ("user_data", fact) for fact in ("instrument_name", "source_name", "sample_name")},
     "instrument_short_name": ("user_data", "instrument_name_short"),
     "source_short_name": ("user_data", "source_name_short"),
-    **{f"{axis}_{what}": ("goniometer", axis, what) for axis in AXES
-       for what in ("start", "increment")},
+    **{
+        f"{axis}_{what}": ("goniometer", axis, what)
+        for axis in AXES
+        for what in ("start", "increment")
+    },
 }
 
 #: Pilatus: the CBF mini-header of the series' first frame, as ``codecs.cbf.mini_header``

@@ -160,7 +160,7 @@ def _endpoints(host: Any, port: Any) -> list[dict[str, Any]]:
     ports = port if isinstance(port, list) else [port] * len(hosts)
     if len(ports) != len(hosts):
         raise ValueError(f"{len(hosts)} hosts but {len(ports)} ports")
-    return [{"host": h, "port": p} for h, p in zip(hosts, ports)]
+    return [{"host": h, "port": p} for h, p in zip(hosts, ports, strict=False)]
 
 
 def _endpoint(text: str) -> dict[str, Any]:

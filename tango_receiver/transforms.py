@@ -56,8 +56,10 @@ class TotTable:
                 raise ValueError(f"ToT table {path} has no array {TOT_KEY!r}")
             table = archive[TOT_KEY]
         if table.ndim != 3 or 0 in table.shape or table.dtype.kind not in "iuf":
-            raise ValueError(f"ToT table {path}: {TOT_KEY} must be a numeric (rows, cols, depth) "
-                             f"array, got {table.shape} {table.dtype}")
+            raise ValueError(
+                f"ToT table {path}: {TOT_KEY} must be a numeric (rows, cols, depth) "
+                f"array, got {table.shape} {table.dtype}"
+            )
         rows, cols, depth = table.shape
         # float32 before the lookup gives the same values as after: each is rounded once
         values = np.ascontiguousarray(table, dtype=np.float32).reshape(-1)
@@ -68,8 +70,10 @@ class TotTable:
 
     def convert(self, tot: np.ndarray) -> np.ndarray:
         if tot.shape != self.shape:
-            raise ValueError(f"ToT table is for {self.shape[0]} x {self.shape[1]} pixels, the "
-                             f"image is {' x '.join(map(str, tot.shape))}")
+            raise ValueError(
+                f"ToT table is for {self.shape[0]} x {self.shape[1]} pixels, the "
+                f"image is {' x '.join(map(str, tot.shape))}"
+            )
         index = np.clip(tot, 0, self.depth - 1).astype(self.offsets.dtype, copy=False)
         index += self.offsets
         energy = self.values.take(index)
@@ -85,8 +89,9 @@ class ImageTransform:
     regions: tuple[Region, ...] = ()
 
     @classmethod
-    def from_options(cls, tot: Path | None, rotate: bool,
-                     mask: Sequence[Sequence[int]] | None) -> ImageTransform:
+    def from_options(
+        cls, tot: Path | None, rotate: bool, mask: Sequence[Sequence[int]] | None
+    ) -> ImageTransform:
         """From the receiver's ``tot``, ``rotate`` and ``mask``; ValueError says what is wrong."""
         return cls(TotTable.load(tot) if tot else None, bool(rotate), mask_regions(mask or []))
 
@@ -112,8 +117,10 @@ def mask_regions(mask: Sequence[Sequence[int]]) -> tuple[Region, ...]:
     elif lengths == {4}:
         bounds = [(r0, r1, c0, c1) for r0, r1, c0, c1 in mask]
     else:
-        raise ValueError(f"mask must be [[row_start, row_stop], [col_start, col_stop]] or a list "
-                         f"of [row_start, row_stop, col_start, col_stop], got {mask!r}")
+        raise ValueError(
+            f"mask must be [[row_start, row_stop], [col_start, col_stop]] or a list "
+            f"of [row_start, row_stop, col_start, col_stop], got {mask!r}"
+        )
     regions = []
     for r0, r1, c0, c1 in bounds:
         if not (0 <= r0 < r1 and 0 <= c0 < c1):

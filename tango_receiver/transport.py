@@ -56,8 +56,9 @@ class ModuleSource:
     """One PULL socket per detector module; ``receive`` hands out module sets (one message per
     module, see modules.py), so one worker must own all the sockets."""
 
-    def __init__(self, ctx: zmq.Context, endpoints: list[str], rcvhwm: int,
-                 timeout_s: float) -> None:
+    def __init__(
+        self, ctx: zmq.Context, endpoints: list[str], rcvhwm: int, timeout_s: float
+    ) -> None:
         self.sockets = [pull_socket(ctx, [endpoint], rcvhwm) for endpoint in endpoints]
         self.poller = zmq.Poller()
         for sock in self.sockets:

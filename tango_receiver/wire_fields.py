@@ -12,8 +12,17 @@ from __future__ import annotations
 import unicodedata
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, \
-    StrictInt, StrictStr, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
 
 #: Stream positions and frame numbers fit the int64 ``sequence_number`` dataset.
 MAX_NUMBER = 2**63 - 1
@@ -46,18 +55,28 @@ class HeaderFields(BaseModel):
     msg_number: Number
     filename: Annotated[Text, Field(max_length=MAX_FILENAME)]
     save_raw: StrictBool
-    series_id: Annotated[StrictInt, Field(ge=-MAX_NUMBER, le=MAX_NUMBER)] | \
-        Annotated[StrictFloat, Field(allow_inf_nan=False)] | \
-        Annotated[Text, Field(max_length=MAX_SERIES_ID)] | None
+    series_id: (
+        Annotated[StrictInt, Field(ge=-MAX_NUMBER, le=MAX_NUMBER)]
+        | Annotated[StrictFloat, Field(allow_inf_nan=False)]
+        | Annotated[Text, Field(max_length=MAX_SERIES_ID)]
+        | None
+    )
     nimages: Number | None
 
 
 def channel_name(value: Any) -> str:
     """A channel's name becomes an HDF5 dataset name: a short printable word, no path."""
-    if not (isinstance(value, str) and 0 < len(value) <= MAX_CHANNEL_NAME
-            and value.isprintable() and "/" not in value and value not in (".", "..")):
-        raise ValueError(f"channel name must be 1 to {MAX_CHANNEL_NAME} printable characters "
-                         f"without '/', got {value!r:.80}")
+    if not (
+        isinstance(value, str)
+        and 0 < len(value) <= MAX_CHANNEL_NAME
+        and value.isprintable()
+        and "/" not in value
+        and value not in (".", "..")
+    ):
+        raise ValueError(
+            f"channel name must be 1 to {MAX_CHANNEL_NAME} printable characters "
+            f"without '/', got {value!r:.80}"
+        )
     return value
 
 

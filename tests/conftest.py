@@ -21,8 +21,12 @@ FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--soak-frames", type=int, default=1_000_000,
-                     help="frames the soak test streams (tests/test_soak.py)")
+    parser.addoption(
+        "--soak-frames",
+        type=int,
+        default=1_000_000,
+        help="frames the soak test streams (tests/test_soak.py)",
+    )
 
 
 @pytest.fixture
@@ -33,9 +37,15 @@ def fixtures_dir() -> Path:
 
 
 def make_config(port: int, root: Path, detector_class: str = "Detector", **extra) -> ReceiverConfig:
-    entry = {"class": detector_class, "upstream": [f"tcp://127.0.0.1:{port}"], "data_port": 0,
-             "data_host": "127.0.0.1", "write_roots": [str(root)], "gap_timeout_s": 0.5,
-             "dset_name": "/entry/instrument/detector/data"} | extra
+    entry = {
+        "class": detector_class,
+        "upstream": [f"tcp://127.0.0.1:{port}"],
+        "data_port": 0,
+        "data_host": "127.0.0.1",
+        "write_roots": [str(root)],
+        "gap_timeout_s": 0.5,
+        "dset_name": "/entry/instrument/detector/data",
+    } | extra
     return parse_entry("test-" + detector_class.lower(), entry)
 
 
@@ -54,10 +64,13 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "
         time.sleep(0.01)
 
 
-def wait_series_done(receiver: Receiver, series_count: int = 1, timeout: float = 20.0) -> StatsSnapshot:
+def wait_series_done(
+    receiver: Receiver, series_count: int = 1, timeout: float = 20.0
+) -> StatsSnapshot:
     def done() -> bool:
         s = receiver.snapshot()
         return s.series_count >= series_count and not s.in_series and s.queue_depth == 0
+
     wait_for(done, timeout, f"series {series_count} to end")
     return receiver.snapshot()
 
@@ -98,8 +111,11 @@ def tmpfs(tmp_path) -> Iterator[Callable[[str], Path]]:
     def mount(size: str) -> Path:
         path = tmp_path / f"tmpfs{len(mounts)}"
         path.mkdir()
-        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                                capture_output=True, text=True)
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+            capture_output=True,
+            text=True,
+        )
         if result.returncode != 0:
             pytest.skip(f"cannot mount a small tmpfs here (needs root): {result.stderr.strip()}")
         mounts.append(path)
@@ -116,8 +132,9 @@ def sender():
         yield s
 
 
-def run_series(config: ReceiverConfig, sender: Sender, messages: Iterable[list],
-               series_count: int = 1) -> tuple[Receiver, StatsSnapshot]:
+def run_series(
+    config: ReceiverConfig, sender: Sender, messages: Iterable[list], series_count: int = 1
+) -> tuple[Receiver, StatsSnapshot]:
     """Start a receiver, send, wait for the series to end; the caller closes the receiver."""
     receiver = Receiver(config)
     receiver.start()
@@ -125,8 +142,9 @@ def run_series(config: ReceiverConfig, sender: Sender, messages: Iterable[list],
     return receiver, wait_series_done(receiver, series_count)
 
 
-def run_with_consumer(config: ReceiverConfig, sender: Sender | ModuleSenders,
-                      messages: Iterable) -> tuple[StatsSnapshot, list[list[bytes]]]:
+def run_with_consumer(
+    config: ReceiverConfig, sender: Sender | ModuleSenders, messages: Iterable
+) -> tuple[StatsSnapshot, list[list[bytes]]]:
     """One series with a secondary-port consumer connected first: (snapshot, what it got)."""
     receiver = Receiver(config)
     receiver.open()

@@ -21,24 +21,41 @@ from tango_receiver.tango.server_process import ServerProcess
 
 def entry(sender: Sender, root: Path) -> dict:
     """A detectors.yaml entry for the internal format, every port free and on 127.0.0.1."""
-    return {"class": "Detector", "upstream": [f"tcp://127.0.0.1:{sender.port}"],
-            "data_host": "127.0.0.1", "data_port": 0, "api_host": "127.0.0.1", "api_port": 0,
-            "write_roots": [str(root)], "gap_timeout_s": 0.5}
+    return {
+        "class": "Detector",
+        "upstream": [f"tcp://127.0.0.1:{sender.port}"],
+        "data_host": "127.0.0.1",
+        "data_port": 0,
+        "api_host": "127.0.0.1",
+        "api_port": 0,
+        "write_roots": [str(root)],
+        "gap_timeout_s": 0.5,
+    }
 
 
 @contextmanager
-def registered_server(directory: Path, database: DatabaseServer, name: str, entry: dict,
-                      properties: dict | None = None) -> Iterator[tuple[tango.DeviceProxy, str]]:
+def registered_server(
+    directory: Path,
+    database: DatabaseServer,
+    name: str,
+    entry: dict,
+    properties: dict | None = None,
+) -> Iterator[tuple[tango.DeviceProxy, str]]:
     """The device server of the detectors.yaml ``entry`` as its own process, registered in
     ``database`` with ``properties`` besides its entry's; its proxy (ON) and Tango URL. It must
     exit 0 when stopped."""
     config_path = directory / "detectors.yaml"
     config_path.write_text(yaml.safe_dump({name: entry}))
     dev = device_name(load_receiver(config_path, name))
-    register_device(database.database(), server_instance(name), dev,
-                    {"config_file": config_path, "receiver_name": name} | (properties or {}))
-    server = ServerProcess(config_path, name, directory / "server.log",
-                           tango_host=database.tango_host)
+    register_device(
+        database.database(),
+        server_instance(name),
+        dev,
+        {"config_file": config_path, "receiver_name": name} | (properties or {}),
+    )
+    server = ServerProcess(
+        config_path, name, directory / "server.log", tango_host=database.tango_host
+    )
     try:
         proxy = server.start()
         proxy.set_timeout_millis(10000)

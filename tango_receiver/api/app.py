@@ -23,8 +23,13 @@ from fastapi_offline import FastAPIOffline
 from PIL import Image as PILImage
 from pydantic import BaseModel
 
-from ..engine.liveview import (DOWNSAMPLE_MAX, DOWNSAMPLE_MIN, LiveFrame, LiveView,
-                               effective_downsample)
+from ..engine.liveview import (
+    DOWNSAMPLE_MAX,
+    DOWNSAMPLE_MIN,
+    LiveFrame,
+    LiveView,
+    effective_downsample,
+)
 from ..engine.receiver import Receiver
 from ..engine.stats import State, StatsSnapshot
 from . import metrics, rois
@@ -98,8 +103,12 @@ async def reset(receiver: ReceiverDep) -> StatusOut:
     return await status(receiver)
 
 
-@status_router.get("/health", response_model=StatusOut, response_model_exclude_none=True,
-                   responses={503: {"model": StatusOut}})
+@status_router.get(
+    "/health",
+    response_model=StatusOut,
+    response_model_exclude_none=True,
+    responses={503: {"model": StatusOut}},
+)
 async def health(receiver: ReceiverDep) -> Response:
     """200 while the receiver works (an error with a file is not a reason to restart it);
     503 once a thread of it has died: the liveness probe in deploy/ restarts the pod."""
@@ -130,12 +139,21 @@ async def get_downsample(receiver: ReceiverDep) -> ValueOut:
     return ValueOut(value=receiver.downsample)
 
 
-@frames_router.post("/downsample", response_model=ValueOut,
-                    responses={422: {"description": "value outside 1..64 or not an integer"}})
+@frames_router.post(
+    "/downsample",
+    response_model=ValueOut,
+    responses={422: {"description": "value outside 1..64 or not an integer"}},
+)
 async def set_downsample(
     receiver: ReceiverDep,
-    value: Annotated[int, Query(ge=DOWNSAMPLE_MIN, le=DOWNSAMPLE_MAX,
-                                description="live-view binning: block mean over value x value")],
+    value: Annotated[
+        int,
+        Query(
+            ge=DOWNSAMPLE_MIN,
+            le=DOWNSAMPLE_MAX,
+            description="live-view binning: block mean over value x value",
+        ),
+    ],
 ) -> ValueOut:
     try:
         receiver.downsample = value
@@ -149,19 +167,28 @@ async def set_downsample(
     "/last_frame",
     response_class=Response,
     responses={
-        200: {"description": "the latest frame, binned by /downsample",
-              "content": {media: {} for media in MEDIA_TYPES.values()}},
-        404: {"model": Problem, "description": "no frame to show yet (none received, or the "
-                                                "first still being decoded), or no such channel"},
+        200: {
+            "description": "the latest frame, binned by /downsample",
+            "content": {media: {} for media in MEDIA_TYPES.values()},
+        },
+        404: {
+            "model": Problem,
+            "description": "no frame to show yet (none received, or the "
+            "first still being decoded), or no such channel",
+        },
         406: {"model": Problem, "description": "Accept names no format served here"},
     },
 )
 def last_frame(
     receiver: ReceiverDep,
     request: Request,
-    fmt: Annotated[FrameFormat | None, Query(
-        alias="format", description="overrides Accept; without both: pickle (existing clients)",
-    )] = None,
+    fmt: Annotated[
+        FrameFormat | None,
+        Query(
+            alias="format",
+            description="overrides Accept; without both: pickle (existing clients)",
+        ),
+    ] = None,
     log_scale: Annotated[bool, Query(alias="log", description="PNG only: log scale")] = False,
     channel: Annotated[int, Query(ge=0, description="raw, npy, png: which plane")] = 0,
 ) -> Response:
@@ -172,8 +199,11 @@ def last_frame(
     accept = request.headers.get("accept")
     chosen = fmt or negotiate(accept)
     if chosen is None:
-        raise HTTPException(406, f"cannot serve {accept!r}; /last_frame serves "
-                                 f"{', '.join(MEDIA_TYPES.values())} (or ?format=...)")
+        raise HTTPException(
+            406,
+            f"cannot serve {accept!r}; /last_frame serves "
+            f"{', '.join(MEDIA_TYPES.values())} (or ?format=...)",
+        )
     if chosen is FrameFormat.pickle:
         body = pickled(receiver.liveview, receiver.downsample)
         if body is None:
@@ -184,8 +214,9 @@ def last_frame(
         raise HTTPException(404, "no frame to show yet")
     frame, arrays = view
     if channel >= len(frame.channels):
-        raise HTTPException(404, f"frame {frame.frame} has {len(frame.channels)} channel(s); "
-                                 f"no channel {channel}")
+        raise HTTPException(
+            404, f"frame {frame.frame} has {len(frame.channels)} channel(s); no channel {channel}"
+        )
     factor = effective_downsample(frame.channels[channel].shape, receiver.downsample)
     array = arrays[channel]
     headers = NO_STORE | frame_headers(frame, array, channel, factor)
@@ -251,8 +282,9 @@ def pickled(liveview: LiveView, downsample: int) -> bytes | None:
 def _binnable(parts: list) -> bool:
     """Whether the original bins this frame for live view: one uncompressed uint16 blob."""
     header = parts[0]
-    return len(parts) == 2 and header.get("compression") == "none" \
-        and header.get("type") == "uint16"
+    return (
+        len(parts) == 2 and header.get("compression") == "none" and header.get("type") == "uint16"
+    )
 
 
 def frame_headers(frame: LiveFrame, array: np.ndarray, channel: int, factor: int) -> dict[str, str]:
@@ -301,11 +333,15 @@ async def live_page(receiver: ReceiverDep) -> HTMLResponse:
 metrics_router = APIRouter(tags=["monitoring"])
 
 
-@metrics_router.get("/metrics", response_class=PlainTextResponse,
-                    responses={200: {"content": {metrics.CONTENT_TYPE: {}}}})
+@metrics_router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {metrics.CONTENT_TYPE: {}}}},
+)
 async def prometheus_metrics(receiver: ReceiverDep) -> PlainTextResponse:
-    return PlainTextResponse(metrics.render(receiver.snapshot(), receiver.config.name),
-                             media_type=metrics.CONTENT_TYPE)
+    return PlainTextResponse(
+        metrics.render(receiver.snapshot(), receiver.config.name), media_type=metrics.CONTENT_TYPE
+    )
 
 
 def create_app(receiver: Receiver) -> FastAPI:
@@ -314,9 +350,12 @@ def create_app(receiver: Receiver) -> FastAPI:
     ``/docs`` loads Swagger UI from files served here (fastapi-offline), not from a CDN: a
     beamline network usually reaches no other host. No ``/redoc``: ReDoc fetches its vendor's
     logo from the vendor's CDN whatever it is served from."""
-    app = FastAPIOffline(title=f"tango_receiver {receiver.config.name}",
-                         description="REST sidecar of a detector data receiver", version="1",
-                         redoc_url=None)
+    app = FastAPIOffline(
+        title=f"tango_receiver {receiver.config.name}",
+        description="REST sidecar of a detector data receiver",
+        version="1",
+        redoc_url=None,
+    )
     app.state.receiver = receiver
     for router in (status_router, frames_router, page_router, metrics_router):
         app.include_router(router)

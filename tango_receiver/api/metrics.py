@@ -18,14 +18,23 @@ Sample = tuple[str, float | int | bool]  # (label set, value)
 
 #: snapshot field -> (metric name without prefix, type, help)
 SCALARS: dict[str, tuple[str, str, str]] = {
-    "series_count": ("series_started_total", "counter",
-                     "Series started since the receiver started."),
-    "last_frame_number": ("last_frame_number", "gauge",
-                          "Frame number of the latest image, -1 before one."),
+    "series_count": (
+        "series_started_total",
+        "counter",
+        "Series started since the receiver started.",
+    ),
+    "last_frame_number": (
+        "last_frame_number",
+        "gauge",
+        "Frame number of the latest image, -1 before one.",
+    ),
     "frame_rate": ("frame_rate_hz", "gauge", "Frames received per second, about the last second."),
     "data_rate": ("data_rate_bytes_per_second", "gauge", "Wire bytes received per second."),
-    "compression_ratio": ("compression_ratio", "gauge",
-                          "Raw bytes over stored bytes in the series."),
+    "compression_ratio": (
+        "compression_ratio",
+        "gauge",
+        "Raw bytes over stored bytes in the series.",
+    ),
     "queue_depth": ("queue_depth", "gauge", "Messages decoded but not yet written."),
     "connected": ("connected", "gauge", "1 while connected to the detector stream."),
     "in_series": ("in_series", "gauge", "1 between a series header and its series_end."),
@@ -43,18 +52,40 @@ def render(snapshot: StatsSnapshot, receiver: str) -> str:
         lines.extend((f"# HELP {full} {text}", f"# TYPE {full} {kind}"))
         lines.extend(f"{full}{where} {_number(value)}" for where, value in samples)
 
-    metric("info", "gauge", "Detector class, upstream and secondary port of the receiver.",
-           [(_labels(receiver=receiver, detector_class=snapshot.detector_class,
-                     upstream=",".join(snapshot.upstream),
-                     secondary_port=str(snapshot.secondary_port)), 1)])
-    metric("state", "gauge", "1 for the state the receiver is in (idle, running, error).",
-           [(_labels(receiver=receiver, state=state), snapshot.state == state)
-            for state in (IDLE, RUNNING, ERROR)])
+    metric(
+        "info",
+        "gauge",
+        "Detector class, upstream and secondary port of the receiver.",
+        [
+            (
+                _labels(
+                    receiver=receiver,
+                    detector_class=snapshot.detector_class,
+                    upstream=",".join(snapshot.upstream),
+                    secondary_port=str(snapshot.secondary_port),
+                ),
+                1,
+            )
+        ],
+    )
+    metric(
+        "state",
+        "gauge",
+        "1 for the state the receiver is in (idle, running, error).",
+        [
+            (_labels(receiver=receiver, state=state), snapshot.state == state)
+            for state in (IDLE, RUNNING, ERROR)
+        ],
+    )
     for field, (name, kind, text) in SCALARS.items():
         metric(name, kind, text, [(labels, getattr(snapshot, field))])
     for field in SERIES_COUNTERS:
-        metric(f"series_{field}", "gauge", f"{field.replace('_', ' ').capitalize()} in the "
-               "current or last series.", [(labels, getattr(snapshot, field))])
+        metric(
+            f"series_{field}",
+            "gauge",
+            f"{field.replace('_', ' ').capitalize()} in the current or last series.",
+            [(labels, getattr(snapshot, field))],
+        )
     return "\n".join(lines) + "\n"
 
 

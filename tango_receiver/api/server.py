@@ -49,8 +49,9 @@ class Sidecar:
         self.server.should_exit = True
         self.thread.join(STOP_TIMEOUT_S)
         if self.thread.is_alive():
-            log.warning("REST sidecar on port %d did not stop within %.0f s", self.port,
-                        STOP_TIMEOUT_S)
+            log.warning(
+                "REST sidecar on port %d did not stop within %.0f s", self.port, STOP_TIMEOUT_S
+            )
 
     def __enter__(self) -> Sidecar:
         return self
@@ -66,11 +67,17 @@ def start_sidecar(receiver: Receiver, host: str | None = None, port: int | None 
     host = receiver.config.api_host if host is None else host
     port = receiver.config.api_port if port is None else port
     sock = _listen(name, host, port)
-    config = uvicorn.Config(create_app(receiver), log_config=None, access_log=False,
-                            lifespan="off", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+    config = uvicorn.Config(
+        create_app(receiver),
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"{name}-api",
-                              daemon=True)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name=f"{name}-api", daemon=True
+    )
     thread.start()
     sidecar = Sidecar(host, sock.getsockname()[1], server, thread, receiver)
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -78,8 +85,10 @@ def start_sidecar(receiver: Receiver, host: str | None = None, port: int | None 
         if not thread.is_alive() or time.monotonic() > deadline:
             sidecar.stop()
             sock.close()
-            raise RuntimeError(f"{name}: REST sidecar on {host}:{sidecar.port} did not start "
-                               "(see the log for the cause)")
+            raise RuntimeError(
+                f"{name}: REST sidecar on {host}:{sidecar.port} did not start "
+                "(see the log for the cause)"
+            )
         time.sleep(0.01)
     receiver.stats.rest_url = sidecar.url
     log.info("%s: REST sidecar at %s (live view at %s/live)", name, sidecar.url, sidecar.url)
@@ -91,5 +100,6 @@ def _listen(name: str, host: str, port: int) -> socket.socket:
     try:
         return socket.create_server((host, port), family=family)
     except OSError as exc:
-        raise OSError(exc.errno, f"{name}: REST sidecar cannot listen on {host}:{port}: "
-                                 f"{exc.strerror or exc}") from exc
+        raise OSError(
+            exc.errno, f"{name}: REST sidecar cannot listen on {host}:{port}: {exc.strerror or exc}"
+        ) from exc

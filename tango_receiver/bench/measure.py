@@ -83,8 +83,9 @@ class Sender:
 
     def __init__(self, scenario: Scenario, quick: bool, filename: str) -> None:
         port, ready, self._cpu = CTX.Value("i", 0), CTX.Event(), CTX.Value("d", float("nan"))
-        self.process = CTX.Process(target=_send, args=(scenario.name, quick, filename, port,
-                                                       ready, self._cpu), daemon=True)
+        self.process = CTX.Process(
+            target=_send, args=(scenario.name, quick, filename, port, ready, self._cpu), daemon=True
+        )
         self.process.start()
         if not ready.wait(TIMEOUT_S):
             self.process.kill()
@@ -107,11 +108,16 @@ def _pull(name: str, quick: bool, port: int, out: Any, store: tuple[str, int] | 
     sock.connect(f"tcp://127.0.0.1:{port}")
     path = Path(store[0]) / f"pull_store_{name}.h5" if store else None
     f = ds = None
-    if path is not None:
+    if store is not None and path is not None:
         warm_memory(store[1], path.parent)
         f = h5py.File(path, "w")
-        ds = f.create_dataset("data", shape=(count, *scenario.shape), chunks=(1, *scenario.shape),
-                              dtype=scenario.dtype, **hdf5plugin.Bitshuffle(cname="lz4"))
+        ds = f.create_dataset(
+            "data",
+            shape=(count, *scenario.shape),
+            chunks=(1, *scenario.shape),
+            dtype=scenario.dtype,
+            **hdf5plugin.Bitshuffle(cname="lz4"),
+        )
     nbytes = 0
     sock.recv_multipart(copy=False)
     start, cpu = time.perf_counter(), time.process_time()
@@ -120,25 +126,35 @@ def _pull(name: str, quick: bool, port: int, out: Any, store: tuple[str, int] | 
         nbytes += sum(len(p) for p in parts)
         if ds is not None and i < count:
             ds.id.write_direct_chunk((i, 0, 0), parts[-1])
-    out.put({"seconds": time.perf_counter() - start, "frames": count,
-             "cpu_s": time.process_time() - cpu, "wire_bytes": nbytes, "rss_mb": peak_rss_mb()})
-    if f is not None:
+    out.put(
+        {
+            "seconds": time.perf_counter() - start,
+            "frames": count,
+            "cpu_s": time.process_time() - cpu,
+            "wire_bytes": nbytes,
+            "rss_mb": peak_rss_mb(),
+        }
+    )
+    if f is not None and path is not None:
         f.close()
         path.unlink()
     sock.close()
     ctx.term()
 
 
-def measure_pull(scenario: Scenario, quick: bool,
-                 store: tuple[Path, int] | None = None) -> dict[str, Any]:
+def measure_pull(
+    scenario: Scenario, quick: bool, store: tuple[Path, int] | None = None
+) -> dict[str, Any]:
     """A bare pyzmq PULL loop (copy=False) taking the same messages and discarding them; with
     ``store`` (directory, bytes stored), writing each chunk as it came (``write_direct_chunk``)."""
     sender = Sender(scenario, quick, "")
     out = CTX.Queue()
     where = (str(store[0]), store[1]) if store else None
-    result = _collect([CTX.Process(target=_pull, args=(scenario.name, quick, sender.port, out,
-                                                       where))],
-                      out, sender.process)[0]
+    result = _collect(
+        [CTX.Process(target=_pull, args=(scenario.name, quick, sender.port, out, where))],
+        out,
+        sender.process,
+    )[0]
     return result | {"sender_cpu_s": sender.cpu_s}
 
 
@@ -157,8 +173,13 @@ def measure_h5(scenario: Scenario, quick: bool, directory: Path) -> dict[str, An
     warm_memory(nbytes, directory)
     start = time.perf_counter()
     with h5py.File(path, "w", libver="latest") as f:
-        ds = f.create_dataset("data", shape=(count, *scenario.shape), chunks=(1, *scenario.shape),
-                              dtype=scenario.dtype, **hdf5plugin.Bitshuffle(cname="lz4"))
+        ds = f.create_dataset(
+            "data",
+            shape=(count, *scenario.shape),
+            chunks=(1, *scenario.shape),
+            dtype=scenario.dtype,
+            **hdf5plugin.Bitshuffle(cname="lz4"),
+        )
         for i in range(count):
             ds.id.write_direct_chunk((i, 0, 0), chunks[i % len(chunks)])
     seconds = time.perf_counter() - start
@@ -176,7 +197,7 @@ def measure_decode(scenario: Scenario, quick: bool) -> dict[str, Any]:
     decoded = [0] * scenario.nworkers  # a decoder that fails stops its thread short
 
     def work(index: int) -> None:
-        for parts in messages[index::scenario.nworkers]:
+        for parts in messages[index :: scenario.nworkers]:
             detector.decode(parts)
             decoded[index] += 1
 
@@ -194,15 +215,33 @@ def measure_decode(scenario: Scenario, quick: bool) -> dict[str, Any]:
 def _config(scenario: Scenario, port: int, directory: str, file_suffix: str = "") -> Any:
     from ..config import parse_entry
 
-    return parse_entry(f"bench-{scenario.name}", {
-        "class": scenario.detector_class, "upstream": [f"tcp://127.0.0.1:{port}"],
-        "nworkers": scenario.nworkers, "data_host": "127.0.0.1", "data_port": 0,
-        "shape": list(scenario.shape), "dtype": scenario.dtype,  # as a deployment's entry says
-        "write_roots": [directory], "file_suffix": file_suffix, **scenario.config})
+    return parse_entry(
+        f"bench-{scenario.name}",
+        {
+            "class": scenario.detector_class,
+            "upstream": [f"tcp://127.0.0.1:{port}"],
+            "nworkers": scenario.nworkers,
+            "data_host": "127.0.0.1",
+            "data_port": 0,
+            "shape": list(scenario.shape),
+            "dtype": scenario.dtype,  # as a deployment's entry says
+            "write_roots": [directory],
+            "file_suffix": file_suffix,
+            **scenario.config,
+        },
+    )
 
 
-def _receive(name: str, quick: bool, port: int, directory: str, baseline_fps: float,
-             warm_bytes: int, out: Any, file_suffix: str = "") -> None:
+def _receive(
+    name: str,
+    quick: bool,
+    port: int,
+    directory: str,
+    baseline_fps: float,
+    warm_bytes: int,
+    out: Any,
+    file_suffix: str = "",
+) -> None:
     from ..engine.receiver import Receiver
 
     scenario = scenario_named(name)
@@ -218,8 +257,9 @@ def _receive(name: str, quick: bool, port: int, directory: str, baseline_fps: fl
     empty = [0]
     if scenario.probe_liveview:
         receiver.downsample = LIVEVIEW_BINNING  # set up before the series, as an operator does
-        threading.Thread(target=_probe_liveview, args=(receiver, latencies, empty),
-                         daemon=True).start()
+        threading.Thread(
+            target=_probe_liveview, args=(receiver, latencies, empty), daemon=True
+        ).start()
     cpu = time.process_time()  # every thread of this process: engine, workers, ZMQ I/O
     receiver.start()
     deadline = time.monotonic() + TIMEOUT_S
@@ -233,13 +273,27 @@ def _receive(name: str, quick: bool, port: int, directory: str, baseline_fps: fl
     stop.set()
     if consumer is not None:
         consumer.join(10)
-    out.put({"seconds": snap.series_duration_s, "frames": snap.frames_written, "cpu_s": cpu,
-             "wire_bytes": snap.bytes_wire, "stored_bytes": snap.bytes_stored,
-             "raw_bytes": snap.bytes_raw, "forward_dropped": snap.forward_dropped,
-             "roi_skipped": snap.roi_skipped,
-             "rss_mb": peak_rss_mb(),
-             "liveview_ms": (statistics.median(latencies) * 1000, max(latencies) * 1000,
-                             len(latencies), empty[0]) if latencies else None})
+    out.put(
+        {
+            "seconds": snap.series_duration_s,
+            "frames": snap.frames_written,
+            "cpu_s": cpu,
+            "wire_bytes": snap.bytes_wire,
+            "stored_bytes": snap.bytes_stored,
+            "raw_bytes": snap.bytes_raw,
+            "forward_dropped": snap.forward_dropped,
+            "roi_skipped": snap.roi_skipped,
+            "rss_mb": peak_rss_mb(),
+            "liveview_ms": (
+                statistics.median(latencies) * 1000,
+                max(latencies) * 1000,
+                len(latencies),
+                empty[0],
+            )
+            if latencies
+            else None,
+        }
+    )
 
 
 def _probe_liveview(receiver: Any, latencies: list[float], empty: list[int]) -> None:
@@ -259,8 +313,9 @@ def _split(name: str, port: int, ports: Any, ready: Any, stop: Any) -> None:
     """The scale-out relay in a process of its own, as it runs in a deployment."""
     from ..scaleout.split import Splitter
 
-    splitter = Splitter([f"tcp://127.0.0.1:{port}"], scenario_named(name).detector_class,
-                        len(ports))
+    splitter = Splitter(
+        [f"tcp://127.0.0.1:{port}"], scenario_named(name).detector_class, len(ports)
+    )
     ports[:] = splitter.ports
     ready.set()
     relay = threading.Thread(target=splitter.run, daemon=True)
@@ -271,8 +326,9 @@ def _split(name: str, port: int, ports: Any, ready: Any, stop: Any) -> None:
     splitter.close()
 
 
-def measure_receiver(scenario: Scenario, quick: bool, directory: Path, baseline_fps: float,
-                     stored_bytes: int) -> dict[str, Any]:
+def measure_receiver(
+    scenario: Scenario, quick: bool, directory: Path, baseline_fps: float, stored_bytes: int
+) -> dict[str, Any]:
     """One receiver process, or ``scenario.parts`` of them behind the splitter (scale-out);
     each warms its share of the ``stored_bytes`` the series writes (``warm_memory``)."""
     filename = str(directory / f"receiver_{scenario.name}.h5")
@@ -281,17 +337,30 @@ def measure_receiver(scenario: Scenario, quick: bool, directory: Path, baseline_
     upstreams, splitter, stop = [port], None, CTX.Event()
     if scenario.parts > 1:
         ports, ready = CTX.Array("i", scenario.parts), CTX.Event()
-        splitter = CTX.Process(target=_split, args=(scenario.name, port, ports, ready, stop),
-                               daemon=True)
+        splitter = CTX.Process(
+            target=_split, args=(scenario.name, port, ports, ready, stop), daemon=True
+        )
         splitter.start()
         if not ready.wait(TIMEOUT_S):
             raise RuntimeError(f"{scenario.name}: splitter did not start")
         upstreams = list(ports[:])
     out = CTX.Queue()
-    procs = [CTX.Process(target=_receive, args=(
-        scenario.name, quick, upstream, str(directory), baseline_fps,
-        stored_bytes // len(upstreams), out,
-        f"_part{i}" if splitter else "")) for i, upstream in enumerate(upstreams)]
+    procs = [
+        CTX.Process(
+            target=_receive,
+            args=(
+                scenario.name,
+                quick,
+                upstream,
+                str(directory),
+                baseline_fps,
+                stored_bytes // len(upstreams),
+                out,
+                f"_part{i}" if splitter else "",
+            ),
+        )
+        for i, upstream in enumerate(upstreams)
+    ]
     try:
         parts = _collect(procs, out, sender.process)
     finally:
@@ -301,13 +370,25 @@ def measure_receiver(scenario: Scenario, quick: bool, directory: Path, baseline_
         for path in directory.glob(f"receiver_{scenario.name}*.h5"):
             path.unlink()
     frames = sum(p["frames"] for p in parts)
-    return {"seconds": max(p["seconds"] for p in parts), "frames": frames,
-            "lost": scenario.count(quick) - frames,
-            **{key: sum(p[key] for p in parts)
-               for key in ("cpu_s", "wire_bytes", "stored_bytes", "raw_bytes",
-                           "forward_dropped", "roi_skipped")},
-            "rss_mb": max(p["rss_mb"] for p in parts), "liveview_ms": parts[0]["liveview_ms"],
-            "sender_cpu_s": sender.cpu_s}
+    return {
+        "seconds": max(p["seconds"] for p in parts),
+        "frames": frames,
+        "lost": scenario.count(quick) - frames,
+        **{
+            key: sum(p[key] for p in parts)
+            for key in (
+                "cpu_s",
+                "wire_bytes",
+                "stored_bytes",
+                "raw_bytes",
+                "forward_dropped",
+                "roi_skipped",
+            )
+        },
+        "rss_mb": max(p["rss_mb"] for p in parts),
+        "liveview_ms": parts[0]["liveview_ms"],
+        "sender_cpu_s": sender.cpu_s,
+    }
 
 
 def _collect(procs: list[Any], out: Any, sender: Any) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""The benchmark scenarios: what a detector sends, how many frames, and how the receiver is set up."""
+"""The benchmark scenarios: what a detector sends, how many frames, how the receiver is set up."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 from ..codecs.bslz4 import encode_chunk
 from ..sim.eiger_v1 import eiger_v1_series
 from ..sim.frames import synthetic_frames
-from ..sim.pilatus import pilatus_series
 from ..sim.internal import internal_series
+from ..sim.pilatus import pilatus_series
 from ..sim.stream_v2 import stream_v2_series
 
 DISTINCT = 4  # distinct frames cycled by the sender; generating each frame would dominate
@@ -59,60 +59,186 @@ class Scenario:
         return internal_series(frames, filename, compression=self.compression, count=count)
 
 
-EIGER_4M = Scenario("8-4m-bslz4", "EIGER 4M bslz4 (internal format), 2 workers, no ROIs",
-                    "Detector", "internal", (2162, 2068), "uint32", frames=2000, quick_frames=200,
-                    photons=0.05, nworkers=2)
+EIGER_4M = Scenario(
+    "8-4m-bslz4",
+    "EIGER 4M bslz4 (internal format), 2 workers, no ROIs",
+    "Detector",
+    "internal",
+    (2162, 2068),
+    "uint32",
+    frames=2000,
+    quick_frames=200,
+    photons=0.05,
+    nworkers=2,
+)
 #: four ROIs of a diffraction experiment's kinds: a peak, a band across the frame, a corner, the
 #: beam stop; counted from the chunks' blocks under them (Internals.md, "ROI counting")
-ROIS_4M = {"peak": [1000, 1100, 1000, 1100], "band": [500, 700, 0, 2068],
-           "corner": [0, 256, 0, 256], "beamstop": [1030, 1130, 980, 1080]}
+ROIS_4M = {
+    "peak": [1000, 1100, 1000, 1100],
+    "band": [500, 700, 0, 2068],
+    "corner": [0, 256, 0, 256],
+    "beamstop": [1030, 1130, 980, 1080],
+}
 
-EIGER_1M = Scenario("1-eiger-v1", "EIGER 1M stream v1, bslz4, sparse", "Eiger", "eiger",
-                    (1065, 1030), "uint32", frames=40000, quick_frames=10000, photons=0.002)
-GENERAL_38K = Scenario("6-general-38k", "general case (internal format), bslz4 by the detector, "
-                       "38 kB chunks", "Detector", "internal", (1065, 1030), "uint32",
-                       frames=40000, quick_frames=10000, photons=0.002, store_loop=True)
-GENERAL_137K = replace(GENERAL_38K, name="6-general-137k", title="general case (internal "
-                       "format), bslz4 by the detector, 137 kB chunks", frames=20000,
-                       quick_frames=5000, photons=0.05)
+EIGER_1M = Scenario(
+    "1-eiger-v1",
+    "EIGER 1M stream v1, bslz4, sparse",
+    "Eiger",
+    "eiger",
+    (1065, 1030),
+    "uint32",
+    frames=40000,
+    quick_frames=10000,
+    photons=0.002,
+)
+GENERAL_38K = Scenario(
+    "6-general-38k",
+    "general case (internal format), bslz4 by the detector, 38 kB chunks",
+    "Detector",
+    "internal",
+    (1065, 1030),
+    "uint32",
+    frames=40000,
+    quick_frames=10000,
+    photons=0.002,
+    store_loop=True,
+)
+GENERAL_137K = replace(
+    GENERAL_38K,
+    name="6-general-137k",
+    title="general case (internal format), bslz4 by the detector, 137 kB chunks",
+    frames=20000,
+    quick_frames=5000,
+    photons=0.05,
+)
 
 SCENARIOS: list[Scenario] = [
     EIGER_1M,
-    replace(EIGER_1M, name="1-eiger-v1-python",
-            title="scenario 1 without the compiled lane: every frame through Python",
-            config={"fast_lane": False}),
-    replace(EIGER_1M, name="7-eiger-v1-2w", nworkers=2,
-            title="scenario 1 with 2 workers: each lane's runs step by 2, put together again"),
-    Scenario("2-eiger2-16m", "EIGER2 16M stream v2, bslz4", "DectrisStream2", "stream2",
-             (4362, 4148), "uint32", frames=1500, quick_frames=200, photons=0.05,
-             probe_liveview=True),
-    Scenario("2-eiger2-16m-2proc", "scenario 2 through the splitter into 2 receiver processes",
-             "DectrisStream2", "stream2", (4362, 4148), "uint32", frames=1500, quick_frames=200,
-             photons=0.05, parts=2),
-    Scenario("3-zyla-1w", "Zyla raw uint16, compressed on the way, 1 worker", "Detector", "internal",
-             (2160, 2560), "uint16", frames=400, quick_frames=80, photons=100.0,
-             compression="none", nworkers=1, time_decoders=True, config={"compress": True}),
-    Scenario("3-zyla-2w", "Zyla raw uint16, compressed on the way, 2 workers", "Detector", "internal",
-             (2160, 2560), "uint16", frames=400, quick_frames=80, photons=100.0,
-             compression="none", nworkers=2, time_decoders=True, config={"compress": True}),
-    Scenario("4-pilatus-1w", "Pilatus 2M CBF -> bitshuffle-LZ4, 1 worker", "Pilatus", "pilatus",
-             (1679, 1475), "int32", frames=1000, quick_frames=200, photons=1.0, nworkers=1,
-             time_decoders=True),
-    Scenario("4-pilatus-2w", "Pilatus 2M CBF -> bitshuffle-LZ4, 2 workers", "Pilatus", "pilatus",
-             (1679, 1475), "int32", frames=1000, quick_frames=200, photons=1.0, nworkers=2,
-             time_decoders=True),
-    Scenario("5-eiger-slow-consumer", "scenario 1 + secondary consumer at 1/10 rate", "Eiger",
-             "eiger", (1065, 1030), "uint32", frames=40000, quick_frames=10000, photons=0.002,
-             consumer_fraction=0.1),
+    replace(
+        EIGER_1M,
+        name="1-eiger-v1-python",
+        title="scenario 1 without the compiled lane: every frame through Python",
+        config={"fast_lane": False},
+    ),
+    replace(
+        EIGER_1M,
+        name="7-eiger-v1-2w",
+        nworkers=2,
+        title="scenario 1 with 2 workers: each lane's runs step by 2, put together again",
+    ),
+    Scenario(
+        "2-eiger2-16m",
+        "EIGER2 16M stream v2, bslz4",
+        "DectrisStream2",
+        "stream2",
+        (4362, 4148),
+        "uint32",
+        frames=1500,
+        quick_frames=200,
+        photons=0.05,
+        probe_liveview=True,
+    ),
+    Scenario(
+        "2-eiger2-16m-2proc",
+        "scenario 2 through the splitter into 2 receiver processes",
+        "DectrisStream2",
+        "stream2",
+        (4362, 4148),
+        "uint32",
+        frames=1500,
+        quick_frames=200,
+        photons=0.05,
+        parts=2,
+    ),
+    Scenario(
+        "3-zyla-1w",
+        "Zyla raw uint16, compressed on the way, 1 worker",
+        "Detector",
+        "internal",
+        (2160, 2560),
+        "uint16",
+        frames=400,
+        quick_frames=80,
+        photons=100.0,
+        compression="none",
+        nworkers=1,
+        time_decoders=True,
+        config={"compress": True},
+    ),
+    Scenario(
+        "3-zyla-2w",
+        "Zyla raw uint16, compressed on the way, 2 workers",
+        "Detector",
+        "internal",
+        (2160, 2560),
+        "uint16",
+        frames=400,
+        quick_frames=80,
+        photons=100.0,
+        compression="none",
+        nworkers=2,
+        time_decoders=True,
+        config={"compress": True},
+    ),
+    Scenario(
+        "4-pilatus-1w",
+        "Pilatus 2M CBF -> bitshuffle-LZ4, 1 worker",
+        "Pilatus",
+        "pilatus",
+        (1679, 1475),
+        "int32",
+        frames=1000,
+        quick_frames=200,
+        photons=1.0,
+        nworkers=1,
+        time_decoders=True,
+    ),
+    Scenario(
+        "4-pilatus-2w",
+        "Pilatus 2M CBF -> bitshuffle-LZ4, 2 workers",
+        "Pilatus",
+        "pilatus",
+        (1679, 1475),
+        "int32",
+        frames=1000,
+        quick_frames=200,
+        photons=1.0,
+        nworkers=2,
+        time_decoders=True,
+    ),
+    Scenario(
+        "5-eiger-slow-consumer",
+        "scenario 1 + secondary consumer at 1/10 rate",
+        "Eiger",
+        "eiger",
+        (1065, 1030),
+        "uint32",
+        frames=40000,
+        quick_frames=10000,
+        photons=0.002,
+        consumer_fraction=0.1,
+    ),
     EIGER_4M,
-    replace(EIGER_4M, name="8-4m-bslz4-rois", title="scenario 8 with 4 ROIs counted",
-            config={"rois": ROIS_4M}),
+    replace(
+        EIGER_4M,
+        name="8-4m-bslz4-rois",
+        title="scenario 8 with 4 ROIs counted",
+        config={"rois": ROIS_4M},
+    ),
     GENERAL_38K,
-    replace(GENERAL_38K, name="6-general-38k-python", config={"fast_lane": False},
-            store_loop=False,
-            title="scenario 6 at 38 kB without the compiled lane: every frame through Python"),
+    replace(
+        GENERAL_38K,
+        name="6-general-38k-python",
+        config={"fast_lane": False},
+        store_loop=False,
+        title="scenario 6 at 38 kB without the compiled lane: every frame through Python",
+    ),
     GENERAL_137K,
-    replace(GENERAL_137K, name="6-general-137k-python", config={"fast_lane": False},
-            store_loop=False,
-            title="scenario 6 at 137 kB without the compiled lane: every frame through Python"),
+    replace(
+        GENERAL_137K,
+        name="6-general-137k-python",
+        config={"fast_lane": False},
+        store_loop=False,
+        title="scenario 6 at 137 kB without the compiled lane: every frame through Python",
+    ),
 ]

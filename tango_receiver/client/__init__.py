@@ -12,11 +12,28 @@ and uses this alone.
 
 from .consumer import Consumer, endpoint_of
 from .decode import ChannelSpec, channel_specs, decode_image, decode_images
-from .messages import (HeaderMessage, ImageMessage, Message, Position, SeriesEndMessage,
-                       Unreadable, parse)
+from .messages import (
+    HeaderMessage,
+    ImageMessage,
+    Message,
+    Position,
+    SeriesEndMessage,
+    Unreadable,
+    parse,
+)
 
 __all__ = [
-    "ChannelSpec", "Consumer", "HeaderMessage", "ImageMessage", "Message", "Position",
-    "SeriesEndMessage", "Unreadable", "channel_specs", "decode_image", "decode_images",
-    "endpoint_of", "parse",
+    "ChannelSpec",
+    "Consumer",
+    "HeaderMessage",
+    "ImageMessage",
+    "Message",
+    "Position",
+    "SeriesEndMessage",
+    "Unreadable",
+    "channel_specs",
+    "decode_image",
+    "decode_images",
+    "endpoint_of",
+    "parse",
 ]

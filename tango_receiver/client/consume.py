@@ -29,8 +29,9 @@ PROGRESS_S = 1.0
 def describe(message: Message) -> str:
     """One line for a message: what it is, its number, and what its header says."""
     if isinstance(message, HeaderMessage):
-        text = (f"header {message.msg_number} series {message.series_id} "
-                f"file {message.filename or '-'}")
+        text = (
+            f"header {message.msg_number} series {message.series_id} file {message.filename or '-'}"
+        )
     elif isinstance(message, ImageMessage):
         text = f"image {message.msg_number} frame {message.frame} {_arrays(message)}"
     elif isinstance(message, SeriesEndMessage):
@@ -74,17 +75,24 @@ class Report:
         """The images not printed since the last window, with their rate; then a new window."""
         if self.quiet_images:
             span = now - self.window
-            self.print(f"... {self.quiet_images} more images in {span:.1f} s "
-                       f"({self.quiet_images / span:.0f}/s, {self.quiet_bytes / span / 1e6:.1f} "
-                       f"MB/s), {self.images} in all")
+            self.print(
+                f"... {self.quiet_images} more images in {span:.1f} s "
+                f"({self.quiet_images / span:.0f}/s, {self.quiet_bytes / span / 1e6:.1f} "
+                f"MB/s), {self.images} in all"
+            )
         self.window, self.lines, self.quiet_images, self.quiet_bytes = now, 0, 0, 0
 
     def print(self, line: str) -> None:
         print(line, file=self.out, flush=True)
 
 
-def consume(endpoint: str, save: Path | None = None, count: int | None = None,
-            timeout_s: float | None = None, out: TextIO = sys.stdout) -> int:
+def consume(
+    endpoint: str,
+    save: Path | None = None,
+    count: int | None = None,
+    timeout_s: float | None = None,
+    out: TextIO = sys.stdout,
+) -> int:
     """Print (and with ``save``, store) up to ``count`` messages; stop after ``timeout_s``
     without one (None: never). Exit status 0, or 1 when an image could not be stored."""
     store = SeriesStore(save) if save is not None else None
@@ -107,8 +115,9 @@ def consume(endpoint: str, save: Path | None = None, count: int | None = None,
             report.progress(report.clock())
             if store is not None:
                 store.close()
-        report.print(f"{stream.received} messages, {report.images} images, "
-                     f"{stream.missing} missing")
+        report.print(
+            f"{stream.received} messages, {report.images} images, {stream.missing} missing"
+        )
     return 1 if failed else 0
 
 
@@ -133,9 +142,14 @@ def _arrays(message: ImageMessage) -> str:
     except ValueError as exc:
         return f"(header unreadable: {exc})"
     named = len(specs) > 1 or specs[0].name != "data"
-    return ", ".join(f"{spec.name + ' ' if named else ''}{'x'.join(map(str, spec.shape))} "
-                     f"{spec.dtype.name} {spec.compression}" for spec in specs) + \
-        f" ({message.nbytes} bytes)"
+    return (
+        ", ".join(
+            f"{spec.name + ' ' if named else ''}{'x'.join(map(str, spec.shape))} "
+            f"{spec.dtype.name} {spec.compression}"
+            for spec in specs
+        )
+        + f" ({message.nbytes} bytes)"
+    )
 
 
 def _position(position: Position) -> str:

@@ -42,8 +42,13 @@ class Consumer:
     a series); ``missing`` and ``received`` count all of them. ``timeout_s=None`` waits forever.
     """
 
-    def __init__(self, endpoint: str, timeout_s: float | None = 5.0, rcvhwm: int = RCVHWM,
-                 context: zmq.Context | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        timeout_s: float | None = 5.0,
+        rcvhwm: int = RCVHWM,
+        context: zmq.Context | None = None,
+    ) -> None:
         self.endpoint = endpoint_of(endpoint)
         self.timeout_s = timeout_s
         self._own_context = context is None
@@ -97,6 +102,10 @@ class Consumer:
     def __enter__(self) -> Consumer:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 trace: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
         self.close()

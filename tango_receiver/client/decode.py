@@ -57,8 +57,9 @@ def channel_specs(header: Mapping[str, Any]) -> list[ChannelSpec]:
     return specs
 
 
-def decode_image(header: Mapping[str, Any], blob: Any,
-                 channel: int | str | None = None) -> np.ndarray:
+def decode_image(
+    header: Mapping[str, Any], blob: Any, channel: int | str | None = None
+) -> np.ndarray:
     """The array of an image message: ``decode_image(json.loads(parts[0]), parts[1])``.
 
     ``blob`` is bytes, a memoryview or a ``zmq.Frame`` (``recv_multipart(copy=False)``). An
@@ -69,8 +70,10 @@ def decode_image(header: Mapping[str, Any], blob: Any,
     specs = channel_specs(header)
     if channel is None:
         if len(specs) > 1:
-            raise ValueError(f"image of {len(specs)} arrays ({', '.join(s.name for s in specs)}):"
-                             f" name one with channel=, or use decode_images(header, parts[1:])")
+            raise ValueError(
+                f"image of {len(specs)} arrays ({', '.join(s.name for s in specs)}):"
+                f" name one with channel=, or use decode_images(header, parts[1:])"
+            )
         return decode_blob(specs[0], blob)
     return decode_blob(_pick(specs, channel), blob)
 
@@ -81,7 +84,7 @@ def decode_images(header: Mapping[str, Any], blobs: Sequence[Any]) -> dict[str, 
     specs = channel_specs(header)
     if len(blobs) != len(specs):
         raise ValueError(f"image of {len(specs)} arrays came with {len(blobs)} blobs")
-    return {spec.name: decode_blob(spec, blob) for spec, blob in zip(specs, blobs)}
+    return {spec.name: decode_blob(spec, blob) for spec, blob in zip(specs, blobs, strict=False)}
 
 
 def decode_blob(spec: ChannelSpec, blob: Any) -> np.ndarray:
@@ -90,13 +93,17 @@ def decode_blob(spec: ChannelSpec, blob: Any) -> np.ndarray:
     view = byte_view(blob)
     if spec.compression == "none":
         if view.nbytes != spec.nbytes:
-            raise ValueError(f"{spec.name}: blob of {view.nbytes} bytes for shape "
-                             f"{list(spec.shape)} {spec.dtype.name} ({spec.nbytes} bytes)")
+            raise ValueError(
+                f"{spec.name}: blob of {view.nbytes} bytes for shape "
+                f"{list(spec.shape)} {spec.dtype.name} ({spec.nbytes} bytes)"
+            )
         return np.frombuffer(view, dtype=spec.dtype).reshape(spec.shape)
     what = f"{spec.name}: "
     if not has_chunk_header(view, spec):
-        what += ("no 12-byte chunk header (the first 4 bytes are not zero), read as bare "
-                 "bitshuffle-LZ4 blocks with the default block size: ")
+        what += (
+            "no 12-byte chunk header (the first 4 bytes are not zero), read as bare "
+            "bitshuffle-LZ4 blocks with the default block size: "
+        )
         view = memoryview(with_default_header(view, spec))
     try:
         return bslz4.decode_chunk(view, spec.shape, spec.dtype)
@@ -133,8 +140,10 @@ def _spec(item: Any, index: int) -> ChannelSpec:
         raise ValueError(f"channel {index}: name must be a string, got {name!r:.80}")
     compression = item.get("compression", "none")  # the internal format's default
     if compression not in COMPRESSIONS:
-        raise ValueError(f"{name}: unknown compression {compression!r:.80}; "
-                         f"expected one of {', '.join(COMPRESSIONS)}")
+        raise ValueError(
+            f"{name}: unknown compression {compression!r:.80}; "
+            f"expected one of {', '.join(COMPRESSIONS)}"
+        )
     try:
         shape = check_shape(tuple(item["shape"]))
         dtype = dtype_of(str(item["type"]))
@@ -150,8 +159,9 @@ def _pick(specs: list[ChannelSpec], channel: int | str) -> ChannelSpec:
         for spec in specs:
             if spec.name == channel:
                 return spec
-        raise ValueError(f"no channel {channel!r}; the image has "
-                         f"{', '.join(s.name for s in specs)}")
+        raise ValueError(
+            f"no channel {channel!r}; the image has {', '.join(s.name for s in specs)}"
+        )
     if isinstance(channel, int) and not isinstance(channel, bool) and 0 <= channel < len(specs):
         return specs[channel]
     raise ValueError(f"no channel {channel!r}; the image has {len(specs)}")

@@ -89,8 +89,9 @@ class ImageMessage:
         """The image's array; an image of several arrays says which it has (use ``arrays``)."""
         arrays = self.arrays
         if len(arrays) > 1:
-            raise ValueError(f"image of {len(arrays)} arrays ({', '.join(arrays)}): "
-                             f"use .arrays[name]")
+            raise ValueError(
+                f"image of {len(arrays)} arrays ({', '.join(arrays)}): use .arrays[name]"
+            )
         return next(iter(arrays.values()))
 
 
@@ -125,8 +126,7 @@ def parse(parts: Sequence[Part]) -> Message:
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         return Unreadable(f"first part is not JSON: {exc}", list(parts))
     if not isinstance(head, dict):
-        return Unreadable(f"first part is a JSON {type(head).__name__}, not an object",
-                          list(parts))
+        return Unreadable(f"first part is a JSON {type(head).__name__}, not an object", list(parts))
     number = head.get("msg_number")
     if number is not None and (type(number) is not int or number < 0):
         return Unreadable(f"msg_number {number!r:.40} is not a non-negative integer", list(parts))

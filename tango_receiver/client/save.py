@@ -54,8 +54,9 @@ class SeriesFile:
             for name in NUMBERS:
                 self._create(name, (), np.dtype(np.int64))
         if got != self.layout:
-            raise ValueError(f"arrays {_describe(got)} differ from the series' "
-                             f"{_describe(self.layout)}")
+            raise ValueError(
+                f"arrays {_describe(got)} differ from the series' {_describe(self.layout)}"
+            )
         values = {**arrays, "frame": _number(image.frame), "msg_number": _number(image.msg_number)}
         for name, value in values.items():
             dset = self.file[name]
@@ -71,8 +72,13 @@ class SeriesFile:
         log.info("saved %d images to %s", self.count, self.path)
 
     def _create(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
-        self.file.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
-                                 chunks=(1, *shape) if shape else (GROW,))
+        self.file.create_dataset(
+            name,
+            shape=(0, *shape),
+            maxshape=(None, *shape),
+            dtype=dtype,
+            chunks=(1, *shape) if shape else (GROW,),
+        )
 
 
 class SeriesStore:

@@ -47,14 +47,18 @@ def chunk_header(chunk: Any) -> tuple[int, int]:
     """Read (uncompressed size, block size), both in bytes, refusing impossible values."""
     view = byte_view(chunk)
     if len(view) < HEADER.size:
-        raise ValueError(f"bitshuffle-LZ4 chunk of {len(view)} bytes is shorter than its "
-                         f"{HEADER.size}-byte header")
+        raise ValueError(
+            f"bitshuffle-LZ4 chunk of {len(view)} bytes is shorter than its "
+            f"{HEADER.size}-byte header"
+        )
     nbytes, block_bytes = HEADER.unpack_from(view)
     if nbytes > MAX_NBYTES:
         raise ValueError(f"bitshuffle-LZ4 chunk claims {nbytes} bytes, more than {MAX_NBYTES}")
     if block_bytes == 0 or block_bytes % _BLOCKED_MULT:
-        raise ValueError(f"bitshuffle-LZ4 block size {block_bytes} is not a positive "
-                         f"multiple of {_BLOCKED_MULT} bytes")
+        raise ValueError(
+            f"bitshuffle-LZ4 block size {block_bytes} is not a positive "
+            f"multiple of {_BLOCKED_MULT} bytes"
+        )
     return nbytes, block_bytes
 
 
@@ -105,8 +109,9 @@ except ImportError:  # a build without a C compiler
     walk_blocks = walk_blocks_py
 
 
-def _validate(chunk: Any, shape: Sequence[int],
-              dtype: Any) -> tuple[memoryview, tuple[int, ...], np.dtype, int]:
+def _validate(
+    chunk: Any, shape: Sequence[int], dtype: Any
+) -> tuple[memoryview, tuple[int, ...], np.dtype, int]:
     dims = check_shape(shape)
     dt = np.dtype(dtype)
     view = byte_view(chunk)
@@ -120,9 +125,11 @@ def _validate(chunk: Any, shape: Sequence[int],
     return view, dims, dt, block_elements
 
 
-HEADERLESS = ("the 12-byte bitshuffle-LZ4 chunk header (8-byte big-endian uncompressed size, "
-              "4-byte big-endian block size) is missing: the data looks like the raw output of "
-              "bitshuffle.compress_lz4(); send the header before it, as HDF5's filter stores it")
+HEADERLESS = (
+    "the 12-byte bitshuffle-LZ4 chunk header (8-byte big-endian uncompressed size, "
+    "4-byte big-endian block size) is missing: the data looks like the raw output of "
+    "bitshuffle.compress_lz4(); send the header before it, as HDF5's filter stores it"
+)
 
 
 def headerless(view: memoryview, n_elements: int, itemsize: int) -> bool:
@@ -131,8 +138,11 @@ def headerless(view: memoryview, n_elements: int, itemsize: int) -> bool:
     asked once a chunk was refused, to say why in words the sender can act on."""
     end = len(view) - (n_elements % _BLOCKED_MULT) * itemsize
     pos = blocks = 0
-    while pos + _BLOCK_LEN.size <= end and blocks < _HEADERLESS_BLOCKS \
-            and blocks * _BLOCKED_MULT < n_elements:
+    while (
+        pos + _BLOCK_LEN.size <= end
+        and blocks < _HEADERLESS_BLOCKS
+        and blocks * _BLOCKED_MULT < n_elements
+    ):
         pos += _BLOCK_LEN.size + _BLOCK_LEN.unpack_from(view, pos)[0]
         blocks += 1
     return blocks > 0 and pos == end
@@ -146,11 +156,14 @@ def block_table(chunk: Any, shape: tuple[int, ...], dt: np.dtype) -> tuple[int, 
     nbytes, block_bytes = chunk_header(chunk)
     expected = math.prod(shape) * dt.itemsize
     if nbytes != expected:
-        raise ValueError(f"bitshuffle-LZ4 chunk holds {nbytes} bytes but shape {shape} of {dt} "
-                         f"needs {expected}")
+        raise ValueError(
+            f"bitshuffle-LZ4 chunk holds {nbytes} bytes but shape {shape} of {dt} needs {expected}"
+        )
     if block_bytes % (_BLOCKED_MULT * dt.itemsize):
-        raise ValueError(f"bitshuffle-LZ4 block size {block_bytes} bytes is not a multiple of "
-                         f"{_BLOCKED_MULT} elements of {dt.itemsize} bytes")
+        raise ValueError(
+            f"bitshuffle-LZ4 block size {block_bytes} bytes is not a multiple of "
+            f"{_BLOCKED_MULT} elements of {dt.itemsize} bytes"
+        )
     n_elements = nbytes // dt.itemsize
     # A block larger than the data means one block (small frames keep the 8192-byte default);
     # capping it keeps a corrupt 4 GiB block size from overflowing bitshuffle's C int.
@@ -169,9 +182,13 @@ def _check_block_table(view: memoryview, n_blocks: int, tail: int) -> None:
     end = len(view)
     pos, complete = walk_blocks(view, n_blocks)
     if not complete:
-        raise ValueError(f"bitshuffle-LZ4 chunk truncated: a block of the {n_blocks} starts "
-                         f"at byte {pos}, past the end at {end}")
+        raise ValueError(
+            f"bitshuffle-LZ4 chunk truncated: a block of the {n_blocks} starts "
+            f"at byte {pos}, past the end at {end}"
+        )
     if pos + tail != end:
         cut = "truncated" if pos + tail > end else "longer than its blocks"
-        raise ValueError(f"bitshuffle-LZ4 chunk {cut}: {n_blocks} blocks and {tail} raw tail "
-                         f"bytes take {pos + tail} bytes, the chunk has {end}")
+        raise ValueError(
+            f"bitshuffle-LZ4 chunk {cut}: {n_blocks} blocks and {tail} raw tail "
+            f"bytes take {pos + tail} bytes, the chunk has {end}"
+        )

@@ -49,16 +49,19 @@ def decode_cbf(blob: Any) -> np.ndarray:
     n_pixels = math.prod(dims)
     start = marker + len(MARKER)
     if start + size > len(view):
-        raise ValueError(f"CBF truncated: X-Binary-Size is {size} bytes, only "
-                         f"{len(view) - start} follow the marker")
+        raise ValueError(
+            f"CBF truncated: X-Binary-Size is {size} bytes, only "
+            f"{len(view) - start} follow the marker"
+        )
     if size < n_pixels:
         raise ValueError(f"CBF binary section of {size} bytes cannot hold {n_pixels} pixels")
-    stream = b"".join((view[start:start + size], _SENTINEL))
+    stream = b"".join((view[start : start + size], _SENTINEL))
     pixels = dec_cbf32(stream, n_pixels + len(_SENTINEL))
-    steps = np.diff(pixels[n_pixels - 1:])
+    steps = np.diff(pixels[n_pixels - 1 :])
     if len(pixels) != n_pixels + len(_SENTINEL) or np.any(steps != 1):
-        raise ValueError(f"CBF byte-offset data does not decode to exactly {n_pixels} pixels "
-                         f"in {size} bytes")
+        raise ValueError(
+            f"CBF byte-offset data does not decode to exactly {n_pixels} pixels in {size} bytes"
+        )
     return pixels[:n_pixels].reshape(dims)
 
 
@@ -67,7 +70,7 @@ def mini_header_text(blob: Any) -> str:
     file, as they are; empty when it has none. Cheap: found, not parsed."""
     head = byte_view(blob)[:_MINI_HEADER_SCAN].tobytes()
     marker = head.find(MARKER)
-    found = _CONTENTS.search(head[:marker if marker >= 0 else len(head)].decode("latin-1"))
+    found = _CONTENTS.search(head[: marker if marker >= 0 else len(head)].decode("latin-1"))
     return found.group(1) if found else ""
 
 
@@ -101,31 +104,43 @@ def encode_cbf(array: np.ndarray, header_contents: str = "") -> bytes:
     if data.dtype.itemsize >= 4:
         _check_int32_range(data)
     binary = compByteOffset(np.ascontiguousarray(data, dtype=np.int32))
-    contents = ["_array_data.header_convention \"PILATUS_1.2\"", "_array_data.header_contents",
-                ";", *header_contents.splitlines(), ";", ""] if header_contents else []
-    header = "\r\n".join([
-        "###CBF: VERSION 1.5",
-        "",
-        "data_image_1",
-        "",
-        *contents,
-        "_array_data.data",
-        ";",
-        _SECTION,
-        "Content-Type: application/octet-stream;",
-        '     conversions="x-CBF_BYTE_OFFSET"',
-        "Content-Transfer-Encoding: BINARY",
-        f"X-Binary-Size: {len(binary)}",
-        "X-Binary-ID: 1",
-        f'X-Binary-Element-Type: "{_INT32}"',
-        "X-Binary-Element-Byte-Order: LITTLE_ENDIAN",
-        f"X-Binary-Number-of-Elements: {rows * cols}",
-        f"X-Binary-Size-Fastest-Dimension: {cols}",
-        f"X-Binary-Size-Second-Dimension: {rows}",
-        f"X-Binary-Size-Padding: {_PADDING}",
-        "",
-        "",
-    ]).encode("ascii")
+    contents = (
+        [
+            '_array_data.header_convention "PILATUS_1.2"',
+            "_array_data.header_contents",
+            ";",
+            *header_contents.splitlines(),
+            ";",
+            "",
+        ]
+        if header_contents
+        else []
+    )
+    header = "\r\n".join(
+        [
+            "###CBF: VERSION 1.5",
+            "",
+            "data_image_1",
+            "",
+            *contents,
+            "_array_data.data",
+            ";",
+            _SECTION,
+            "Content-Type: application/octet-stream;",
+            '     conversions="x-CBF_BYTE_OFFSET"',
+            "Content-Transfer-Encoding: BINARY",
+            f"X-Binary-Size: {len(binary)}",
+            "X-Binary-ID: 1",
+            f'X-Binary-Element-Type: "{_INT32}"',
+            "X-Binary-Element-Byte-Order: LITTLE_ENDIAN",
+            f"X-Binary-Number-of-Elements: {rows * cols}",
+            f"X-Binary-Size-Fastest-Dimension: {cols}",
+            f"X-Binary-Size-Second-Dimension: {rows}",
+            f"X-Binary-Size-Padding: {_PADDING}",
+            "",
+            "",
+        ]
+    ).encode("ascii")
     trailer = f"\r\n{_SECTION}--\r\n;\r\n".encode("ascii")
     return b"".join((header, MARKER, binary, bytes(_PADDING), trailer))
 
@@ -141,8 +156,10 @@ def _check_int32_range(data: np.ndarray) -> None:
     if max(high, 0) - min(low, 0) >= 2**31:  # the first step is from 0
         steps = np.diff(data.ravel().astype(np.int64), prepend=0)
         if np.any(np.abs(steps) == 2**31):
-            raise ValueError("a step of exactly 2**31 between neighbouring pixels cannot be "
-                             "byte-offset compressed by fabio")
+            raise ValueError(
+                "a step of exactly 2**31 between neighbouring pixels cannot be "
+                "byte-offset compressed by fabio"
+            )
 
 
 def _parse_header(text: str) -> tuple[int, tuple[int, int]]:

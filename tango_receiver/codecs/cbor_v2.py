@@ -124,8 +124,11 @@ def _compressed(value: Any) -> Compressed:
     if not (isinstance(value, Sequence) and len(value) == 3):
         raise ValueError("tag 56500 must hold [algorithm, elem_size, bytes]")
     algorithm, elem_size, data = value
-    if not (isinstance(algorithm, str) and type(elem_size) is int
-            and isinstance(data, (memoryview, bytes))):
+    if not (
+        isinstance(algorithm, str)
+        and type(elem_size) is int
+        and isinstance(data, (memoryview, bytes))
+    ):
         raise ValueError("tag 56500 must hold [algorithm, elem_size, bytes]")
     return Compressed(algorithm, elem_size, data)
 
@@ -171,8 +174,9 @@ def _materialise(array: TypedArray, dims: tuple[int, ...] | None) -> np.ndarray:
             dims = _framed_dims(data.data, dt)
         if data.algorithm == "bslz4":
             if data.elem_size != dt.itemsize:
-                raise ValueError(f"bslz4 element size {data.elem_size} does not match "
-                                 f"{dt} ({dt.itemsize} bytes)")
+                raise ValueError(
+                    f"bslz4 element size {data.elem_size} does not match {dt} ({dt.itemsize} bytes)"
+                )
             return bslz4.decode_chunk(data.data, dims, dt)
         if data.algorithm == "lz4":
             raw = decode_lz4_chunk(data.data, math.prod(dims) * dt.itemsize)
@@ -184,8 +188,9 @@ def _materialise(array: TypedArray, dims: tuple[int, ...] | None) -> np.ndarray:
         dims = check_shape((len(data) // dt.itemsize,))
     expected = math.prod(dims) * dt.itemsize
     if len(data) != expected:
-        raise ValueError(f"typed array holds {len(data)} bytes but shape {dims} of {dt} "
-                         f"needs {expected}")
+        raise ValueError(
+            f"typed array holds {len(data)} bytes but shape {dims} of {dt} needs {expected}"
+        )
     return np.frombuffer(data, dtype=dt).reshape(dims)
 
 
@@ -196,6 +201,5 @@ def _framed_dims(chunk: bytes | memoryview, dt: np.dtype) -> tuple[int, ...]:
         raise ValueError(f"compressed typed array of {len(view)} bytes has no size header")
     (nbytes,) = _FRAMED_SIZE.unpack_from(view)
     if nbytes % dt.itemsize:
-        raise ValueError(f"compressed typed array of {nbytes} bytes is not a whole number "
-                         f"of {dt}")
+        raise ValueError(f"compressed typed array of {nbytes} bytes is not a whole number of {dt}")
     return check_shape((nbytes // dt.itemsize,))

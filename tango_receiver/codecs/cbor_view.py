@@ -66,7 +66,7 @@ def item_head(view: memoryview, pos: int) -> tuple[int, int | None, int]:
     end = pos + 1 + size
     if end > len(view):
         raise IndexError(end)
-    return major, int.from_bytes(view[pos + 1:end], "big"), end
+    return major, int.from_bytes(view[pos + 1 : end], "big"), end
 
 
 class _Decoder:
@@ -117,13 +117,12 @@ class _Decoder:
                 elif isinstance(chunk, str) and major != BYTES:
                     chunks.append(chunk.encode())
                 else:
-                    raise ValueError(f"indefinite-length string has a {type(chunk).__name__} "
-                                     f"chunk")
+                    raise ValueError(f"indefinite-length string has a {type(chunk).__name__} chunk")
             return b"".join(chunks)
         end = self.pos + length
         if end > len(self.view):
             raise IndexError(end)
-        view, self.pos = self.view[self.pos:end], end
+        view, self.pos = self.view[self.pos : end], end
         return view
 
     def _array(self, count: int | None, depth: int) -> list[Any]:
@@ -172,8 +171,9 @@ class _Decoder:
         """Every item takes at least one byte: a larger count is a lie, refused before a loop
         of that length starts."""
         if items > len(self.view) - self.pos:
-            raise ValueError(f"CBOR container claims {items} items with "
-                             f"{len(self.view) - self.pos} bytes left")
+            raise ValueError(
+                f"CBOR container claims {items} items with {len(self.view) - self.pos} bytes left"
+            )
 
 
 SELF_DESCRIBE_PREFIX = b"\xd9\xd9\xf7"  # tag 55799, which DECTRIS puts before every message
@@ -200,14 +200,13 @@ def cbor_type(message: Any) -> str | None:
             major, length, pos = item_head(view, pos)
             if major != TEXT or length is None:
                 return None
-            key, pos = view[pos:pos + length], pos + length
+            key, pos = view[pos : pos + length], pos + length
             major, value, pos = item_head(view, pos)
             if value is None:
                 return None
             if key == b"type":
                 end = pos + value
-                return bytes(view[pos:end]).decode() if major == TEXT and end <= len(view) \
-                    else None
+                return bytes(view[pos:end]).decode() if major == TEXT and end <= len(view) else None
             if major in (BYTES, TEXT):
                 pos += value
             elif major not in (UINT, NINT, SIMPLE):

@@ -76,8 +76,9 @@ def bitunshuffle(blob: Any, shape: Sequence[int], dtype: Any) -> np.ndarray:
     view = byte_view(blob)
     expected = math.prod(dims) * dt.itemsize
     if view.nbytes != expected:
-        raise ValueError(f"bitshuffled blob holds {view.nbytes} bytes but shape {dims} of {dt} "
-                         f"needs {expected}")
+        raise ValueError(
+            f"bitshuffled blob holds {view.nbytes} bytes but shape {dims} of {dt} needs {expected}"
+        )
     shuffled = np.frombuffer(view, dtype=dt).reshape(dims)
     return bitshuffle.bitunshuffle(shuffled, default_block_elements(dt.itemsize))
 
@@ -90,7 +91,7 @@ def encode_lz4_chunk(data: Any, block_bytes: int = LZ4_DEFAULT_BLOCK_BYTES) -> b
     block_bytes = min(block_bytes, view.nbytes) or 1
     parts = [_LZ4_HEADER.pack(view.nbytes, block_bytes)]
     for start in range(0, view.nbytes, block_bytes):
-        raw = view[start:start + block_bytes]
+        raw = view[start : start + block_bytes]
         packed = lz4.block.compress(raw, store_size=False)
         if len(packed) >= len(raw):  # incompressible: the filter stores the block as is
             packed = raw.tobytes()
@@ -122,9 +123,11 @@ def decode_lz4_chunk(chunk: Any, nbytes: int) -> bytes:
         (packed_len,) = _LZ4_LEN.unpack_from(view, pos)
         pos += _LZ4_LEN.size
         if pos + packed_len > view.nbytes:
-            raise ValueError(f"LZ4 chunk truncated: block of {packed_len} bytes at byte {pos}, "
-                             f"only {view.nbytes - pos} left")
-        packed = view[pos:pos + packed_len]
+            raise ValueError(
+                f"LZ4 chunk truncated: block of {packed_len} bytes at byte {pos}, "
+                f"only {view.nbytes - pos} left"
+            )
+        packed = view[pos : pos + packed_len]
         stored = packed_len == size  # the filter keeps incompressible blocks as they are
         parts.append(packed.tobytes() if stored else lz4_block_decompress(packed, size))
         pos += packed_len

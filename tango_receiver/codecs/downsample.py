@@ -24,8 +24,9 @@ def block_mean(array: np.ndarray, factor: int) -> np.ndarray:
     out_rows, out_cols = rows // factor, cols // factor
     if out_rows == 0 or out_cols == 0:
         raise ValueError(f"downsampling factor {factor} is larger than the image {rows}x{cols}")
-    bands = array[..., :out_rows * factor, :out_cols * factor].reshape(
-        *lead, out_rows, factor, out_cols * factor)
+    bands = array[..., : out_rows * factor, : out_cols * factor].reshape(
+        *lead, out_rows, factor, out_cols * factor
+    )
     row_sums = bands.sum(axis=-2, dtype=np.float32)
     blocks = row_sums.reshape(*lead, out_rows, out_cols, factor)
     out = blocks[..., 0].copy()

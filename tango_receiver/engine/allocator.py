@@ -28,9 +28,21 @@ _kept = False
 
 
 class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
-        "fordblks", "keepcost")]
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
 
 
 def _glibc() -> ctypes.CDLL | None:
@@ -50,11 +62,15 @@ def keep_freed_memory() -> bool:
     with _lock:
         if _kept or _LIBC is None:
             return _kept
-        _kept = bool(_LIBC.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-                     and _LIBC.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+        _kept = bool(
+            _LIBC.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+            and _LIBC.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+        )
         if not _kept:
-            log.warning("mallopt refused the receiver's allocator settings: every frame's "
-                        "memory is fresh pages (slower, not wrong)")
+            log.warning(
+                "mallopt refused the receiver's allocator settings: every frame's "
+                "memory is fresh pages (slower, not wrong)"
+            )
         return _kept
 
 

@@ -30,9 +30,10 @@ class ByteBudget:
 
     def take(self, nbytes: int, timeout: float, needed: Callable[[], bool] = _never) -> bool:
         """Wait up to ``timeout`` for room; passes at once while ``needed()`` is true."""
+
         def fits() -> bool:
-            return (nbytes == 0 or self._used == 0 or self._used + nbytes <= self._limit
-                    or needed())
+            return nbytes == 0 or self._used == 0 or self._used + nbytes <= self._limit or needed()
+
         with self._changed:
             passed = self._changed.wait_for(fits, timeout)
             if passed:

@@ -46,8 +46,16 @@ class DectrisFilesWriter(SeriesWriter):
     ``_start`` here is minus the series frame that opens the current data file, so the base
     class's frame index (``_start + written``) is the index within that file."""
 
-    def __init__(self, header: Header, dset_name: str, roots: list[Path],
-                 flush_interval_s: float, *, images_per_file: int, **options: Any) -> None:
+    def __init__(
+        self,
+        header: Header,
+        dset_name: str,
+        roots: list[Path],
+        flush_interval_s: float,
+        *,
+        images_per_file: int,
+        **options: Any,
+    ) -> None:
         self.images_per_file = images_per_file
         self._data_file: h5py.File | None = None
         self._files = 0
@@ -55,19 +63,22 @@ class DectrisFilesWriter(SeriesWriter):
         master = master_stem(header.filename) + MASTER + ".h5"
         if resolve_target(master, roots).exists():  # never laid out again, nor appended to
             raise WriteRefused(f"{master}: exists; layout dectris writes new files only")
-        super().__init__(replace(header, filename=master), dset_name, roots, flush_interval_s,
-                         **options)
+        super().__init__(
+            replace(header, filename=master), dset_name, roots, flush_interval_s, **options
+        )
 
     def _new_frames(self, name: str, channel: Channel, initial: int, link: str) -> h5py.Dataset:
         if link != "data":
-            raise WriteRefused(f"{self.path}: layout dectris stores one plane a frame; this "
-                               f"series has channels")
+            raise WriteRefused(
+                f"{self.path}: layout dectris stores one plane a frame; this series has channels"
+            )
         self._channel = channel
         try:
             return self._next_data_file(min(initial, self.images_per_file))
         except H5_ERRORS as exc:
-            raise WriteRefused(f"{self.path}: cannot create its first data file: "
-                               f"{_reason(exc)}") from None
+            raise WriteRefused(
+                f"{self.path}: cannot create its first data file: {_reason(exc)}"
+            ) from None
 
     def _next_data_file(self, room: int) -> h5py.Dataset:
         """Open data file number ``_files + 1`` with room for ``room`` frames, and link it."""
@@ -82,8 +93,14 @@ class DectrisFilesWriter(SeriesWriter):
         group.attrs.update({"NX_class": "NXdata", "signal": "data"})
         shape = self._channel.shape
         filters = BITSHUFFLE_LZ4 if self._channel.stored_bslz4 else {}
-        ds = group.create_dataset("data", shape=(room, *shape), maxshape=(None, *shape),
-                                  chunks=(1, *shape), dtype=self._channel.dtype, **filters)
+        ds = group.create_dataset(
+            "data",
+            shape=(room, *shape),
+            maxshape=(None, *shape),
+            chunks=(1, *shape),
+            dtype=self._channel.dtype,
+            **filters,
+        )
         ds.attrs["image_nr_low"] = self.written + 1  # DECTRIS counts images from 1
         link = f"data_{number:06d}"
         self._data_group[link] = h5py.ExternalLink(name, "/entry/data/data")
@@ -102,8 +119,9 @@ class DectrisFilesWriter(SeriesWriter):
             self._datasets[0] = self._next_data_file(self.images_per_file)
         except H5_ERRORS as exc:
             self.failed = True
-            raise WriteFailed(f"{self.path}: opening data file {self._files + 1} failed: "
-                              f"{_reason(exc)}") from None
+            raise WriteFailed(
+                f"{self.path}: opening data file {self._files + 1} failed: {_reason(exc)}"
+            ) from None
         self._capacity = self.images_per_file
 
     def _full(self) -> bool:
@@ -115,8 +133,11 @@ class DectrisFilesWriter(SeriesWriter):
         super().write(image)
 
     def takes(self, run: FrameRun) -> bool:
-        room = self.images_per_file if self._full() else \
-            self.images_per_file - self._start - self.written
+        room = (
+            self.images_per_file
+            if self._full()
+            else self.images_per_file - self._start - self.written
+        )
         return super().takes(run) and len(run) <= room
 
     def write_run(self, run: FrameRun) -> None:
@@ -128,8 +149,9 @@ class DectrisFilesWriter(SeriesWriter):
         super()._trim()
         if self._datasets:
             ds = self._datasets[0]
-            ds.attrs["image_nr_high"] = int(ds.attrs["image_nr_low"]) + self._start \
-                + self.written - 1
+            ds.attrs["image_nr_high"] = (
+                int(ds.attrs["image_nr_low"]) + self._start + self.written - 1
+            )
 
     def flush(self, now: float | None = None) -> None:
         super().flush(now)
@@ -138,8 +160,9 @@ class DectrisFilesWriter(SeriesWriter):
                 self._data_file.flush()
             except H5_ERRORS as exc:
                 self.failed = True
-                raise WriteFailed(f"{self.path}: flush of data file {self._files} failed: "
-                                  f"{_reason(exc)}") from None
+                raise WriteFailed(
+                    f"{self.path}: flush of data file {self._files} failed: {_reason(exc)}"
+                ) from None
 
     def close(self, complete: bool) -> None:
         try:

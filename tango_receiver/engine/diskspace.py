@@ -41,8 +41,11 @@ if _fallocate is not None:
 @functools.cache
 def _cannot_reserve(reason: str) -> None:
     """Said once per reason, not once per file."""
-    log.warning("cannot reserve disk space ahead of HDF5 here (%s): a full disk may cost the "
-                "open file its frames since the last flush", reason)
+    log.warning(
+        "cannot reserve disk space ahead of HDF5 here (%s): a full disk may cost the "
+        "open file its frames since the last flush",
+        reason,
+    )
 
 
 class DiskFull(OSError):
@@ -69,12 +72,16 @@ class SpaceReserve:
         target = size + SLACK_BYTES + need
         if target > self._reserved:
             if not self._reserve(target + STEP_BYTES) and not self._reserve(target):
-                raise DiskFull(errno.ENOSPC, f"disk full: no room to reserve {need} bytes for "
-                                             f"the next frames ({self._reserved} reserved)")
+                raise DiskFull(
+                    errno.ENOSPC,
+                    f"disk full: no room to reserve {need} bytes for "
+                    f"the next frames ({self._reserved} reserved)",
+                )
         self._budget = self._reserved - SLACK_BYTES - size - need
 
     def _reserve(self, upto: int) -> bool:
         """Reserve the file's blocks up to ``upto``: False when the disk has no room."""
+        assert _fallocate is not None and self._fd is not None  # reserving: both exist
         if _fallocate(self._fd, FALLOC_FL_KEEP_SIZE, 0, upto) == 0:
             self._reserved = upto
             return True
@@ -88,13 +95,14 @@ class SpaceReserve:
 
     def release(self) -> None:
         """Give back the reserved blocks beyond the end of the closed file."""
-        if self._fd is None:
+        if self._fd is None or _fallocate is None:
             return
         try:
             end = os.fstat(self._fd).st_size
             if self._reserved > end:
-                _fallocate(self._fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, end,
-                           self._reserved - end)
+                _fallocate(
+                    self._fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, end, self._reserved - end
+                )
         finally:
             os.close(self._fd)
             self._fd = None

@@ -11,8 +11,10 @@ from __future__ import annotations
 import re
 
 #: HDF5's ``file write failed`` fields that say nothing to an operator (and vary run to run).
-_NOISE = re.compile(r",?\s*\b(time|buf|file descriptor|total write size|bytes this sub-write|"
-                    r"bytes actually written|offset)\s*=\s*[^,)]*")
+_NOISE = re.compile(
+    r",?\s*\b(time|buf|file descriptor|total write size|bytes this sub-write|"
+    r"bytes actually written|offset)\s*=\s*[^,)]*"
+)
 _POINTER = re.compile(r"\b0x[0-9a-fA-F]+\b")
 _SPACE = re.compile(r"\s+")
 MAX_CHARS = 1000
@@ -24,4 +26,4 @@ def one_line(text: str) -> str:
     text = _SPACE.sub(" ", text).strip().replace(":,", ":")
     if not text.isprintable():
         text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-    return text if len(text) <= MAX_CHARS else text[:MAX_CHARS - 3] + "..."
+    return text if len(text) <= MAX_CHARS else text[: MAX_CHARS - 3] + "..."

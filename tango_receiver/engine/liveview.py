@@ -119,10 +119,19 @@ class LiveView:
         image, series_id = latest
         with self._changed:  # one object per frame, whichever thread asks first
             frame = self._frame
-            if frame is None or frame.msg_number != image.msg_number \
-                    or frame.series_id != series_id or frame.channels[0] is not image.channels[0]:
-                frame = self._frame = LiveFrame(image.msg_number, image.frame, series_id,
-                                                tuple(image.channels), tuple(image.to_wire()))
+            if (
+                frame is None
+                or frame.msg_number != image.msg_number
+                or frame.series_id != series_id
+                or frame.channels[0] is not image.channels[0]
+            ):
+                frame = self._frame = LiveFrame(
+                    image.msg_number,
+                    image.frame,
+                    series_id,
+                    tuple(image.channels),
+                    tuple(image.to_wire()),
+                )
         return frame
 
     def view(self, downsample: int = 1) -> tuple[LiveFrame, tuple[np.ndarray, ...]] | None:
@@ -132,8 +141,9 @@ class LiveView:
         if frame is None:
             return None
         with self._changed:
-            if downsample not in self._views and (downsample in self._asked
-                                                  or downsample in self._in_flight):
+            if downsample not in self._views and (
+                downsample in self._asked or downsample in self._in_flight
+            ):
                 # nothing at this binning yet, but a decode of it is on its way (the first
                 # frame of a series, decoded ahead): not decoded twice
                 if not self._changed.wait_for(lambda: downsample in self._views, FRESH_WAIT_S):
@@ -145,8 +155,9 @@ class LiveView:
                 # answered exactly; a slower one at once with the last decoded frame
                 pause_left = max(0.0, self._idle_at - time.monotonic())
                 if pause_left + self._decode_s <= FRESH_WAIT_S:
-                    self._changed.wait_for(lambda: self._views[downsample][0] is frame,
-                                           FRESH_WAIT_S)
+                    self._changed.wait_for(
+                        lambda: self._views[downsample][0] is frame, FRESH_WAIT_S
+                    )
                 return self._views[downsample]
         if cached is not None:
             return cached
@@ -163,8 +174,9 @@ class LiveView:
             self._asked.add(downsample)
         self._wanted.set()
         if self._refresher is None:
-            self._refresher = threading.Thread(target=self._refresh, name="liveview-refresh",
-                                               daemon=True)
+            self._refresher = threading.Thread(
+                target=self._refresh, name="liveview-refresh", daemon=True
+            )
             self._refresher.start()
 
     def _decode(self, frame: LiveFrame, binnings: list[int]) -> None:
@@ -184,8 +196,9 @@ class LiveView:
             if frame is None:  # asked before any frame came
                 continue
             with self._changed:
-                stale = [k for k in self._asked
-                         if k not in self._views or self._views[k][0] is not frame]
+                stale = [
+                    k for k in self._asked if k not in self._views or self._views[k][0] is not frame
+                ]
                 self._asked.clear()
                 if not stale:  # nothing to do: nor does it say how long a decode takes
                     continue
@@ -195,8 +208,9 @@ class LiveView:
             except ValueError:
                 pass  # a frame that cannot be shown: keep showing the last good one
             except Exception:  # live view must outlive a bug: the next frame is tried again
-                log.exception("live view: decoding frame %d of series %s failed", frame.frame,
-                              frame.series_id)
+                log.exception(
+                    "live view: decoding frame %d of series %s failed", frame.frame, frame.series_id
+                )
             finally:
                 with self._changed:
                     self._in_flight = set()

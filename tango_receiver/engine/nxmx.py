@@ -31,8 +31,12 @@ log = logging.getLogger(__name__)
 UNKNOWN = "unknown"  # text placeholder (instrument, source, sample name; sensor material)
 UNKNOWN_NUMBER = math.nan  # number placeholder (wavelength, sensor thickness, pixel size)
 HC_EV_ANGSTROM = 12398.419843320026  # wavelength [A] = HC / energy [eV]
-SENSOR_MATERIALS = {"silicon": "Si", "cadmium telluride": "CdTe", "germanium": "Ge",
-                    "gallium arsenide": "GaAs"}
+SENSOR_MATERIALS = {
+    "silicon": "Si",
+    "cadmium telluride": "CdTe",
+    "germanium": "Ge",
+    "gallium arsenide": "GaAs",
+}
 
 #: detector fields written when the stream gives them: fact -> (NXmx field, units)
 DETECTOR_FIELDS: dict[str, tuple[str, str | None]] = {
@@ -58,13 +62,30 @@ DETECTOR_FIELDS: dict[str, tuple[str, str | None]] = {
 UPRIGHT = ((-1.0, 0.0, 0.0), (0.0, -1.0, 0.0))
 ROTATED = ((0.0, 1.0, 0.0), (-1.0, 0.0, 0.0))
 #: every field this module may write into the detector group
-FIELD_NAMES = (*(name for name, _ in DETECTOR_FIELDS.values()), "sensor_material",
-               "sensor_thickness", "pixel_mask", "flatfield", "distance_derived", "depends_on")
-TEXT_FACTS = frozenset({"description", "serial", "sensor_material",
-                        "instrument_name", "instrument_short_name", "source_name",
-                        "source_short_name", "sample_name"})
-FLAG_FACTS = frozenset({*(f for f in DETECTOR_FIELDS if f.endswith("_applied")),
-                        "rotated_clockwise"})
+FIELD_NAMES = (
+    *(name for name, _ in DETECTOR_FIELDS.values()),
+    "sensor_material",
+    "sensor_thickness",
+    "pixel_mask",
+    "flatfield",
+    "distance_derived",
+    "depends_on",
+)
+TEXT_FACTS = frozenset(
+    {
+        "description",
+        "serial",
+        "sensor_material",
+        "instrument_name",
+        "instrument_short_name",
+        "source_name",
+        "source_short_name",
+        "sample_name",
+    }
+)
+FLAG_FACTS = frozenset(
+    {*(f for f in DETECTOR_FIELDS if f.endswith("_applied")), "rotated_clockwise"}
+)
 
 
 class Nxmx:
@@ -80,8 +101,14 @@ class Nxmx:
         self.frame_times = frame_times
         self._told: set[str] = set()
 
-    def write(self, det: h5py.Group, metadata: Mapping[str, Any], frame: tuple[int, ...],
-              nimages: int | None, now: datetime | None = None) -> None:
+    def write(
+        self,
+        det: h5py.Group,
+        metadata: Mapping[str, Any],
+        frame: tuple[int, ...],
+        nimages: int | None,
+        now: datetime | None = None,
+    ) -> None:
         """NXmx around the detector group ``det`` of a file whose first frame has ``frame``
         (the shape of one plane); ``nimages`` as the header announced it. A failure is logged,
         never raised: the frames matter more than their description."""
@@ -90,8 +117,14 @@ class Nxmx:
         except (OSError, RuntimeError, ValueError, TypeError) as exc:
             log.error("%s: NXmx fields not written: %s", det.file.filename, exc)
 
-    def _write(self, det: h5py.Group, metadata: Mapping[str, Any], frame: tuple[int, ...],
-               nimages: int | None, now: datetime | None) -> None:
+    def _write(
+        self,
+        det: h5py.Group,
+        metadata: Mapping[str, Any],
+        frame: tuple[int, ...],
+        nimages: int | None,
+        now: datetime | None,
+    ) -> None:
         facts, odd = _checked(read_facts(metadata, self.table), frame)
         facts = _as_stored(facts, frame)
         missing: list[str] = []
@@ -105,10 +138,15 @@ class Nxmx:
         self._sample(entry, facts, nimages, missing)
         blocked = [det[n].name for n in FIELD_NAMES if isinstance(det.get(n), h5py.Group)]
         self._tell(odd, "%s: metadata not usable for NXmx, left out: %s", det.file.filename)
-        self._tell(missing, "%s: the stream and the entry's nexus block give no %s: wrote the "
-                   "NXmx placeholders (README, NXmx)", det.file.filename)
-        self._tell(blocked, "%s: groups where NXmx has fields, left as they are: %s",
-                   det.file.filename)
+        self._tell(
+            missing,
+            "%s: the stream and the entry's nexus block give no %s: wrote the "
+            "NXmx placeholders (README, NXmx)",
+            det.file.filename,
+        )
+        self._tell(
+            blocked, "%s: groups where NXmx has fields, left as they are: %s", det.file.filename
+        )
 
     def _tell(self, items: list[str], text: str, filename: str) -> None:
         """Log ``items`` once in the receiver's life: the same metadata comes every series."""
@@ -143,21 +181,25 @@ class Nxmx:
             wavelength = HC_EV_ANGSTROM / facts["energy"]
         if wavelength is None:
             missing.append("incident_wavelength")
-        _field(beam, "incident_wavelength",
-               UNKNOWN_NUMBER if wavelength is None else wavelength, "angstrom")
+        _field(
+            beam,
+            "incident_wavelength",
+            UNKNOWN_NUMBER if wavelength is None else wavelength,
+            "angstrom",
+        )
         if "energy" in facts:
             _field(beam, "incident_energy", facts["energy"], "eV")
 
-    def _detector(self, det: h5py.Group, facts: dict[str, Any], frame: tuple[int, ...],
-                  missing: list[str]) -> None:
+    def _detector(
+        self, det: h5py.Group, facts: dict[str, Any], frame: tuple[int, ...], missing: list[str]
+    ) -> None:
         for fact, (name, units) in DETECTOR_FIELDS.items():
             if fact in facts:
                 _field(det, name, facts[fact], units)
         for fact, units in (("sensor_material", None), ("sensor_thickness", "m")):
             if fact not in facts:
                 missing.append(fact)
-            _field(det, fact, facts.get(fact, UNKNOWN if units is None else UNKNOWN_NUMBER),
-                   units)
+            _field(det, fact, facts.get(fact, UNKNOWN if units is None else UNKNOWN_NUMBER), units)
         for fact in ("pixel_mask", "flatfield"):
             if fact in facts:
                 _array(det, fact, facts[fact], self.table[fact])
@@ -165,8 +207,9 @@ class Nxmx:
             _field(det, "distance_derived", False)
         _geometry(det, facts, frame, missing)
 
-    def _sample(self, entry: h5py.Group, facts: dict[str, Any], nimages: int | None,
-                missing: list[str]) -> None:
+    def _sample(
+        self, entry: h5py.Group, facts: dict[str, Any], nimages: int | None, missing: list[str]
+    ) -> None:
         sample = _group(entry, "sample", "NXsample")
         _field(sample, "name", self._named(facts, "sample_name", missing))
         axes = self.nexus.goniometer
@@ -197,18 +240,25 @@ def _checked(facts: dict[str, Any], frame: tuple[int, ...]) -> tuple[dict[str, A
         elif fact in FLAG_FACTS:
             ok = isinstance(value, (bool, np.bool_))
         elif fact in ("pixel_mask", "flatfield"):
-            ok = isinstance(value, np.ndarray) and value.shape == frame[-2:] \
+            ok = (
+                isinstance(value, np.ndarray)
+                and value.shape == frame[-2:]
                 and value.dtype.kind in "biuf"
+            )
         else:
-            ok = isinstance(value, (int, float, np.integer, np.floating)) \
-                and not isinstance(value, (bool, np.bool_)) and math.isfinite(value)
+            ok = (
+                isinstance(value, (int, float, np.integer, np.floating))
+                and not isinstance(value, (bool, np.bool_))
+                and math.isfinite(value)
+            )
         if ok:
             good[fact] = value
         else:
             odd.append(f"{fact} = {value!r:.80}")
     if "sensor_material" in good:
-        good["sensor_material"] = SENSOR_MATERIALS.get(good["sensor_material"].lower(),
-                                                       good["sensor_material"])
+        good["sensor_material"] = SENSOR_MATERIALS.get(
+            good["sensor_material"].lower(), good["sensor_material"]
+        )
     return good, odd
 
 
@@ -233,8 +283,9 @@ def _as_stored(facts: dict[str, Any], frame: tuple[int, ...]) -> dict[str, Any]:
     return turned
 
 
-def _geometry(det: h5py.Group, facts: dict[str, Any], frame: tuple[int, ...],
-              missing: list[str]) -> None:
+def _geometry(
+    det: h5py.Group, facts: dict[str, Any], frame: tuple[int, ...], missing: list[str]
+) -> None:
     """Detector translation (``distance`` along the beam), one NXdetector_module over the whole
     frame, its offset to the beam centre and its pixel directions, chained by ``depends_on``."""
     outer = "."
@@ -257,23 +308,29 @@ def _geometry(det: h5py.Group, facts: dict[str, Any], frame: tuple[int, ...],
     fast, slow = ROTATED if facts.get("rotated_clockwise") else UPRIGHT
     if "beam_center_x" in facts and "beam_center_y" in facts:
         # the first pixel sits where the beam-centre pixel is moved back onto the beam
-        offset = -(facts["beam_center_x"] * pixel[0] * np.array(fast)
-                   + facts["beam_center_y"] * pixel[1] * np.array(slow))
+        offset = -(
+            facts["beam_center_x"] * pixel[0] * np.array(fast)
+            + facts["beam_center_y"] * pixel[1] * np.array(slow)
+        )
         length = float(np.linalg.norm(offset))
         if math.isfinite(length):
             ds = _field(module, "module_offset", length, "m")
-            _transformation(ds, "translation",
-                            tuple(offset / length) if length else (1.0, 0.0, 0.0), outer)
+            _transformation(
+                ds, "translation", tuple(offset / length) if length else (1.0, 0.0, 0.0), outer
+            )
             outer = ds.name
     else:
         missing.append("beam_center")
-    for name, size, vector in (("fast_pixel_direction", pixel[0], fast),
-                               ("slow_pixel_direction", pixel[1], slow)):
+    for name, size, vector in (
+        ("fast_pixel_direction", pixel[0], fast),
+        ("slow_pixel_direction", pixel[1], slow),
+    ):
         _transformation(_field(module, name, size, "m"), "translation", vector, outer)
 
 
-def _positions(axis: GoniometerAxis, facts: dict[str, Any], nimages: int | None,
-               missing: list[str]) -> np.ndarray:
+def _positions(
+    axis: GoniometerAxis, facts: dict[str, Any], nimages: int | None, missing: list[str]
+) -> np.ndarray:
     """The axis' position at every frame: the entry's start and increment, else the stream's."""
     start = axis.start if axis.start is not None else facts.get(f"{axis.name}_start")
     step = axis.increment if axis.increment is not None else facts.get(f"{axis.name}_increment")
@@ -332,8 +389,11 @@ def _yields(group: h5py.Group, name: str) -> bool:
     in the detector group (writer.link_fields) and the field is no dataset: NXmx needs the name
     for a field, and the header's copy stays under ``metadata/``."""
     link = group.get(name, getlink=True)
-    if isinstance(link, h5py.SoftLink) and "/metadata/" in link.path \
-            and not isinstance(group.get(name), h5py.Dataset):
+    if (
+        isinstance(link, h5py.SoftLink)
+        and "/metadata/" in link.path
+        and not isinstance(group.get(name), h5py.Dataset)
+    ):
         del group[name]
         return True
     return False
@@ -383,8 +443,14 @@ class FrameTimes:
             if not (isinstance(ds, h5py.Dataset) and ds.ndim == 1 and ds.maxshape == (None,)):
                 if name in det:  # a header field of that name: the per-frame values win
                     del det[name]
-                ds = det.create_dataset(name, shape=(0,), maxshape=(None,), dtype="float64",
-                                        chunks=(4096,), fillvalue=math.nan)
+                ds = det.create_dataset(
+                    name,
+                    shape=(0,),
+                    maxshape=(None,),
+                    dtype="float64",
+                    chunks=(4096,),
+                    fillvalue=math.nan,
+                )
                 ds.attrs["units"] = "s"
             self._datasets.append(ds)
         self._next = start  # the data index of the first frame not yet written here
@@ -402,5 +468,5 @@ class FrameTimes:
         end = self._next + len(self._pending)
         for ds, values in zip(self._datasets, zip(*self._pending, strict=True), strict=True):
             ds.resize(max(end, ds.shape[0]), axis=0)
-            ds[self._next:end] = values
+            ds[self._next : end] = values
         self._next, self._pending = end, []

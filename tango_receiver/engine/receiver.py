@@ -62,8 +62,9 @@ class Receiver:
     def __init__(self, config: ReceiverConfig, detector: Detector | None = None) -> None:
         self.config = config
         self.detector = detector or detector_for(config)
-        self.stats = Stats(detector_class=config.detector_class,
-                           upstream=tuple(self.detector.endpoints()))
+        self.stats = Stats(
+            detector_class=config.detector_class, upstream=tuple(self.detector.endpoints())
+        )
         self.liveview = LiveView()
         self.rois = RoiCounter(config.rois, self.stats, config.name, config.roi_cpu)
         self.detector.keep_pixels = self.rois.wanted
@@ -73,18 +74,23 @@ class Receiver:
         self._queue: queue.SimpleQueue[tuple[list[Item], int]] = queue.SimpleQueue()
         self._budget = ByteBudget(config.queue_mb << 20)
         self._control: queue.SimpleQueue[
-            tuple[Callable[[], None], threading.Event, list[Exception]]] = queue.SimpleQueue()
+            tuple[Callable[[], None], threading.Event, list[Exception]]
+        ] = queue.SimpleQueue()
         self._ordering = Ordering(config.gap_timeout_s, expect_gaps=bool(config.file_suffix))
         self._base = OrderingCounts()
         self._forwarder: Forwarder | None = None
         self._writer: SeriesWriter | None = None
         self._writer_class: Callable[..., SeriesWriter] = SeriesWriter
         if config.layout == "dectris":  # a master and data files (engine/dectris_layout.py)
-            self._writer_class = functools.partial(DectrisFilesWriter,
-                                                   images_per_file=config.images_per_file)
+            self._writer_class = functools.partial(
+                DectrisFilesWriter, images_per_file=config.images_per_file
+            )
         keys = self.detector.mx_keys  # MX detectors' files are NXmx (engine/nxmx.py)
-        self._nxmx = Nxmx(keys, config.nexus or NexusConfig(), self.detector.frame_times) \
-            if keys is not None else None
+        self._nxmx = (
+            Nxmx(keys, config.nexus or NexusConfig(), self.detector.frame_times)
+            if keys is not None
+            else None
+        )
         self._series_open = False
         self._discarding = False
         self._silence_told = False
@@ -103,14 +109,23 @@ class Receiver:
         if self._engine is not None:
             return
         allocator.keep_freed_memory()
-        self._forwarder = Forwarder(self._ctx, self.config.data_host, self.config.data_port,
-                                    self.config.forward_hwm)
+        self._forwarder = Forwarder(
+            self._ctx, self.config.data_host, self.config.data_port, self.config.forward_hwm
+        )
         self.stats.secondary_port = self._forwarder.port
-        self._engine = threading.Thread(target=self._supervised, args=(self._run_engine,),
-                                        name=f"{self.config.name}-engine", daemon=True)
+        self._engine = threading.Thread(
+            target=self._supervised,
+            args=(self._run_engine,),
+            name=f"{self.config.name}-engine",
+            daemon=True,
+        )
         self._engine.start()
-        log.info("%s: secondary port %d, upstream %s", self.config.name, self._forwarder.port,
-                 ", ".join(self.stats.upstream))
+        log.info(
+            "%s: secondary port %d, upstream %s",
+            self.config.name,
+            self._forwarder.port,
+            ", ".join(self.stats.upstream),
+        )
 
     def start(self) -> None:
         """Connect to the detector stream."""
@@ -122,8 +137,12 @@ class Receiver:
             return
         self._stopping.clear()
         self._workers = [
-            threading.Thread(target=self._supervised, args=(self._run_worker,),
-                             name=f"{self.config.name}-worker-{i}", daemon=True)
+            threading.Thread(
+                target=self._supervised,
+                args=(self._run_worker,),
+                name=f"{self.config.name}-worker-{i}",
+                daemon=True,
+            )
             for i in range(self.config.nworkers)
         ]
         for worker in self._workers:
@@ -195,8 +214,10 @@ class Receiver:
             run()
         except BaseException as exc:
             log.exception("%s: thread %s died", self.config.name, threading.current_thread().name)
-            self.stats.die(f"{self.config.name}: thread {threading.current_thread().name} died "
-                           f"({type(exc).__name__}: {exc}); restart the receiver")
+            self.stats.die(
+                f"{self.config.name}: thread {threading.current_thread().name} died "
+                f"({type(exc).__name__}: {exc}); restart the receiver"
+            )
 
     def set_rois(self, table: object) -> dict:
         """ROI definitions (rois.py) for the next series; the series in progress keeps its own.
@@ -207,11 +228,13 @@ class Receiver:
 
     def abort(self) -> None:
         """Close the file now; the rest of the current series is counted as discarded."""
+
         def run() -> None:
             if self._series_open:
                 self._discarding = True
                 self._close_writer(complete=False)
                 self.stats.warn("series aborted by the operator; the rest is discarded")
+
         self._call(run)
 
     def reset(self) -> None:
@@ -222,7 +245,7 @@ class Receiver:
         if self._engine is None or not self._engine.is_alive():
             fn()
             return
-        done, failed = threading.Event(), []
+        done, failed = threading.Event(), list[Exception]()
         self._control.put((fn, done, failed))
         deadline = time.monotonic() + 10
         while not done.wait(TICK_S):
@@ -277,8 +300,9 @@ class Receiver:
                 needed = functools.partial(self._must_pass_budget, head)
                 while not self._budget.take(size, POLL_MS / 1000, needed):
                     if self._stopping.is_set():
-                        self.stats.warn(f"stopped with the queue full: {len(batch)} messages "
-                                        f"not taken")
+                        self.stats.warn(
+                            f"stopped with the queue full: {len(batch)} messages not taken"
+                        )
                         break
                 else:
                     self._queue.put((batch, size))
@@ -295,7 +319,8 @@ class Receiver:
         it for that long, and then what comes until the gap timeout, as without a budget."""
         waits_for = self._ordering.waits_for
         return waits_for is not None and (
-            head <= waits_for or self._ordering.patience_used() > PATIENCE_SHARE)
+            head <= waits_for or self._ordering.patience_used() > PATIENCE_SHARE
+        )
 
     def _decode_all(self, received: list) -> list[Item]:
         """Fast-lane runs are decoded already (lane.py); every other message is decoded here."""
@@ -360,8 +385,10 @@ class Receiver:
         silent = now - self._last_data
         if self._series_open and silent > self.config.silence_timeout_s and not self._silence_told:
             self._silence_told = True
-            text = (f"{self.config.name}: no data from the detector for {silent:.0f} s in series "
-                    f"{self.stats.series_id}; the series stays open until its end or a new header")
+            text = (
+                f"{self.config.name}: no data from the detector for {silent:.0f} s in series "
+                f"{self.stats.series_id}; the series stays open until its end or a new header"
+            )
             log.warning(text)
             self.stats.warn(text)
         self._sync_counts()
@@ -372,8 +399,8 @@ class Receiver:
         self.stats.queue_depth = self._queue.qsize()
         self.stats.sample(now)
         if self._writer is not None:
-            self._fault_on_write_failure(lambda: self._writer.maybe_flush(now))
             writer = self._writer
+            self._fault_on_write_failure(lambda: writer.maybe_flush(now))
             self._fault_on_write_failure(lambda: self.rois.save(writer, now))
 
     def _sync_counts(self) -> None:
@@ -426,8 +453,9 @@ class Receiver:
             self._finish_series(complete=complete, reason="frames missing or invalid")
 
     def _header(self, header: Header) -> None:
-        self._finish_series(complete=False, reason="detector restarted: new header before "
-                                                     "series_end")
+        self._finish_series(
+            complete=False, reason="detector restarted: new header before series_end"
+        )
         self._sync_counts()
         self._base = replace(self._ordering.counts)
         series_id = "" if header.series_id is None else str(header.series_id)
@@ -437,11 +465,14 @@ class Receiver:
         self.detector.keep_pixels = self.rois.wanted
         if header.saves and self.save_enabled:
             try:
-                self._writer = self._writer_class(header, self.config.dset_name,
-                                                  self.config.write_roots,
-                                                  self.config.flush_interval_s,
-                                                  file_suffix=self.config.file_suffix,
-                                                  nxmx=self._nxmx)
+                self._writer = self._writer_class(
+                    header,
+                    self.config.dset_name,
+                    self.config.write_roots,
+                    self.config.flush_interval_s,
+                    file_suffix=self.config.file_suffix,
+                    nxmx=self._nxmx,
+                )
                 log.info("%s: series %s -> %s", self.config.name, series_id, self._writer.path)
             except WriteRefused as exc:
                 self._fault(f"file refused: {exc}")
@@ -456,9 +487,13 @@ class Receiver:
             text = f"series {series_id}: no file written: {header.no_file_reason}"
             log.warning("%s: %s", self.config.name, text)
         else:
-            why = ("saving is disabled (save_enabled false)" if not self.save_enabled
-                   else "the header says save_raw: false" if not header.save_raw
-                   else "the header names no file")
+            why = (
+                "saving is disabled (save_enabled false)"
+                if not self.save_enabled
+                else "the header says save_raw: false"
+                if not header.save_raw
+                else "the header names no file"
+            )
             text = f"series {series_id}: no file written: {why} (forwarding and live view only)"
             log.info("%s: %s", self.config.name, text)
         self.stats.warn(f"{self.config.name}: {text}")
@@ -471,8 +506,7 @@ class Receiver:
         if image.discard:  # counted received, not stored: nor in the compression ratio
             self._received(1, image.nbytes_wire, 0, 0, image.frame)
         else:
-            self._received(1, image.nbytes_wire, image.nbytes_stored, image.nbytes_raw,
-                           image.frame)
+            self._received(1, image.nbytes_wire, image.nbytes_stored, image.nbytes_raw, image.frame)
         if self._writer is not None and not image.discard:
             try:
                 self._writer.write(image)
@@ -495,8 +529,11 @@ class Receiver:
         every n-th frame, after a gap, the first frames of a file, an aborted series) goes
         through as its images, by the same rules as every image."""
         writer = self._writer
-        whole = not self._discarding and (writer is None or writer.takes(run)) and (
-            run.stride == 1 or len(run) == 1)
+        whole = (
+            not self._discarding
+            and (writer is None or writer.takes(run))
+            and (run.stride == 1 or len(run) == 1)
+        )
         if run.ordered and not whole:
             for image in run.images():
                 self._handle_safely(image)
@@ -505,8 +542,9 @@ class Receiver:
             self._release([ready for image in run.images() for ready in self._ordering.push(image)])
             return
         count = len(run)
-        self._received(count, run.nbytes_wire, run.nbytes_stored, run.nbytes_raw,
-                       run.first + count - 1)
+        self._received(
+            count, run.nbytes_wire, run.nbytes_stored, run.nbytes_raw, run.first + count - 1
+        )
         if writer is not None:
             before = writer.written
             try:
@@ -539,15 +577,18 @@ class Receiver:
 
     def _forward_control(self, msg: Header | SeriesEnd, what: str) -> None:
         if self._forwarder is None or self._forwarder.send(msg) != SENT:
-            self.stats.warn(f"{self.config.name}: {what} of series {self.stats.series_id} not "
-                            f"forwarded: no secondary consumer ready")
+            self.stats.warn(
+                f"{self.config.name}: {what} of series {self.stats.series_id} not "
+                f"forwarded: no secondary consumer ready"
+            )
 
     def _finish_series(self, complete: bool, reason: str) -> None:
         if not self._series_open:
             return
         if not complete:
-            self.stats.warn(f"{self.config.name}: series {self.stats.series_id} incomplete: "
-                            f"{reason}")
+            self.stats.warn(
+                f"{self.config.name}: series {self.stats.series_id} incomplete: {reason}"
+            )
         self._close_writer(complete)
         self.rois.end_series()
         self._series_open = False

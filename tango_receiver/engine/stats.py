@@ -20,6 +20,7 @@ IDLE: Final = "idle"
 RUNNING: Final = "running"
 ERROR: Final = "error"
 
+
 @dataclass(frozen=True)
 class SeriesCounters:
     """Per-series counters: reset when a new series starts, kept after it ends."""
@@ -147,14 +148,24 @@ class Stats:
             self.series_complete = complete
             self.in_series = False
             self.series_ended = time.monotonic()
-            self._history.append(SeriesSummary(
-                number=self.series_count, series_id=self.series_id, filename=self.filename, complete=complete,
-                duration_s=self.series_ended - self.series_started,
-                **{name: getattr(self, name) for name in SERIES_COUNTERS}))
+            self._history.append(
+                SeriesSummary(
+                    number=self.series_count,
+                    series_id=self.series_id,
+                    filename=self.filename,
+                    complete=complete,
+                    duration_s=self.series_ended - self.series_started,
+                    **{name: getattr(self, name) for name in SERIES_COUNTERS},
+                )
+            )
             if self.state == RUNNING:
                 self.state = IDLE
-            elif self.state == ERROR and complete and not self.fatal \
-                    and self._error_series < self.series_count:
+            elif (
+                self.state == ERROR
+                and complete
+                and not self.fatal
+                and self._error_series < self.series_count
+            ):
                 self.state, self.error = IDLE, ""  # a later series went through whole
 
     def resume(self, last: StatsSnapshot) -> None:
@@ -214,8 +225,9 @@ class Stats:
 
     def sample(self, now: float | None = None) -> None:
         """Record a point for the rates; called by the engine a few times a second."""
-        self._samples.append((time.monotonic() if now is None else now,
-                              self.frames_received, self.bytes_wire))
+        self._samples.append(
+            (time.monotonic() if now is None else now, self.frames_received, self.bytes_wire)
+        )
 
     def _rates(self) -> tuple[float, float]:
         samples = list(self._samples)
@@ -232,26 +244,49 @@ class Stats:
         return (f1 - f0) / dt, (b1 - b0) / dt
 
     def _losses(self) -> tuple[int, ...]:
-        return (self.frames_missing, self.frames_invalid, self.frames_discarded,
-                self.forward_dropped)
+        return (
+            self.frames_missing,
+            self.frames_invalid,
+            self.frames_discarded,
+            self.forward_dropped,
+        )
 
     def snapshot(self) -> StatsSnapshot:
         with self._lock:
             frame_rate, data_rate = self._rates()
             counters = {name: getattr(self, name) for name in SERIES_COUNTERS}
-            ratio = counters["bytes_raw"] / counters["bytes_stored"] if counters["bytes_stored"] else 0.0
+            ratio = (
+                counters["bytes_raw"] / counters["bytes_stored"]
+                if counters["bytes_stored"]
+                else 0.0
+            )
             return StatsSnapshot(
-                state=self.state, error=self.error, filename=self.filename,
-                series_id=self.series_id, series_count=self.series_count,
-                series_complete=self.series_complete, in_series=self.in_series,
+                state=self.state,
+                error=self.error,
+                filename=self.filename,
+                series_id=self.series_id,
+                series_count=self.series_count,
+                series_complete=self.series_complete,
+                in_series=self.in_series,
                 alarm=any(self._losses()) and self._losses() != self._acknowledged,
                 last_frame_number=self.last_frame_number,
-                series_duration_s=((self.series_ended if not self.in_series else time.monotonic())
-                                   - self.series_started) if self.series_count else 0.0,
-                frame_rate=frame_rate, data_rate=data_rate, compression_ratio=ratio,
-                queue_depth=self.queue_depth, connected=self.connected,
-                detector_class=self.detector_class, upstream=self.upstream,
-                secondary_port=self.secondary_port, rest_url=self.rest_url,
-                consumers=self.consumers, messages=tuple(self._messages), fatal=self.fatal,
+                series_duration_s=(
+                    (self.series_ended if not self.in_series else time.monotonic())
+                    - self.series_started
+                )
+                if self.series_count
+                else 0.0,
+                frame_rate=frame_rate,
+                data_rate=data_rate,
+                compression_ratio=ratio,
+                queue_depth=self.queue_depth,
+                connected=self.connected,
+                detector_class=self.detector_class,
+                upstream=self.upstream,
+                secondary_port=self.secondary_port,
+                rest_url=self.rest_url,
+                consumers=self.consumers,
+                messages=tuple(self._messages),
+                fatal=self.fatal,
                 **counters,
             )

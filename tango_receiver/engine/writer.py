@@ -30,11 +30,11 @@ import hdf5plugin
 import numpy as np
 
 from ..codecs import bslz4
-from .chunk_writer import write_chunks
-from .nxmx import FrameTimes, Nxmx
 from ..messages import Channel, FrameRun, Header, Image
+from .chunk_writer import write_chunks
 from .diskspace import DiskFull, SpaceReserve
 from .errors import one_line
+from .nxmx import FrameTimes, Nxmx
 
 log = logging.getLogger(__name__)
 
@@ -84,15 +84,21 @@ def resolve_target(filename: str, roots: list[Path]) -> Path:
     for root in roots:
         if real.is_relative_to(os.path.realpath(root)):
             return real
-    raise WriteRefused(f"{filename}: outside the write roots "
-                       f"({', '.join(str(r) for r in roots)})")
+    raise WriteRefused(f"{filename}: outside the write roots ({', '.join(str(r) for r in roots)})")
 
 
 class SeriesWriter:
     """Writes one series into one file; created at the header, datasets at the first frame."""
 
-    def __init__(self, header: Header, dset_name: str, roots: list[Path],
-                 flush_interval_s: float, file_suffix: str = "", nxmx: Nxmx | None = None) -> None:
+    def __init__(
+        self,
+        header: Header,
+        dset_name: str,
+        roots: list[Path],
+        flush_interval_s: float,
+        file_suffix: str = "",
+        nxmx: Nxmx | None = None,
+    ) -> None:
         self.path = resolve_target(part_filename(header.filename, file_suffix), roots)
         self.dset_name = dset_name
         self.flush_interval_s = flush_interval_s
@@ -183,20 +189,27 @@ class SeriesWriter:
                 if ds.shape[1:] != channel.shape or ds.dtype != dtype:
                     raise WriteRefused(
                         f"{self.path}: existing {name} holds {ds.shape[1:]} {ds.dtype}, "
-                        f"frames are {channel.shape} {dtype}; not appending")
+                        f"frames are {channel.shape} {dtype}; not appending"
+                    )
                 self._start = ds.shape[0]
             else:
                 ds = self._new_frames(name, channel, initial, "data" if nch == 1 else channel.name)
             self._datasets.append(ds)
-            self._layouts.append(_Layout((channel.shape, channel.dtype),
-                                         (0,) * len(channel.shape), BITSHUFFLE_ID in ds._filters))
+            self._layouts.append(
+                _Layout(
+                    (channel.shape, channel.dtype),
+                    (0,) * len(channel.shape),
+                    BITSHUFFLE_ID in ds._filters,
+                )
+            )
             self._capacity = ds.shape[0]
         if nch > 1:
             self._det.attrs["channels"] = [c.name for c in image.channels]
             self._data_group.attrs["signal"] = image.channels[0].name
         if "sequence_number" not in self._det:
-            self._det.create_dataset("sequence_number", shape=(0,), maxshape=(None,),
-                                     dtype="uint32", chunks=(4096,))  # as existing files have it
+            self._det.create_dataset(
+                "sequence_number", shape=(0,), maxshape=(None,), dtype="uint32", chunks=(4096,)
+            )  # as existing files have it
         self._seq = self._det["sequence_number"]
         self._seq_base = self._seq.shape[0]
         self._describe(image)
@@ -206,8 +219,13 @@ class SeriesWriter:
         (a ``layout: dectris`` writer puts it in a data file of its own)."""
         filters = BITSHUFFLE_LZ4 if channel.stored_bslz4 else {}
         ds = self.file.create_dataset(
-            name, shape=(initial, *channel.shape), maxshape=(None, *channel.shape),
-            chunks=(1, *channel.shape), dtype=np.dtype(channel.dtype), **filters)
+            name,
+            shape=(initial, *channel.shape),
+            maxshape=(None, *channel.shape),
+            chunks=(1, *channel.shape),
+            dtype=np.dtype(channel.dtype),
+            **filters,
+        )
         if link not in self._data_group:
             self._data_group[link] = ds
         return ds
@@ -219,8 +237,9 @@ class SeriesWriter:
         if said:
             write_metadata(self._det.require_group("metadata"), said)
         if self._nxmx is not None:
-            self._nxmx.write(self._det, self._metadata | said, image.channels[0].shape,
-                             self.nimages)
+            self._nxmx.write(
+                self._det, self._metadata | said, image.channels[0].shape, self.nimages
+            )
         if image.times is not None or (self._nxmx is not None and self._nxmx.frame_times):
             self._times = FrameTimes(self._det, self._start)
 
@@ -233,25 +252,33 @@ class SeriesWriter:
                 self._close_file()  # refused: the existing file is left as it was
                 raise
         if len(image.channels) != len(self._datasets):
-            raise FrameMismatch(f"frame {image.frame}: {len(image.channels)} channels, "
-                                f"series has {len(self._datasets)}")
+            raise FrameMismatch(
+                f"frame {image.frame}: {len(image.channels)} channels, "
+                f"series has {len(self._datasets)}"
+            )
         index = self._start + self.written
-        for layout, channel in zip(self._layouts, image.channels):
+        for layout, channel in zip(self._layouts, image.channels, strict=False):
             if layout.frame != (channel.shape, channel.dtype):
-                raise FrameMismatch(f"frame {image.frame}: {channel.shape} {channel.dtype}, "
-                                    f"series is {layout.frame[0]} {layout.frame[1]}")
+                raise FrameMismatch(
+                    f"frame {image.frame}: {channel.shape} {channel.dtype}, "
+                    f"series is {layout.frame[0]} {layout.frame[1]}"
+                )
         try:
             self._space.ensure(sum(map(_frame_bytes, self._layouts, image.channels)), 1)
         except DiskFull as exc:
             raise WriteFailed(f"{self.path}: frame {image.frame} not written: {exc}") from None
         try:
             self._grow(index + 1)
-            for layout, ds, channel in zip(self._layouts, self._datasets, image.channels):
-                ds.id.write_direct_chunk((index, *layout.origin), _stored(layout.compressed, channel))
+            channels = zip(self._layouts, self._datasets, image.channels, strict=False)
+            for layout, ds, channel in channels:
+                ds.id.write_direct_chunk(
+                    (index, *layout.origin), _stored(layout.compressed, channel)
+                )
         except H5_ERRORS as exc:
             self.failed = True
-            raise WriteFailed(f"{self.path}: writing frame {image.frame} failed: "
-                              f"{_reason(exc)}") from None
+            raise WriteFailed(
+                f"{self.path}: writing frame {image.frame} failed: {_reason(exc)}"
+            ) from None
         self.written += 1
         self._frame_numbers.append(image.frame)
         if self._times is not None:
@@ -261,8 +288,11 @@ class SeriesWriter:
     def takes(self, run: FrameRun) -> bool:
         """Whether ``write_run`` stores the run as it is: the series has one dataset, stored
         bitshuffle-LZ4, of the run's frames (the first frame of a series creates it)."""
-        return (len(self._layouts) == 1 and self._layouts[0].compressed
-                and self._layouts[0].frame == (run.shape, run.dtype))
+        return (
+            len(self._layouts) == 1
+            and self._layouts[0].compressed
+            and self._layouts[0].frame == (run.shape, run.dtype)
+        )
 
     def write_run(self, run: FrameRun) -> None:
         """Store a fast-lane run (``takes`` said yes) with one call for all its chunks."""
@@ -276,8 +306,9 @@ class SeriesWriter:
             written, err = write_chunks(self._datasets[0], index, run.chunks)
         except H5_ERRORS as exc:
             self.failed = True
-            raise WriteFailed(f"{self.path}: writing frames {run.first}.. failed: "
-                              f"{_reason(exc)}") from None
+            raise WriteFailed(
+                f"{self.path}: writing frames {run.first}.. failed: {_reason(exc)}"
+            ) from None
         self.written += written
         self._frame_numbers.extend(range(run.first, run.first + written))
         if self._times is not None:
@@ -285,8 +316,9 @@ class SeriesWriter:
         if written < len(run):
             self.failed = True
             cause = OSError(err, os.strerror(err)) if err else OSError("HDF5 refused the chunk")
-            raise WriteFailed(f"{self.path}: writing frame {run.first + written} failed: "
-                              f"{_reason(cause)}")
+            raise WriteFailed(
+                f"{self.path}: writing frame {run.first + written} failed: {_reason(cause)}"
+            )
         self.maybe_flush(time.monotonic())
 
     def _grow(self, frames: int) -> None:
@@ -320,7 +352,7 @@ class SeriesWriter:
         if not self._datasets:
             return
         start = self._seq.shape[0]
-        pending = self._frame_numbers[start - self._seq_base:]
+        pending = self._frame_numbers[start - self._seq_base :]
         if pending:
             self._seq.resize(start + len(pending), axis=0)
             self._seq[start:] = pending
@@ -396,8 +428,7 @@ def field_links(header: Header) -> dict[str, str]:
     return links
 
 
-def link_fields(det: h5py.Group, meta: h5py.Group, links: dict[str, str],
-                owned: set[str]) -> None:
+def link_fields(det: h5py.Group, meta: h5py.Group, links: dict[str, str], owned: set[str]) -> None:
     """The header's fields in the detector group itself, where the system this replaces wrote
     them (``.../zyla/top_level/nest``, ``.../eiger/count_time``) and existing readers open
     them: soft links to the ``metadata/`` copy, so nothing is stored twice. Names the receiver
@@ -439,8 +470,9 @@ def write_metadata(group: h5py.Group, meta: dict[str, Any]) -> None:
             if arr.dtype.kind in "biuf":
                 group.create_dataset(name, data=arr)
             else:
-                group.create_dataset(name, data=json.dumps(value, default=str),
-                                     dtype=h5py.string_dtype())
+                group.create_dataset(
+                    name, data=json.dumps(value, default=str), dtype=h5py.string_dtype()
+                )
         else:
             group.create_dataset(name, data=str(value), dtype=h5py.string_dtype())
 
@@ -448,10 +480,16 @@ def write_metadata(group: h5py.Group, meta: dict[str, Any]) -> None:
 def _reason(exc: Exception) -> str:
     """HDF5 wraps the system error in its own text: find the cause an operator acts on."""
     text = one_line(str(exc))
-    if getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in text \
-            or f"errno = {errno.ENOSPC}" in text:
+    if (
+        getattr(exc, "errno", None) == errno.ENOSPC
+        or "No space left" in text
+        or f"errno = {errno.ENOSPC}" in text
+    ):
         return f"disk full ({text})"
-    if getattr(exc, "errno", None) == errno.EFBIG or "File too large" in text \
-            or f"errno = {errno.EFBIG}" in text:
+    if (
+        getattr(exc, "errno", None) == errno.EFBIG
+        or "File too large" in text
+        or f"errno = {errno.EFBIG}" in text
+    ):
         return f"file size limit reached, as good as disk full ({text})"
     return text

@@ -60,14 +60,23 @@ class Splitter:
     hiccup is absorbed. ``run`` and ``close`` belong to one thread; ``stop`` to any.
     """
 
-    def __init__(self, upstream: Sequence[str], detector_class: str, parts: int,
-                 host: str = "127.0.0.1", base_port: int = 0, sndhwm: int = SNDHWM) -> None:
+    def __init__(
+        self,
+        upstream: Sequence[str],
+        detector_class: str,
+        parts: int,
+        host: str = "127.0.0.1",
+        base_port: int = 0,
+        sndhwm: int = SNDHWM,
+    ) -> None:
         self.classify = classifier_for(detector_class)
         if not upstream:
             raise SplitError("no upstream endpoint to pull from")
         if parts < 1 or (base_port and base_port + parts - 1 > 65535):
-            raise SplitError(f"{parts} parts from base port {base_port}: need at least one "
-                             f"part, and ports up to 65535")
+            raise SplitError(
+                f"{parts} parts from base port {base_port}: need at least one "
+                f"part, and ports up to 65535"
+            )
         self.detector_class = detector_class
         self.counts = SplitCounts(to_part=[0] * parts)
         self._stop = threading.Event()
@@ -94,8 +103,9 @@ class Splitter:
                     self.ports.append(sock.bind_to_random_port(f"tcp://{host}"))
         except zmq.ZMQError as exc:
             self.close()
-            raise SplitError(f"upstream {', '.join(upstream)}, parts on {host} from port "
-                             f"{base_port}: {exc}") from None
+            raise SplitError(
+                f"upstream {', '.join(upstream)}, parts on {host} from port {base_port}: {exc}"
+            ) from None
         self.upstream_endpoints = list(upstream)
         self.endpoints = [f"tcp://{host}:{port}" for port in self.ports]
         self._writable = zmq.Poller()
@@ -103,19 +113,24 @@ class Splitter:
             self._writable.register(sock, zmq.POLLOUT)
 
     @classmethod
-    def for_receiver(cls, config: ReceiverConfig, parts: int, host: str = "127.0.0.1",
-                     base_port: int = 0) -> Splitter:
+    def for_receiver(
+        cls, config: ReceiverConfig, parts: int, host: str = "127.0.0.1", base_port: int = 0
+    ) -> Splitter:
         """The splitter of a detectors.yaml entry: its upstream (default ports included) and
         its class. Refused classes are refused before the detector class sees the entry."""
         classifier_for(config.detector_class)
-        return cls(detector_for(config).endpoints(), config.detector_class, parts, host,
-                   base_port)
+        return cls(detector_for(config).endpoints(), config.detector_class, parts, host, base_port)
 
     # --- relay ---------------------------------------------------------------------------
     def run(self, status_every_s: float = 10.0) -> SplitCounts:
         """Relay until ``stop()``, logging the counts every ``status_every_s``."""
-        log.info("split %s (%s) into %d parts: %s", ", ".join(self.upstream_endpoints),
-                 self.detector_class, len(self.parts), ", ".join(self.endpoints))
+        log.info(
+            "split %s (%s) into %d parts: %s",
+            ", ".join(self.upstream_endpoints),
+            self.detector_class,
+            len(self.parts),
+            ", ".join(self.endpoints),
+        )
         next_status = time.monotonic() + status_every_s
         while not self._stop.is_set():
             if self.upstream.poll(POLL_MS):
@@ -149,8 +164,10 @@ class Splitter:
     def status(self) -> str:
         c = self.counts
         images = [n - c.control for n in c.to_part]
-        return (f"received {c.received}, control {c.control} (to every part), images per part "
-                f"{images}, skipped {c.skipped}, stalls {c.stalls}, unknown {c.unknown}")
+        return (
+            f"received {c.received}, control {c.control} (to every part), images per part "
+            f"{images}, skipped {c.skipped}, stalls {c.stalls}, unknown {c.unknown}"
+        )
 
     def _relay_batch(self) -> None:
         for _ in range(BATCH):
@@ -173,9 +190,12 @@ class Splitter:
             self.counts.unknown += 1
             if not self._unknown_told:
                 self._unknown_told = True
-                log.warning("split: a %d-part message that is no %s message; sent to one part, "
-                            "whose receiver will count it invalid (further ones are counted)",
-                            len(parts), self.detector_class)
+                log.warning(
+                    "split: a %d-part message that is no %s message; sent to one part, "
+                    "whose receiver will count it invalid (further ones are counted)",
+                    len(parts),
+                    self.detector_class,
+                )
         n = len(self.parts)
         order = [(self._next + k) % n for k in range(n)]
         sent = self._send(order, parts)
@@ -204,9 +224,12 @@ class Splitter:
                 return sent
             if not told and time.monotonic() - since > WARN_AFTER_S:
                 told = True
-                log.warning("split: part(s) %s took nothing for %.0f s; the detector waits "
-                            "(is their receiver running and connected?)",
-                            ", ".join(map(str, order)), WARN_AFTER_S)
+                log.warning(
+                    "split: part(s) %s took nothing for %.0f s; the detector waits "
+                    "(is their receiver running and connected?)",
+                    ", ".join(map(str, order)),
+                    WARN_AFTER_S,
+                )
         return None
 
     def _try(self, order: Sequence[int], parts: Parts) -> int | None:
@@ -223,19 +246,24 @@ class Splitter:
 # --- command line --------------------------------------------------------------------------
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """``tango-receiver split CONFIG NAME --parts N --base-port P``."""
-    p = sub.add_parser("split", help="relay one detector stream to N receivers: control "
-                                     "messages to every one, each image to one of them",
-                       description="The receivers (parts) each take an entry of their own "
-                                   "with upstream tcp://HOST:P+i and file_suffix _part<i>; "
-                                   "`tango-receiver stitch` joins their files afterwards.")
+    p = sub.add_parser(
+        "split",
+        help="relay one detector stream to N receivers: control "
+        "messages to every one, each image to one of them",
+        description="The receivers (parts) each take an entry of their own "
+        "with upstream tcp://HOST:P+i and file_suffix _part<i>; "
+        "`tango-receiver stitch` joins their files afterwards.",
+    )
     p.add_argument("config", type=Path, help="detectors.yaml")
     p.add_argument("name", help="the detector's entry: its upstream and class")
     p.add_argument("--parts", type=int, required=True, help="receivers to split between")
     p.add_argument("--base-port", type=int, required=True, help="part i is served on P + i")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address the parts' ports bind to (0.0.0.0: receivers on other hosts)")
-    p.add_argument("--status-every", type=float, default=10.0,
-                   help="seconds between status lines")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address the parts' ports bind to (0.0.0.0: receivers on other hosts)",
+    )
+    p.add_argument("--status-every", type=float, default=10.0, help="seconds between status lines")
     p.set_defaults(fn=cmd_split)
     return p
 

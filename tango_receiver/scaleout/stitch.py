@@ -83,15 +83,26 @@ def read_part(path: Path) -> Part:
         det = f[groups[0]]
         numbers = det[SEQUENCE][()].astype(np.int64)
         # header fields are soft links into metadata/ (a flatfield is 2-D too): never frames
-        frames = {name: ds for name, ds in det.items()
-                  if isinstance(ds, h5py.Dataset) and name != SEQUENCE and ds.ndim >= 2
-                  and isinstance(det.get(name, getlink=True), h5py.HardLink)}
+        frames = {
+            name: ds
+            for name, ds in det.items()
+            if isinstance(ds, h5py.Dataset)
+            and name != SEQUENCE
+            and ds.ndim >= 2
+            and isinstance(det.get(name, getlink=True), h5py.HardLink)
+        }
         if not frames:
             raise StitchError(f"{path}: {groups[0]} holds {SEQUENCE} but no frame dataset")
         stored = min(len(numbers), *(ds.shape[0] for ds in frames.values()))
         channels = tuple(str(c) for c in det.attrs.get("channels", []))
-        return Part(path, groups[0], {n: (ds.shape[1:], ds.dtype) for n, ds in frames.items()},
-                    channels, numbers[:stored], complete)
+        return Part(
+            path,
+            groups[0],
+            {n: (ds.shape[1:], ds.dtype) for n, ds in frames.items()},
+            channels,
+            numbers[:stored],
+            complete,
+        )
 
 
 def _sequence_groups(f: h5py.File) -> list[str]:
@@ -103,6 +114,7 @@ def _sequence_groups(f: h5py.File) -> list[str]:
         parent, _, leaf = name.rpartition("/")
         if leaf == SEQUENCE and isinstance(obj, h5py.Dataset):
             found.append(f"/{parent}")
+
     f.visititems(visit)
     return found
 
@@ -115,9 +127,14 @@ def frame_runs(frames: np.ndarray, taken: np.ndarray) -> Iterator[Run]:
         if number < 0 or number >= len(taken) or taken[number]:
             continue
         taken[number] = True
-        if run is not None and index == run.start + run.count and (
+        if (
+            run is not None
+            and index == run.start + run.count
+            and (
                 (run.count == 1 and number > run.first)
-                or number == run.first + run.step * run.count):
+                or number == run.first + run.step * run.count
+            )
+        ):
             step = number - run.first if run.count == 1 else run.step
             run = Run(run.start, run.first, step, run.count + 1)
             continue
@@ -138,17 +155,19 @@ def _check_parts(parts: Sequence[Part]) -> Part:
     """The reference part (the first with frames); every other must lay out the same data."""
     full = [p for p in parts if p.datasets]
     if not full:
-        raise StitchError("no part holds any frame: "
-                          f"{', '.join(str(p.path) for p in parts)}")
+        raise StitchError(f"no part holds any frame: {', '.join(str(p.path) for p in parts)}")
     ref = full[0]
     if not ref.channels and len(ref.datasets) != 1:
-        raise StitchError(f"{ref.path}: {_describe(ref)}: several frame datasets but no "
-                          f"'channels' attribute naming them")
+        raise StitchError(
+            f"{ref.path}: {_describe(ref)}: several frame datasets but no "
+            f"'channels' attribute naming them"
+        )
     for part in full[1:]:
         if (part.detector, part.datasets) != (ref.detector, ref.datasets):
             raise StitchError(
                 f"{part.path}: holds {part.detector} {_describe(part)}, but {ref.path} holds "
-                f"{ref.detector} {_describe(ref)}: not parts of one series")
+                f"{ref.detector} {_describe(ref)}: not parts of one series"
+            )
     return ref
 
 
@@ -194,16 +213,21 @@ def stitch(master: Path, part_paths: Sequence[Path], nframes: int | None = None)
     return StitchResult(master, nframes, missing.tolist(), duplicates, mappings)
 
 
-def _map_runs(layout: h5py.VirtualLayout, part: Part, runs: Sequence[Run], dataset: str,
-              master: Path) -> None:
+def _map_runs(
+    layout: h5py.VirtualLayout, part: Part, runs: Sequence[Run], dataset: str, master: Path
+) -> None:
     """Map each run of ``part``'s ``dataset`` onto its frame numbers in ``layout``."""
     if not runs:
         return
-    source = h5py.VirtualSource(_relative(part.path, master), dataset,
-                                shape=(len(part.frames), *layout.shape[1:]), dtype=layout.dtype)
+    source = h5py.VirtualSource(
+        _relative(part.path, master),
+        dataset,
+        shape=(len(part.frames), *layout.shape[1:]),
+        dtype=layout.dtype,
+    )
     for run in runs:
         stop = run.first + run.step * (run.count - 1) + 1
-        layout[run.first:stop:run.step] = source[run.start:run.start + run.count]
+        layout[run.first : stop : run.step] = source[run.start : run.start + run.count]
 
 
 def _relative(part: Path, master: Path) -> str:
@@ -269,16 +293,22 @@ def _ranges(numbers: Sequence[int]) -> str:
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """``tango-receiver stitch MASTER PART...``."""
-    p = sub.add_parser("stitch", help="master file: the part files of a split series as one "
-                                      "virtual dataset in frame order",
-                       description="Exit status: 0 every frame is held by a part, 1 frames are "
-                                   "missing (listed in the master), 2 the parts cannot be "
-                                   "stitched.")
+    p = sub.add_parser(
+        "stitch",
+        help="master file: the part files of a split series as one virtual dataset in frame order",
+        description="Exit status: 0 every frame is held by a part, 1 frames are "
+        "missing (listed in the master), 2 the parts cannot be "
+        "stitched.",
+    )
     p.add_argument("master", type=Path, help="master file to create (must not exist)")
     p.add_argument("parts", type=Path, nargs="+", help="part files of the series")
-    p.add_argument("--frames", type=int, default=None,
-                   help="frames in the series (default: the highest frame number held + 1; "
-                        "give it so that frames missing at the end are counted)")
+    p.add_argument(
+        "--frames",
+        type=int,
+        default=None,
+        help="frames in the series (default: the highest frame number held + 1; "
+        "give it so that frames missing at the end are counted)",
+    )
     p.set_defaults(fn=cmd_stitch)
     return p
 
@@ -289,13 +319,25 @@ def cmd_stitch(args: argparse.Namespace) -> int:
     except StitchError as exc:
         log.error("stitch: %s", exc)
         return 2
-    log.info("%s: %d frames from %d parts in %d mappings", result.master, result.nframes,
-             len(args.parts), result.mappings)
+    log.info(
+        "%s: %d frames from %d parts in %d mappings",
+        result.master,
+        result.nframes,
+        len(args.parts),
+        result.mappings,
+    )
     if result.duplicates:
-        log.warning("%s: %d frames held by more than one part; the first part's copy is used",
-                    result.master, result.duplicates)
+        log.warning(
+            "%s: %d frames held by more than one part; the first part's copy is used",
+            result.master,
+            result.duplicates,
+        )
     if result.missing:
-        log.warning("%s: %d frames held by no part: %s", result.master, len(result.missing),
-                    _ranges(result.missing))
+        log.warning(
+            "%s: %d frames held by no part: %s",
+            result.master,
+            len(result.missing),
+            _ranges(result.missing),
+        )
         return 1
     return 0

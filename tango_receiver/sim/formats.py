@@ -50,8 +50,9 @@ def default_form(fmt: str) -> tuple[tuple[int, ...], str]:
     return next(((p.shape, p.dtype) for p in plays), FALLBACK_FORM)
 
 
-def series_for(fmt: str, shape: tuple[int, ...], dtype: str, count: int, filename: str = "",
-               series: int = 0) -> Iterator[list]:
+def series_for(
+    fmt: str, shape: tuple[int, ...], dtype: str, count: int, filename: str = "", series: int = 0
+) -> Iterator[list]:
     """A profile's shape and dtype replace those given."""
     if fmt in PROFILES:
         shape, dtype = PROFILES[fmt].shape, PROFILES[fmt].dtype

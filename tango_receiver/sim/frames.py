@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def synthetic_frames(count: int, shape: tuple[int, ...], dtype: str = "uint32",
-                     rate: float = 0.05, seed: int = 0) -> list[np.ndarray]:
+def synthetic_frames(
+    count: int, shape: tuple[int, ...], dtype: str = "uint32", rate: float = 0.05, seed: int = 0
+) -> list[np.ndarray]:
     """``count`` distinct frames; ``rate`` is the mean photons per pixel (sparsity)."""
     rng = np.random.default_rng(seed)
     kind = np.dtype(dtype)

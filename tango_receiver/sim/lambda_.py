@@ -24,32 +24,51 @@ FIRST_PORT = 9010  # module m streams on FIRST_PORT + m, the Lambda's default po
 def stacked_geometry(modules: int, rows: int, cols: int) -> list[dict[str, Any]]:
     """Modules one above the other, ``GAP`` pixels apart."""
     full_shape = [modules * rows + (modules - 1) * GAP, cols]
-    return [{"x": 0, "y": m * (rows + GAP), "rotation": 0, "full_shape": full_shape}
-            for m in range(modules)]
+    return [
+        {"x": 0, "y": m * (rows + GAP), "rotation": 0, "full_shape": full_shape}
+        for m in range(modules)
+    ]
 
 
-def lambda_series(frames: Sequence[np.ndarray], filename: str = "",
-                  metadata: dict[str, Any] | None = None, count: int | None = None,
-                  compression: str = "none",
-                  geometry: list[dict[str, Any]] | None = None) -> list[Iterator[list[bytes]]]:
+def lambda_series(
+    frames: Sequence[np.ndarray],
+    filename: str = "",
+    metadata: dict[str, Any] | None = None,
+    count: int | None = None,
+    compression: str = "none",
+    geometry: list[dict[str, Any]] | None = None,
+) -> list[Iterator[list[bytes]]]:
     """One series per module; ``frames`` are ``(module, y, x)`` arrays, module m sends plane m."""
     if frames[0].ndim != 3:
-        raise ValueError(f"Lambda frames are (module, y, x), e.g. 4 x 516 x 1556; got shape "
-                         f"{frames[0].shape}")
+        raise ValueError(
+            f"Lambda frames are (module, y, x), e.g. 4 x 516 x 1556; got shape {frames[0].shape}"
+        )
     modules, rows, cols = frames[0].shape
     geometry = geometry or stacked_geometry(modules, rows, cols)
     encode = encode_chunk if compression == "bslz4" else np.ndarray.tobytes
-    return [encoded_series([({"shape": [rows, cols], "type": f.dtype.name,
-                               "compression": compression}, [encode(f[m])]) for f in frames],
-                            filename, (metadata or {}) | geometry[m], count)
-            for m in range(modules)]
+    return [
+        encoded_series(
+            [
+                (
+                    {"shape": [rows, cols], "type": f.dtype.name, "compression": compression},
+                    [encode(f[m])],
+                )
+                for f in frames
+            ],
+            filename,
+            (metadata or {}) | geometry[m],
+            count,
+        )
+        for m in range(modules)
+    ]
 
 
 class ModuleSenders:
     """One PUSH socket per module, sending the modules' messages in step."""
 
-    def __init__(self, ports: Sequence[int], host: str = "127.0.0.1",
-                 timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, ports: Sequence[int], host: str = "127.0.0.1", timeout_s: float = 30.0
+    ) -> None:
         self.senders = [Sender(port=p, host=host, timeout_s=timeout_s) for p in ports]
 
     @property
@@ -62,7 +81,7 @@ class ModuleSenders:
             self.send_set(messages)
 
     def send_set(self, messages: Sequence[list[bytes] | None]) -> None:
-        for sender, parts in zip(self.senders, messages):
+        for sender, parts in zip(self.senders, messages, strict=False):
             if parts is not None:
                 sender.send([parts])
 
@@ -77,20 +96,22 @@ class ModuleSenders:
         self.close()
 
 
-def first_module_series(frames: Sequence[np.ndarray], filename: str = "",
-                        count: int | None = None) -> Iterator[list[bytes]]:
+def first_module_series(
+    frames: Sequence[np.ndarray], filename: str = "", count: int | None = None
+) -> Iterator[list[bytes]]:
     """For ``tango-receiver simulate lambda``, which has one socket: module 0's messages go out
     through it (port 9010 by default); modules 1, 2, ... are sent from here, in step, on
     127.0.0.1:9011, 9012, ... (the Lambda's default ports)."""
     first, *others = lambda_series(frames, filename, count=count)
     ports = [FIRST_PORT + m for m in range(1, len(others) + 1)]
     with ModuleSenders(ports) as senders:
-        for messages in zip(first, *others):
+        for messages in zip(first, *others, strict=False):
             senders.send_set(messages[1:])
             yield messages[0]
 
 
-def simulate(frames: Sequence[np.ndarray], filename: str, count: int,
-             series: int) -> Iterator[list[bytes]]:
+def simulate(
+    frames: Sequence[np.ndarray], filename: str, count: int, series: int
+) -> Iterator[list[bytes]]:
     """``tango-receiver simulate``'s series of this wire form (see detector.Simulator)."""
     return first_module_series(frames, filename, count=count)

@@ -41,21 +41,31 @@ MINI_HEADER = """\
 
 def mini_header(shape: tuple[int, ...], index: int, timestamp: str) -> str:
     """The mini-header of image ``index`` of a series that began at ``timestamp``."""
-    return MINI_HEADER.format(timestamp=timestamp, beam_x=shape[1] / 2, beam_y=shape[0] / 2,
-                              angle=0.1 * index)
+    return MINI_HEADER.format(
+        timestamp=timestamp, beam_x=shape[1] / 2, beam_y=shape[0] / 2, angle=0.1 * index
+    )
 
 
-def pilatus_series(frames: Sequence[np.ndarray], filename: str = "",
-                   metadata: dict[str, Any] | None = None,
-                   count: int | None = None) -> Iterator[list[bytes]]:
+def pilatus_series(
+    frames: Sequence[np.ndarray],
+    filename: str = "",
+    metadata: dict[str, Any] | None = None,
+    count: int | None = None,
+) -> Iterator[list[bytes]]:
     """header, ``count`` CBF images (int32, cycling through ``frames``), series_end."""
     began = datetime.now().isoformat(timespec="milliseconds")
-    images = [({"shape": list(f.shape), "type": "int32", "compression": "cbf"},
-               [encode_cbf(f, mini_header(f.shape, i, began))]) for i, f in enumerate(frames)]
+    images = [
+        (
+            {"shape": list(f.shape), "type": "int32", "compression": "cbf"},
+            [encode_cbf(f, mini_header(f.shape, i, began))],
+        )
+        for i, f in enumerate(frames)
+    ]
     return encoded_series(images, filename, metadata, count)
 
 
-def simulate(frames: Sequence[np.ndarray], filename: str, count: int,
-             series: int) -> Iterator[list[bytes]]:
+def simulate(
+    frames: Sequence[np.ndarray], filename: str, count: int, series: int
+) -> Iterator[list[bytes]]:
     """``tango-receiver simulate``'s series of this wire form (see detector.Simulator)."""
     return pilatus_series(frames, filename, metadata={"series": series}, count=count)

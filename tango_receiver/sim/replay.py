@@ -45,8 +45,9 @@ def load_capture(path: Path, filename: str = "") -> Capture:
             with zf.open(members[0]) if members else nullcontext(io.BytesIO()) as member:
                 magic = member.read(3)
     except (OSError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{path}: not a capture (a zip file or a folder of *.cbor): {exc}") \
-            from None
+        raise ValueError(
+            f"{path}: not a capture (a zip file or a folder of *.cbor): {exc}"
+        ) from None
     if magic == CBOR_SELF_DESCRIBE:
         return Capture("eiger", capture_v1(path, filename))
     if magic.startswith(PICKLE_PROTOCOL_2_UP):

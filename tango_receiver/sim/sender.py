@@ -12,8 +12,9 @@ Message = list  # parts of one multipart message
 
 
 class Sender:
-    def __init__(self, port: int = 0, host: str = "127.0.0.1", sndhwm: int = 1000,
-                 timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, port: int = 0, host: str = "127.0.0.1", sndhwm: int = 1000, timeout_s: float = 30.0
+    ) -> None:
         self._ctx = zmq.Context()
         self.socket = self._ctx.socket(zmq.PUSH)
         self.socket.setsockopt(zmq.SNDHWM, sndhwm)
@@ -27,8 +28,13 @@ class Sender:
             self.port = self.socket.bind_to_random_port(f"tcp://{host}")
         self.endpoint = f"tcp://{host}:{self.port}"
 
-    def send(self, messages: Iterable[Message], rate: float | None = None,
-             progress: bool = False, total: int | None = None) -> int:
+    def send(
+        self,
+        messages: Iterable[Message],
+        rate: float | None = None,
+        progress: bool = False,
+        total: int | None = None,
+    ) -> int:
         """Send every message (blocking: a detector's PUSH waits for its receiver)."""
         interval = 1.0 / rate if rate else 0.0
         start = time.perf_counter()

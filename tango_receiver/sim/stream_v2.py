@@ -18,24 +18,43 @@ from ..codecs import cbor_v2
 UNIQUE_ID = "01SIMULATEDSERIES000000000"
 
 
-def stream_v2_series(channels: Mapping[str, Sequence[np.ndarray]], filename: str = "",
-                     series_id: int = 1, count: int | None = None,
-                     compression: str | None = "bslz4") -> Iterator[list[bytes]]:
+def stream_v2_series(
+    channels: Mapping[str, Sequence[np.ndarray]],
+    filename: str = "",
+    series_id: int = 1,
+    count: int | None = None,
+    compression: str | None = "bslz4",
+) -> Iterator[list[bytes]]:
     """start, ``count`` image messages (every channel in each), end."""
     first = next(iter(channels.values()))
     count = len(first) if count is None else count
     y, x = first[0].shape
     common = {"series_id": series_id, "series_unique_id": UNIQUE_ID}
-    yield [cbor_v2.encode({"type": "start", **common, "channels": list(channels),
-                           "number_of_images": count, "image_size_x": x, "image_size_y": y,
-                           "detector_description": "Simulated DECTRIS stream v2",
-                           "user_data": {"filename": filename}})]
-    planes = {name: [cbor_v2.multidim(f, compression) for f in frames]
-              for name, frames in channels.items()}
+    yield [
+        cbor_v2.encode(
+            {
+                "type": "start",
+                **common,
+                "channels": list(channels),
+                "number_of_images": count,
+                "image_size_x": x,
+                "image_size_y": y,
+                "detector_description": "Simulated DECTRIS stream v2",
+                "user_data": {"filename": filename},
+            }
+        )
+    ]
+    planes = {
+        name: [cbor_v2.multidim(f, compression) for f in frames]
+        for name, frames in channels.items()
+    }
     for i in range(count):
         data = {name: p[i % len(p)] for name, p in planes.items()}
-        yield [cbor_v2.encode({"type": "image", **common, "image_id": i,
-                               "real_time": [i, 1000], "data": data})]
+        yield [
+            cbor_v2.encode(
+                {"type": "image", **common, "image_id": i, "real_time": [i, 1000], "data": data}
+            )
+        ]
     yield [cbor_v2.encode({"type": "end", **common})]
 
 
@@ -79,14 +98,26 @@ def capture_v2_set(folder: Path, filename: str = "") -> list[list[bytes]]:
     if types[0] != "start":
         shape = cbor_v2.to_numpy(next(iter(first["data"].values()))).shape
         channels = {name: [np.zeros(shape, np.uint8)] for name in first["data"]}
-        start = next(stream_v2_series(channels, filename, series_id=first["series_id"],
-                                      count=types.count("image")))
+        start = next(
+            stream_v2_series(
+                channels, filename, series_id=first["series_id"], count=types.count("image")
+            )
+        )
         messages.insert(0, start)
     else:
         messages[0] = [_with_filename(raw[0], filename)]
     if types[-1] != "end":
-        messages.append([cbor_v2.encode({"type": "end", "series_id": first["series_id"],
-                                         "series_unique_id": first.get("series_unique_id", "")})])
+        messages.append(
+            [
+                cbor_v2.encode(
+                    {
+                        "type": "end",
+                        "series_id": first["series_id"],
+                        "series_unique_id": first.get("series_unique_id", ""),
+                    }
+                )
+            ]
+        )
     return messages
 
 
@@ -98,7 +129,8 @@ def _with_filename(start: bytes, filename: str) -> bytes:
     return cbor2.dumps(cbor2.CBORTag(55799, msg))
 
 
-def simulate(frames: Sequence[np.ndarray], filename: str, count: int,
-             series: int) -> Iterator[list[bytes]]:
+def simulate(
+    frames: Sequence[np.ndarray], filename: str, count: int, series: int
+) -> Iterator[list[bytes]]:
     """``tango-receiver simulate``'s series of this wire form (see detector.Simulator)."""
     return stream_v2_series({"threshold_1": frames}, filename, series_id=series, count=count)

@@ -30,8 +30,9 @@ class DatabaseServer:
     its log in ``directory``; ``tango_host`` is what clients and device servers put in TANGO_HOST.
     """
 
-    def __init__(self, directory: Path, host: str = "127.0.0.1", port: int = 0,
-                 timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, directory: Path, host: str = "127.0.0.1", port: int = 0, timeout_s: float = 30.0
+    ) -> None:
         self.directory = Path(directory).resolve()
         self.host = host
         self.port = port
@@ -51,11 +52,21 @@ class DatabaseServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, PYTANGO_DATABASE_NAME=str(self.sqlite_file))
         env.pop("TANGO_HOST", None)  # its own address comes from --host/--port only
-        command = [sys.executable, "-c", LAUNCH, "--host", self.host, "--port", str(self.port),
-                   "--print-host-port", INSTANCE]
+        command = [
+            sys.executable,
+            "-c",
+            LAUNCH,
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--print-host-port",
+            INSTANCE,
+        ]
         with open(self.log_file, "wb") as out:
-            self._process = subprocess.Popen(command, cwd=self.directory, env=env, stdout=out,
-                                             stderr=subprocess.STDOUT)
+            self._process = subprocess.Popen(
+                command, cwd=self.directory, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
         try:
             self.port = self._wait_listening()
             self._wait_answering()
@@ -73,11 +84,15 @@ class DatabaseServer:
             if found:
                 return int(found.group(2))
             if self._process.poll() is not None:
-                raise RuntimeError(f"Tango database server exited with {self._process.returncode}"
-                                   f"; see {self.log_file}:\n{self._log_tail()}")
+                raise RuntimeError(
+                    f"Tango database server exited with {self._process.returncode}"
+                    f"; see {self.log_file}:\n{self._log_tail()}"
+                )
             time.sleep(0.05)
-        raise TimeoutError(f"Tango database server did not start in {self.timeout_s} s; see "
-                           f"{self.log_file}:\n{self._log_tail()}")
+        raise TimeoutError(
+            f"Tango database server did not start in {self.timeout_s} s; see "
+            f"{self.log_file}:\n{self._log_tail()}"
+        )
 
     def _wait_answering(self) -> None:
         deadline = time.monotonic() + self.timeout_s
@@ -87,8 +102,9 @@ class DatabaseServer:
                 return
             except tango.DevFailed as exc:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"Tango database at {self.tango_host} does not answer: "
-                                       f"{exc.args[0].desc}") from None
+                    raise TimeoutError(
+                        f"Tango database at {self.tango_host} does not answer: {exc.args[0].desc}"
+                    ) from None
             time.sleep(0.05)
 
     def _log_tail(self, lines: int = 20) -> str:

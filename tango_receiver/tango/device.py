@@ -48,9 +48,19 @@ IMAGE_EVENT_PERIOD_S = 0.5  # image change events at most 2 Hz: a live view, not
 MAX_IMAGE_DIM = 1024  # image attributes are binned coarser than downsample where a frame is bigger
 
 #: Snapshot fields published as attributes with change events; counters get archive events too.
-COUNTERS = ("frames_received", "frames_written", "frames_forwarded", "frames_missing",
-            "frames_invalid", "forward_dropped", "forward_no_consumer", "frames_discarded",
-            "last_frame_number", "series_count", "series_done")
+COUNTERS = (
+    "frames_received",
+    "frames_written",
+    "frames_forwarded",
+    "frames_missing",
+    "frames_invalid",
+    "forward_dropped",
+    "forward_no_consumer",
+    "frames_discarded",
+    "last_frame_number",
+    "series_count",
+    "series_done",
+)
 GAUGES = ("frame_rate", "data_rate", "compression_ratio", "filename", "series_id")
 #: Snapshot fields published in a larger unit than the engine counts in: Taurus shows a value with
 #: the decimals of its format, so bytes per second read as "6863196.181 B / s".
@@ -60,14 +70,32 @@ SCALE = {"data_rate": 1e-6}  # B/s -> MB/s
 # header version, image mode, frame number, width, height, endianness, header size, padding.
 VIDEO_HEADER = struct.Struct("!IHHqiiHHHH")
 VIDEO_MAGIC = 0x5644454F
-VIDEO_MODES = {np.dtype(np.uint8): 0, np.dtype(np.uint16): 1, np.dtype(np.uint32): 2,
-               np.dtype(np.uint64): 3}  # Y8, Y16, Y32, Y64
+VIDEO_MODES = {
+    np.dtype(np.uint8): 0,
+    np.dtype(np.uint16): 1,
+    np.dtype(np.uint32): 2,
+    np.dtype(np.uint64): 3,
+}  # Y8, Y16, Y32, Y64
 #: numpy types Tango has an image type for; the others are published as the next wider one
-TANGO_IMAGE_TYPES = {np.dtype(t) for t in (np.uint8, np.int16, np.uint16, np.int32, np.uint32,
-                                           np.int64, np.uint64, np.float32, np.float64)}
-WIDER: dict[np.dtype, np.dtype] = {np.dtype(np.int8): np.dtype(np.int16),
-                                   np.dtype(np.float16): np.dtype(np.float32),
-                                   np.dtype(np.bool_): np.dtype(np.uint8)}
+TANGO_IMAGE_TYPES = {
+    np.dtype(t)
+    for t in (
+        np.uint8,
+        np.int16,
+        np.uint16,
+        np.int32,
+        np.uint32,
+        np.int64,
+        np.uint64,
+        np.float32,
+        np.float64,
+    )
+}
+WIDER: dict[np.dtype, np.dtype] = {
+    np.dtype(np.int8): np.dtype(np.int16),
+    np.dtype(np.float16): np.dtype(np.float32),
+    np.dtype(np.bool_): np.dtype(np.uint8),
+}
 
 
 def state_of(snap: StatsSnapshot) -> DevState:
@@ -89,19 +117,29 @@ def status_of(snap: StatsSnapshot, state: DevState) -> str:
     """The Status string: what the receiver does and why, for the person at the beamline."""
     target = snap.filename or "no file (forwarding only)"
     series = f"series {snap.series_id}" if snap.series_id else "series"
-    counts = (f"{snap.frames_received} frames received, {snap.frames_written} written, "
-              f"{snap.frames_forwarded} forwarded")
-    losses = ", ".join(f"{n} {what}" for n, what in (
-        (snap.frames_missing, "missing"), (snap.frames_invalid, "invalid"),
-        (snap.forward_dropped, "dropped on the secondary port"),
-        (snap.frames_discarded, "discarded after Abort")) if n)
+    counts = (
+        f"{snap.frames_received} frames received, {snap.frames_written} written, "
+        f"{snap.frames_forwarded} forwarded"
+    )
+    losses = ", ".join(
+        f"{n} {what}"
+        for n, what in (
+            (snap.frames_missing, "missing"),
+            (snap.frames_invalid, "invalid"),
+            (snap.forward_dropped, "dropped on the secondary port"),
+            (snap.frames_discarded, "discarded after Abort"),
+        )
+        if n
+    )
     if state == DevState.FAULT:
         todo = "Restart the device server." if snap.fatal else "Fix the cause, then run Reset."
         return f"FAULT: {snap.error}\nLast {series} -> {target}: {counts}.\n{todo}"
     if state == DevState.RUNNING:
         problems = f"\nProblems so far: {losses}." if losses else ""
-        return (f"Receiving {series} -> {target}: {counts}, {snap.frame_rate:.0f} frames/s, "
-                f"{snap.data_rate / 1e6:.1f} MB/s.{problems}")
+        return (
+            f"Receiving {series} -> {target}: {counts}, {snap.frame_rate:.0f} frames/s, "
+            f"{snap.data_rate / 1e6:.1f} MB/s.{problems}"
+        )
     if snap.series_count == 0:
         last = "No series received yet."
     else:
@@ -169,8 +207,18 @@ def video_image(pixels: np.ndarray, frame: int) -> bytes:
     if pixels.dtype not in VIDEO_MODES:
         pixels = converted(pixels, np.dtype(np.uint32))
     height, width = pixels.shape
-    header = VIDEO_HEADER.pack(VIDEO_MAGIC, 1, VIDEO_MODES[pixels.dtype], frame, width, height,
-                               0 if sys.byteorder == "little" else 1, VIDEO_HEADER.size, 0, 0)
+    header = VIDEO_HEADER.pack(
+        VIDEO_MAGIC,
+        1,
+        VIDEO_MODES[pixels.dtype],
+        frame,
+        width,
+        height,
+        0 if sys.byteorder == "little" else 1,
+        VIDEO_HEADER.size,
+        0,
+        0,
+    )
     return header + pixels.tobytes()
 
 
@@ -193,20 +241,30 @@ def _property_type(annotation: Any) -> Any:
 
 def _is_rows(annotation: Any) -> bool:
     annotation = _unwrap(annotation)
-    return (typing.get_origin(annotation) is list
-            and typing.get_origin(typing.get_args(annotation)[0]) is list)
+    return (
+        typing.get_origin(annotation) is list
+        and typing.get_origin(typing.get_args(annotation)[0]) is list
+    )
 
 
 #: Device properties named like the fields of a detectors.yaml entry (``detector_class`` is the
 #: yaml ``class``), derived from ReceiverConfig so that a new key is a property without anyone
 #: remembering it. A property set in the database overrides the config_file entry.
-ENTRY_PROPERTIES = {key: field for key, field in ReceiverConfig.model_fields.items()
-                    if key != "name"}
+ENTRY_PROPERTIES = {
+    key: field for key, field in ReceiverConfig.model_fields.items() if key != "name"
+}
 ROW_PROPERTIES = {key for key, field in ENTRY_PROPERTIES.items() if _is_rows(field.annotation)}
-EntryProperties = type("EntryProperties", (Device,), {
-    key: device_property(dtype=_property_type(field.annotation),
-                         doc=f"detectors.yaml key {field.alias or key!r} (overrides config_file)")
-    for key, field in ENTRY_PROPERTIES.items()})
+EntryProperties = type(
+    "EntryProperties",
+    (Device,),
+    {
+        key: device_property(
+            dtype=_property_type(field.annotation),
+            doc=f"detectors.yaml key {field.alias or key!r} (overrides config_file)",
+        )
+        for key, field in ENTRY_PROPERTIES.items()
+    },
+)
 
 
 def _snapshot_attribute(field: str, **kwargs: Any) -> attribute:
@@ -225,13 +283,19 @@ class ReceiverDevice(EntryProperties, RoiAttributes):
     companions: ClassVar[list[Companion]] = []
 
     # --- properties: the detectors.yaml entry --------------------------------------------
-    config_file = device_property(dtype=str, doc="detectors.yaml to take the entry from "
-                                                  "(optional: properties alone may configure)")
-    receiver_name = device_property(dtype=str, doc="entry name in config_file (default: the "
-                                                    "device name's member)")
-    video_image = device_property(dtype=bool, default_value=False,
-                                  doc="publish video_last_image (LImA VIDEO_IMAGE) for LImA "
-                                      "clients; generic panels render it as text, for seconds")
+    config_file = device_property(
+        dtype=str,
+        doc="detectors.yaml to take the entry from (optional: properties alone may configure)",
+    )
+    receiver_name = device_property(
+        dtype=str, doc="entry name in config_file (default: the device name's member)"
+    )
+    video_image = device_property(
+        dtype=bool,
+        default_value=False,
+        doc="publish video_last_image (LImA VIDEO_IMAGE) for LImA "
+        "clients; generic panels render it as text, for seconds",
+    )
 
     # --- attributes, all from one snapshot -----------------------------------------------
     filename = _snapshot_attribute("filename", dtype=str, doc="file of the current or last series")
@@ -246,30 +310,51 @@ class ReceiverDevice(EntryProperties, RoiAttributes):
     forward_dropped = _snapshot_attribute("forward_dropped", dtype=int)
     forward_no_consumer = _snapshot_attribute("forward_no_consumer", dtype=int)
     last_frame_number = _snapshot_attribute("last_frame_number", dtype=int)
-    frame_rate = _snapshot_attribute("frame_rate", dtype=float, unit="Hz", format="%.1f",
-                                     doc="frames per second")
-    data_rate = _snapshot_attribute("data_rate", dtype=float, unit="MB/s", format="%.1f",
-                                    doc="megabytes (10^6 bytes) per second, as they arrived")
+    frame_rate = _snapshot_attribute(
+        "frame_rate", dtype=float, unit="Hz", format="%.1f", doc="frames per second"
+    )
+    data_rate = _snapshot_attribute(
+        "data_rate",
+        dtype=float,
+        unit="MB/s",
+        format="%.1f",
+        doc="megabytes (10^6 bytes) per second, as they arrived",
+    )
     compression_ratio = _snapshot_attribute("compression_ratio", dtype=float, format="%.2f")
     secondary_port = _snapshot_attribute("secondary_port", dtype=int)
     detector_class_attr = _snapshot_attribute("detector_class", name="detector_class", dtype=str)
-    upstream_attr = attribute(name="upstream", dtype=(str,), max_dim_x=64,
-                              fget=lambda self: list(self.snap.upstream))
-    messages = attribute(dtype=(str,), max_dim_x=64, doc="recent warnings and errors, newest last",
-                         fget=lambda self: list(self.snap.messages))
-    rest_url = _snapshot_attribute("rest_url", dtype=str,
-                                   doc="the REST sidecar beside this device ('' if not running)")
-    series_done = _snapshot_attribute("series_done", dtype=int,
-                                      doc="series ended so far (change events): a client learns "
-                                          "that a series is over without polling files")
+    upstream_attr = attribute(
+        name="upstream", dtype=(str,), max_dim_x=64, fget=lambda self: list(self.snap.upstream)
+    )
+    messages = attribute(
+        dtype=(str,),
+        max_dim_x=64,
+        doc="recent warnings and errors, newest last",
+        fget=lambda self: list(self.snap.messages),
+    )
+    rest_url = _snapshot_attribute(
+        "rest_url", dtype=str, doc="the REST sidecar beside this device ('' if not running)"
+    )
+    series_done = _snapshot_attribute(
+        "series_done",
+        dtype=int,
+        doc="series ended so far (change events): a client learns "
+        "that a series is over without polling files",
+    )
 
     # --- what a client needs to point into the files (a Sardana controller) --------------
-    dset_name_attr = attribute(name="dset_name", dtype=str,  # the name is also a property's
-                               doc="HDF5 dataset of the frames in each file",
-                               fget=lambda self: self.receiver.config.dset_name)
+    dset_name_attr = attribute(
+        name="dset_name",
+        dtype=str,  # the name is also a property's
+        doc="HDF5 dataset of the frames in each file",
+        fget=lambda self: self.receiver.config.dset_name,
+    )
 
-    @attribute(dtype=(int,), max_dim_x=8,
-               doc="shape of a frame: the latest one's, else the entry's shape ([] if unknown)")
+    @attribute(
+        dtype=(int,),
+        max_dim_x=8,
+        doc="shape of a frame: the latest one's, else the entry's shape ([] if unknown)",
+    )
     def frame_shape(self) -> list[int]:
         return list(self._frame_form()[0])
 
@@ -318,22 +403,25 @@ class ReceiverDevice(EntryProperties, RoiAttributes):
             receiver.start()
             failed = ""
         except zmq.ZMQError as exc:  # the secondary port cannot be bound
-            failed = (f"receiver {config.name} not started: secondary port "
-                      f"{config.data_host}:{config.data_port}: {exc}")
+            failed = (
+                f"receiver {config.name} not started: secondary port "
+                f"{config.data_host}:{config.data_port}: {exc}"
+            )
         if failed:  # closed once the exception (and the socket its traceback holds) is gone
             receiver.close()
             self._fail_init(failed)
             return
         self._receiver = receiver
         # what a form's write field shows before anybody writes: never 0, below the minimum
-        self.get_device_attr().get_w_attr_by_name("downsample").set_write_value(
-            receiver.downsample)
+        self.get_device_attr().get_w_attr_by_name("downsample").set_write_value(receiver.downsample)
         self._companions_stop = [start(receiver) for start in self.companions]
-        self._pusher = threading.Thread(target=self._push_events, daemon=True,
-                                        name=f"{config.name}-tango-events")
+        self._pusher = threading.Thread(
+            target=self._push_events, daemon=True, name=f"{config.name}-tango-events"
+        )
         self._pusher.start()
-        log.info("%s: receiver %s (%s) started", self.get_name(), config.name,
-                 config.detector_class)
+        log.info(
+            "%s: receiver %s (%s) started", self.get_name(), config.name, config.detector_class
+        )
 
     def _fail_init(self, text: str) -> None:
         self._config_error = f"{self.get_name()}: {text}"
@@ -362,12 +450,18 @@ class ReceiverDevice(EntryProperties, RoiAttributes):
                 return
             self.remove_attribute("last_image")
         self._image_dtype = dtype
-        self.add_attribute(attribute(
-            name="last_image", dtype=((dtype.type,),), max_dim_x=MAX_IMAGE_DIM,
-            max_dim_y=MAX_IMAGE_DIM, display_level=DispLevel.EXPERT,
-            fget=ReceiverDevice._read_last_image,
-            doc=f"latest frame (first channel) as {dtype.name}, binned by downsample (block "
-                f"means, rounded for integers) or coarser, to fit {MAX_IMAGE_DIM} pixels a side"))
+        self.add_attribute(
+            attribute(
+                name="last_image",
+                dtype=((dtype.type,),),
+                max_dim_x=MAX_IMAGE_DIM,
+                max_dim_y=MAX_IMAGE_DIM,
+                display_level=DispLevel.EXPERT,
+                fget=ReceiverDevice._read_last_image,
+                doc=f"latest frame (first channel) as {dtype.name}, binned by downsample (block "
+                f"means, rounded for integers) or coarser, to fit {MAX_IMAGE_DIM} pixels a side",
+            )
+        )
         self.set_change_event("last_image", True, False)
         self.set_data_ready_event("last_image", True)
 
@@ -380,11 +474,16 @@ class ReceiverDevice(EntryProperties, RoiAttributes):
         if published:
             self.remove_attribute("video_last_image")
             return
-        self.add_attribute(attribute(
-            name="video_last_image", dtype=tango.DevEncoded, display_level=DispLevel.EXPERT,
-            fget=ReceiverDevice._read_video,
-            doc="latest frame as LImA VIDEO_IMAGE, binned as last_image; binned frames carry "
-                "block sums, so sparse counts survive the integer encoding"))
+        self.add_attribute(
+            attribute(
+                name="video_last_image",
+                dtype=tango.DevEncoded,
+                display_level=DispLevel.EXPERT,
+                fget=ReceiverDevice._read_video,
+                doc="latest frame as LImA VIDEO_IMAGE, binned as last_image; binned frames carry "
+                "block sums, so sparse counts survive the integer encoding",
+            )
+        )
         self.set_change_event("video_last_image", True, False)
 
     def receiver_config(self) -> ReceiverConfig:
@@ -394,11 +493,13 @@ class ReceiverDevice(EntryProperties, RoiAttributes):
         entry: dict[str, Any] = {}
         sources = []
         if self.config_file:
-            entry = load_receiver(self.config_file, name).model_dump(exclude={"name"},
-                                                                     exclude_unset=True)
+            entry = load_receiver(self.config_file, name).model_dump(
+                exclude={"name"}, exclude_unset=True
+            )
             sources.append(self.config_file)
-        overrides = {key: getattr(self, key) for key in ENTRY_PROPERTIES
-                     if getattr(self, key) is not None}
+        overrides = {
+            key: getattr(self, key) for key in ENTRY_PROPERTIES if getattr(self, key) is not None
+        }
         for key in ROW_PROPERTIES & overrides.keys():
             overrides[key] = [self._row(key, row) for row in overrides[key]]
         if overrides:
@@ -409,8 +510,10 @@ class ReceiverDevice(EntryProperties, RoiAttributes):
         try:
             return [int(v) for v in row.replace(",", " ").split()]
         except ValueError:
-            raise ConfigError(f"Tango properties of {self.get_name()}: key {key!r}: row {row!r} "
-                              f"is not a list of integers such as '1,2,3,4'") from None
+            raise ConfigError(
+                f"Tango properties of {self.get_name()}: key {key!r}: row {row!r} "
+                f"is not a list of integers such as '1,2,3,4'"
+            ) from None
 
     @property
     def receiver(self) -> Receiver:
@@ -434,8 +537,10 @@ class ReceiverDevice(EntryProperties, RoiAttributes):
 
     def dev_status(self) -> str:
         if self._receiver is None:
-            return (f"FAULT: receiver not started\n{self._config_error}\n"
-                    f"Fix the properties, then run Init.")
+            return (
+                f"FAULT: receiver not started\n{self._config_error}\n"
+                f"Fix the properties, then run Init."
+            )
         return self._status(self._receiver.snapshot())
 
     @staticmethod
@@ -446,9 +551,13 @@ class ReceiverDevice(EntryProperties, RoiAttributes):
         return f"{line}\n{text}" if line else text
 
     # --- read/write attributes -----------------------------------------------------------
-    @attribute(dtype=int, access=AttrWriteType.READ_WRITE, min_value=DOWNSAMPLE_MIN,
-               max_value=DOWNSAMPLE_MAX,
-               doc="live-view binning: last_image is the mean of N x N pixel blocks")
+    @attribute(
+        dtype=int,
+        access=AttrWriteType.READ_WRITE,
+        min_value=DOWNSAMPLE_MIN,
+        max_value=DOWNSAMPLE_MAX,
+        doc="live-view binning: last_image is the mean of N x N pixel blocks",
+    )
     def downsample(self) -> int:
         return self.receiver.downsample
 
@@ -456,8 +565,11 @@ class ReceiverDevice(EntryProperties, RoiAttributes):
     def downsample(self, value: int) -> None:
         self.receiver.downsample = value
 
-    @attribute(dtype=bool, access=AttrWriteType.READ_WRITE,
-               doc="write HDF5 files (takes effect at the next series)")
+    @attribute(
+        dtype=bool,
+        access=AttrWriteType.READ_WRITE,
+        doc="write HDF5 files (takes effect at the next series)",
+    )
     def save_enabled(self) -> bool:
         return self.receiver.save_enabled
 
@@ -531,8 +643,11 @@ class ReceiverDevice(EntryProperties, RoiAttributes):
                     if live is not None and live is not live_seen:
                         live_seen, ready = live, ready + 1
                         self.push_data_ready_event("last_image", ready)
-                    if live is not None and live is not images_pushed \
-                            and time.monotonic() >= images_due:
+                    if (
+                        live is not None
+                        and live is not images_pushed
+                        and time.monotonic() >= images_due
+                    ):
                         images_due = time.monotonic() + IMAGE_EVENT_PERIOD_S
                         images_pushed = self._push_images() or images_pushed
                     failing = ""
@@ -545,8 +660,11 @@ class ReceiverDevice(EntryProperties, RoiAttributes):
         """Change events of the image attributes, for their subscribers only (nobody else's
         frame is decoded); the frame pushed, which may be older than the newest."""
         published = ["last_image"] + (["video_last_image"] if self._video_published else [])
-        wanted = [name for name in published
-                  if self.is_there_subscriber(name, tango.EventType.CHANGE_EVENT)]
+        wanted = [
+            name
+            for name in published
+            if self.is_there_subscriber(name, tango.EventType.CHANGE_EVENT)
+        ]
         live = self._live_image() if wanted else None
         if live is None:
             return None

@@ -28,8 +28,9 @@ def server_instance(name: str) -> str:
     return f"{SERVER}/{name}"
 
 
-def register_device(db: tango.Database, server: str, device: str,
-                    properties: Mapping[str, Any]) -> None:
+def register_device(
+    db: tango.Database, server: str, device: str, properties: Mapping[str, Any]
+) -> None:
     """Add (or update) the device of ``server`` ('TangoReceiver/<name>') and its properties."""
     info = tango.DbDevInfo()
     info.name, info._class, info.server = device, DEVICE_CLASS, server
@@ -46,9 +47,11 @@ def _property_value(value: Any) -> Any:
     return str(value)
 
 
-def write_file_database(path: Path, server: str, device: str,
-                        properties: Mapping[str, Any]) -> None:
+def write_file_database(
+    path: Path, server: str, device: str, properties: Mapping[str, Any]
+) -> None:
     """The Tango file database a ``-file=`` server reads its device list and properties from."""
-    path.write_text(f"{server}/DEVICE/{DEVICE_CLASS}: \"{device}\"\n")
+    path.write_text(f'{server}/DEVICE/{DEVICE_CLASS}: "{device}"\n')
     tango.Database(str(path)).put_device_property(
-        device, {k: _property_value(v) for k, v in properties.items()})
+        device, {k: _property_value(v) for k, v in properties.items()}
+    )

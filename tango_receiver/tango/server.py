@@ -21,8 +21,7 @@ from ..api.server import start_sidecar
 from ..config import ConfigError, load_receiver
 from ..engine.receiver import Receiver
 from .device import ReceiverDevice
-from .registration import (SERVER, device_name, register_device, server_instance,
-                           write_file_database)
+from .registration import SERVER, device_name, register_device, server_instance, write_file_database
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +38,16 @@ def rest_sidecar(receiver: Receiver) -> Callable[[], None]:
     return sidecar.stop
 
 
-def serve(config_path: str | Path, name: str, *, nodb: bool = False, register: bool = False,
-          port: int | None = None, host: str | None = None,
-          argv_extra: Sequence[str] = ()) -> int:
+def serve(
+    config_path: str | Path,
+    name: str,
+    *,
+    nodb: bool = False,
+    register: bool = False,
+    port: int | None = None,
+    host: str | None = None,
+    argv_extra: Sequence[str] = (),
+) -> int:
     """Run the device server of receiver ``name`` until SIGINT/SIGTERM (which close the file
     cleanly through the device's delete_device)."""
     config = load_receiver(config_path, name)
@@ -54,13 +60,20 @@ def serve(config_path: str | Path, name: str, *, nodb: bool = False, register: b
     with tempfile.TemporaryDirectory(prefix="tango-receiver-") as tmp:
         if nodb:
             if not port:
-                raise ConfigError(f"{config_path}: receiver {name!r}: a -nodb device server "
-                                  f"needs a fixed --port, or no client can find it")
+                raise ConfigError(
+                    f"{config_path}: receiver {name!r}: a -nodb device server "
+                    f"needs a fixed --port, or no client can find it"
+                )
             file_db = Path(tmp) / "devices.db"
             write_file_database(file_db, server, device, properties)
             args += [f"-file={file_db}"]  # Tango: -nodb [-dlist] or -file, not both
-            log.info("%s: no database; clients use tango://%s:%d/%s#dbase=no", device,
-                     host or "<this host>", port, device)
+            log.info(
+                "%s: no database; clients use tango://%s:%d/%s#dbase=no",
+                device,
+                host or "<this host>",
+                port,
+                device,
+            )
         elif register:
             register_device(tango.Database(), server, device, properties)
         ReceiverDevice.companions = [rest_sidecar]

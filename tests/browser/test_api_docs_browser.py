@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import time
 
+from test_liveview_browser import browser  # noqa: F401 - the fixture
+
 from conftest import make_config
 from tango_receiver.api import start_sidecar
 from tango_receiver.engine.receiver import Receiver
-from test_liveview_browser import browser  # noqa: F401 - the fixture
 
 RESOURCES_JS = "performance.getEntriesByType('resource').map(entry => entry.name)"
 SETTLE_S = 1.0  # for anything the page would fetch once it has rendered (logos, validators)
@@ -20,8 +21,11 @@ def test_docs_render_from_the_sidecar_alone(browser, tmp_path):  # noqa: F811
     sidecar = start_sidecar(receiver, "127.0.0.1", 0)
     try:
         browser.call("Page.navigate", url=f"{sidecar.url}/docs")
-        browser.wait_for("document.querySelectorAll('.opblock').length > 5 && "
-                         "document.body.innerText.includes('/received_frames')", timeout=30)
+        browser.wait_for(
+            "document.querySelectorAll('.opblock').length > 5 && "
+            "document.body.innerText.includes('/received_frames')",
+            timeout=30,
+        )
         time.sleep(SETTLE_S)
         loaded = browser.evaluate(RESOURCES_JS)
         assert any(url.endswith("/openapi.json") for url in loaded), loaded

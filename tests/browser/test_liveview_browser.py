@@ -30,9 +30,18 @@ from tango_receiver.sim.frames import synthetic_frames
 from tango_receiver.sim.internal import internal_series
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome-stable", "google-chrome")
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--remote-debugging-address=127.0.0.1",
+    "--remote-debugging-port=0",
+)
 START_TIMEOUT_S = 30.0
 SHAPE = (32, 48)
 
@@ -81,8 +90,9 @@ class DevTools:
                 return message["result"]
 
     def evaluate(self, expression: str):
-        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True,
-                           awaitPromise=True)
+        result = self.call(
+            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
+        )
         if "exceptionDetails" in result:
             raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
@@ -91,8 +101,10 @@ class DevTools:
         deadline = time.monotonic() + timeout
         while not (value := self.evaluate(expression)):
             if time.monotonic() > deadline:
-                raise AssertionError(f"page never satisfied {expression!r} in {timeout} s; "
-                                     f"page says: {self.evaluate('document.body.innerText')!r}")
+                raise AssertionError(
+                    f"page never satisfied {expression!r} in {timeout} s; "
+                    f"page says: {self.evaluate('document.body.innerText')!r}"
+                )
             time.sleep(0.05)
         return value
 
@@ -109,8 +121,9 @@ def _devtools_port(profile: Path, process: subprocess.Popen, log: Path) -> int:
     deadline = time.monotonic() + START_TIMEOUT_S
     while not (port_file.exists() and port_file.read_text().strip()):
         if process.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"Chromium did not start (exit {process.poll()}):\n"
-                                 f"{log.read_text()[-3000:]}")
+            raise AssertionError(
+                f"Chromium did not start (exit {process.poll()}):\n{log.read_text()[-3000:]}"
+            )
         time.sleep(0.05)
     return int(port_file.read_text().splitlines()[0])
 
@@ -119,15 +132,20 @@ def _devtools_port(profile: Path, process: subprocess.Popen, log: Path) -> int:
 def browser(tmp_path):
     binary = find_chromium()
     if binary is None:
-        pytest.skip("Chromium not found (Debian package 'chromium', installed by "
-                    ".ci/system-deps.sh; or set CHROMIUM=/path/to/chrome): the live-view page "
-                    "is not tested in a browser")
+        pytest.skip(
+            "Chromium not found (Debian package 'chromium', installed by "
+            ".ci/system-deps.sh; or set CHROMIUM=/path/to/chrome): the live-view page "
+            "is not tested in a browser"
+        )
     profile = tmp_path / "chromium-profile"
     log = tmp_path / "chromium.log"
     with log.open("wb") as stderr:
-        process = subprocess.Popen([binary, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                                   stdout=subprocess.DEVNULL, stderr=stderr,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            [binary, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
+        )
     devtools = None
     try:
         port = _devtools_port(profile, process, log)
@@ -153,8 +171,9 @@ def _server_frame(url: str) -> np.ndarray:
     return np.load(io.BytesIO(npy))
 
 
-def grey_levels(frame: np.ndarray, low: float | None = None,
-                high: float | None = None) -> list[int]:
+def grey_levels(
+    frame: np.ndarray, low: float | None = None, high: float | None = None
+) -> list[int]:
     """The page's grey scale, computed apart: low..high (default min..max) to 0..255, rounded
     half up, clipped below and above."""
     values = frame.astype(np.float64).ravel()
@@ -180,19 +199,27 @@ def live(tmp_path, sender):
 def set_control(browser, element: str, value) -> None:
     """What a person's edit does: set the control, then its change event."""
     prop = "checked" if isinstance(value, bool) else "value"
-    browser.evaluate(f"(() => {{ const e = document.getElementById({json.dumps(element)}); "
-                     f"e.{prop} = {json.dumps(value)}; "
-                     f"e.dispatchEvent(new Event('change')); }})()")
+    browser.evaluate(
+        f"(() => {{ const e = document.getElementById({json.dumps(element)}); "
+        f"e.{prop} = {json.dumps(value)}; "
+        f"e.dispatchEvent(new Event('change')); }})()"
+    )
 
 
 def point_at(browser, x: int, y: int) -> None:
     """Move the mouse over the centre of frame pixel (x, y), as the browser delivers it."""
-    box = browser.evaluate("(() => { const c = document.getElementById('frame'); "
-                           "const r = c.getBoundingClientRect(); "
-                           "return [r.left, r.top, r.width / c.width, r.height / c.height]; })()")
+    box = browser.evaluate(
+        "(() => { const c = document.getElementById('frame'); "
+        "const r = c.getBoundingClientRect(); "
+        "return [r.left, r.top, r.width / c.width, r.height / c.height]; })()"
+    )
     left, top, sx, sy = box
-    browser.call("Input.dispatchMouseEvent", type="mouseMoved",
-                 x=left + (x + 0.5) * sx, y=top + (y + 0.5) * sy)
+    browser.call(
+        "Input.dispatchMouseEvent",
+        type="mouseMoved",
+        x=left + (x + 0.5) * sx,
+        y=top + (y + 0.5) * sy,
+    )
 
 
 def test_live_view_shows_new_frames_counters_and_state(browser, tmp_path, sender):
@@ -202,39 +229,54 @@ def test_live_view_shows_new_frames_counters_and_state(browser, tmp_path, sender
     try:
         browser.call("Page.navigate", url=f"{sidecar.url}/live")
         browser.wait_for("document.querySelector('#state')?.textContent === 'idle'")
-        browser.wait_for("document.querySelector('#frame-info').textContent"
-                         ".includes('no frame to show yet')")
+        browser.wait_for(
+            "document.querySelector('#frame-info').textContent.includes('no frame to show yet')"
+        )
         assert browser.text("[data-field=frames_received]") == "0"
 
-        sender.send(internal_series(synthetic_frames(3, SHAPE, "uint16", rate=20.0, seed=1),
-                                 str(tmp_path / "first.h5")))
+        sender.send(
+            internal_series(
+                synthetic_frames(3, SHAPE, "uint16", rate=20.0, seed=1), str(tmp_path / "first.h5")
+            )
+        )
         wait_series_done(receiver, 1)
         browser.wait_for("document.getElementById('frame')?.dataset.frame === '2'")
         first = browser.evaluate(PIXELS_JS)
         assert (first["height"], first["width"]) == SHAPE
-        assert first["red"] == grey_levels(_server_frame(sidecar.url)), \
+        assert first["red"] == grey_levels(_server_frame(sidecar.url)), (
             "the page shows the latest frame"
+        )
         assert len(set(first["red"])) > 10, "an autoscaled frame, not a blank"
         assert browser.text("[data-field=frames_received]") == "3"
         assert browser.text("[data-field=frames_written]") == "3"
         assert browser.text("[data-field=filename]") == str(tmp_path / "first.h5")
 
         # a slow series: the page follows the state while it runs, and the new frames
-        slow = threading.Thread(target=sender.send, daemon=True, kwargs={
-            "messages": internal_series(synthetic_frames(6, SHAPE, "uint16", rate=20.0, seed=2),
-                                     str(tmp_path / "second.h5")),
-            "rate": 5})
+        slow = threading.Thread(
+            target=sender.send,
+            daemon=True,
+            kwargs={
+                "messages": internal_series(
+                    synthetic_frames(6, SHAPE, "uint16", rate=20.0, seed=2),
+                    str(tmp_path / "second.h5"),
+                ),
+                "rate": 5,
+            },
+        )
         slow.start()
         browser.wait_for("document.querySelector('#state').textContent === 'running'")
         slow.join(15)
         wait_series_done(receiver, 2)
-        browser.wait_for("document.getElementById('frame')?.dataset.frame === '5' && "
-                         "document.querySelector('#state').textContent === 'idle'")
+        browser.wait_for(
+            "document.getElementById('frame')?.dataset.frame === '5' && "
+            "document.querySelector('#state').textContent === 'idle'"
+        )
         second = browser.evaluate(PIXELS_JS)
         assert second["red"] != first["red"], "the image must change when new frames arrive"
         assert second["red"] == grey_levels(_server_frame(sidecar.url))
-        browser.wait_for("document.querySelector('[data-field=frames_received]')"
-                         ".textContent === '6'")
+        browser.wait_for(
+            "document.querySelector('[data-field=frames_received]').textContent === '6'"
+        )
         assert browser.text("[data-field=series_count]") == "2"
         assert browser.text("[data-field=filename]") == str(tmp_path / "second.h5")
         assert browser.exceptions == []
@@ -245,11 +287,19 @@ def test_live_view_shows_new_frames_counters_and_state(browser, tmp_path, sender
 
 def test_colour_bar_display_range_and_pixel_readout(browser, tmp_path, sender, live):
     receiver, url = live
-    browser.call("Emulation.setDeviceMetricsOverride", width=1280, height=860,
-                 deviceScaleFactor=1, mobile=False)
+    browser.call(
+        "Emulation.setDeviceMetricsOverride",
+        width=1280,
+        height=860,
+        deviceScaleFactor=1,
+        mobile=False,
+    )
     browser.call("Page.navigate", url=f"{url}/live")
-    sender.send(internal_series(synthetic_frames(3, SHAPE, "uint16", rate=200.0, seed=3),
-                                str(tmp_path / "scale.h5")))
+    sender.send(
+        internal_series(
+            synthetic_frames(3, SHAPE, "uint16", rate=200.0, seed=3), str(tmp_path / "scale.h5")
+        )
+    )
     wait_series_done(receiver, 1)
     browser.wait_for("document.getElementById('frame')?.dataset.frame === '2'")
     frame = _server_frame(url)
@@ -260,8 +310,9 @@ def test_colour_bar_display_range_and_pixel_readout(browser, tmp_path, sender, l
     assert shown["red"] == grey_levels(frame)
     assert shown["bar"] == [[0, 0, 0], [255, 255, 255]]
     assert (browser.text("#range-min"), browser.text("#range-max")) == (str(low), str(high))
-    assert browser.evaluate("[document.getElementById('vmin').value, "
-                            "document.getElementById('vmax').value]") == [str(low), str(high)]
+    assert browser.evaluate(
+        "[document.getElementById('vmin').value, document.getElementById('vmax').value]"
+    ) == [str(low), str(high)]
 
     # a range typed by hand: auto goes off, pixels outside it clip to the bar's ends
     lo, hi = np.percentile(frame, [25, 75]).round().tolist()
@@ -270,13 +321,12 @@ def test_colour_bar_display_range_and_pixel_readout(browser, tmp_path, sender, l
     shown = browser.evaluate(PIXELS_JS)
     assert shown["red"] == grey_levels(frame, lo, hi)
     assert browser.evaluate("document.getElementById('auto').checked") is False
-    assert (browser.text("#range-min"), browser.text("#range-max")) == (str(int(lo)),
-                                                                        str(int(hi)))
+    assert (browser.text("#range-min"), browser.text("#range-max")) == (str(int(lo)), str(int(hi)))
     assert browser.text("#range-mid") == str((lo + hi) / 2).removesuffix(".0")
 
     # a colour map: the bar shows it end to end; log scale keeps the ends, lifts the middle
     set_control(browser, "cmap", "viridis")
-    assert browser.evaluate(PIXELS_JS)["bar"] == [[0x44, 0x01, 0x54], [0xfd, 0xe7, 0x25]]
+    assert browser.evaluate(PIXELS_JS)["bar"] == [[0x44, 0x01, 0x54], [0xFD, 0xE7, 0x25]]
     set_control(browser, "cmap", "grey")
     set_control(browser, "auto", True)
     set_control(browser, "log", True)
@@ -308,8 +358,7 @@ def test_colour_bar_display_range_and_pixel_readout(browser, tmp_path, sender, l
 
     ARTEFACTS.mkdir(exist_ok=True)
     shot = ARTEFACTS / "liveview.png"
-    shot.write_bytes(base64.b64decode(browser.call("Page.captureScreenshot",
-                                                   format="png")["data"]))
+    shot.write_bytes(base64.b64decode(browser.call("Page.captureScreenshot", format="png")["data"]))
     print(f"live-view screenshot: {shot}")
     assert browser.exceptions == []
 
@@ -321,18 +370,23 @@ def test_messages_of_earlier_series_age_out(browser, tmp_path, sender, live):
     first = list(internal_series(frames, str(tmp_path / "first.h5")))
     sender.send([first[0], [b"not json"], *first[1:]])  # one invalid message: a warning
     wait_series_done(receiver, 1)
-    browser.wait_for("[...document.querySelectorAll('#messages .current')]"
-                     ".some(line => line.textContent.includes('not JSON'))")
+    browser.wait_for(
+        "[...document.querySelectorAll('#messages .current')]"
+        ".some(line => line.textContent.includes('not JSON'))"
+    )
 
     sender.send(internal_series(frames, str(tmp_path / "second.h5")))
     wait_series_done(receiver, 2)
     browser.wait_for("document.querySelector('[data-field=series_count]').textContent === '2'")
     started = time.monotonic()
     # still read for message_age_s after the next series starts, dimmed, then gone
-    assert browser.evaluate("[...document.querySelectorAll('#messages .earlier')]"
-                            ".some(line => line.textContent.includes('not JSON'))")
-    browser.wait_for("!document.getElementById('messages').textContent.includes('not JSON')",
-                     timeout=10)
+    assert browser.evaluate(
+        "[...document.querySelectorAll('#messages .earlier')]"
+        ".some(line => line.textContent.includes('not JSON'))"
+    )
+    browser.wait_for(
+        "!document.getElementById('messages').textContent.includes('not JSON')", timeout=10
+    )
     assert 2 < time.monotonic() - started < 6
     assert receiver.snapshot().messages, "the receiver still has it: only the page ages it out"
     assert browser.exceptions == []
@@ -344,12 +398,21 @@ def shown(value: np.generic) -> str:
     return str(int(number)) if float(number).is_integer() else f"{number:.6g}"
 
 
-@pytest.mark.parametrize("dtype, scale, offset", [
-    ("uint32", 1000, 4_000_000_000), ("int32", -7, -1), ("float32", 0.25, -3.0),
-    ("uint64", 3, 2**40), ("float64", 1e-3, 0.0), ("float16", 0.5, -8.0), ("int8", -1, 60),
-])
-def test_pixel_readout_shows_every_pixel_type_exactly(browser, tmp_path, sender, live, dtype,
-                                                       scale, offset):
+@pytest.mark.parametrize(
+    "dtype, scale, offset",
+    [
+        ("uint32", 1000, 4_000_000_000),
+        ("int32", -7, -1),
+        ("float32", 0.25, -3.0),
+        ("uint64", 3, 2**40),
+        ("float64", 1e-3, 0.0),
+        ("float16", 0.5, -8.0),
+        ("int8", -1, 60),
+    ],
+)
+def test_pixel_readout_shows_every_pixel_type_exactly(
+    browser, tmp_path, sender, live, dtype, scale, offset
+):
     receiver, url = live
     frame = (np.arange(SHAPE[0] * SHAPE[1]).reshape(SHAPE) * scale + offset).astype(dtype)
     browser.call("Page.navigate", url=f"{url}/live")

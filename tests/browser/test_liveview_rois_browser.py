@@ -32,9 +32,12 @@ def test_the_live_page_draws_the_rois(browser, tmp_path, sender):  # noqa: F811
         sums = {name: frames[1][r0:r1, c0:c1].sum() for name, (r0, r1, c0, c1) in table.items()}
         assert browser.evaluate(BOXES_JS) == [
             ["spot", 6, 4, 14, 6, f"spot {sums['spot']}"],
-            ["band", 0, 20, 48, 12, f"band {sums['band']}"]]
-        assert browser.evaluate("document.getElementById('rois').getAttribute('viewBox')") == \
-            f"0 0 {SHAPE[1]} {SHAPE[0]}"
+            ["band", 0, 20, 48, 12, f"band {sums['band']}"],
+        ]
+        assert (
+            browser.evaluate("document.getElementById('rois').getAttribute('viewBox')")
+            == f"0 0 {SHAPE[1]} {SHAPE[0]}"
+        )
         assert browser.exceptions == []
     finally:
         sidecar.stop()

@@ -58,9 +58,12 @@ def display() -> Iterator[str]:
     if xvfb is None:
         pytest.skip("Xvfb not installed (.ci/system-deps.sh installs it and Qt's libraries)")
     read, write = os.pipe()
-    server = subprocess.Popen([xvfb, "-displayfd", str(write), "-screen", "0", "1600x1200x24",
-                               "-nolisten", "tcp"], pass_fds=(write,),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [xvfb, "-displayfd", str(write), "-screen", "0", "1600x1200x24", "-nolisten", "tcp"],
+        pass_fds=(write,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     os.close(write)
     try:
         ready, _, _ = select.select([read], [], [], 30)
@@ -69,11 +72,14 @@ def display() -> Iterator[str]:
             pytest.skip("Xvfb gave no display number within 30 s")
         name = f":{number}"
         env = dict(os.environ, DISPLAY=name, QT_QPA_PLATFORM="xcb")
-        probe = subprocess.run([sys.executable, "-c", QT_PROBE], env=env, capture_output=True,
-                               text=True, timeout=60)
+        probe = subprocess.run(
+            [sys.executable, "-c", QT_PROBE], env=env, capture_output=True, text=True, timeout=60
+        )
         if probe.returncode != 0:
-            pytest.skip("Qt cannot start on Xvfb (.ci/system-deps.sh installs the libraries "
-                        f"its xcb plugin loads): {probe.stderr.strip()[-500:]}")
+            pytest.skip(
+                "Qt cannot start on Xvfb (.ci/system-deps.sh installs the libraries "
+                f"its xcb plugin loads): {probe.stderr.strip()[-500:]}"
+            )
         yield name
     finally:
         os.close(read)
@@ -121,8 +127,11 @@ def model_labels(widget, suffix: str) -> list:
     """The TaurusLabels in ``widget`` whose model ends with ``suffix``."""
     from taurus.qt.qtgui.display import TaurusLabel
 
-    return [label for label in widget.findChildren(TaurusLabel)
-            if label.getModelName().lower().endswith(suffix)]
+    return [
+        label
+        for label in widget.findChildren(TaurusLabel)
+        if label.getModelName().lower().endswith(suffix)
+    ]
 
 
 def process_events_until(app, predicate, timeout: float) -> bool:
@@ -143,8 +152,10 @@ def test_taurus_form_panel_and_image_stay_responsive(tmp_path, sender, qapp):
     frames = synthetic_frames(4, SHAPE, "uint16", rate=3.0)
     count = int(RATE * (WATCH_S + 5))
     config = entry(sender, tmp_path) | {"dtype": "uint16", "shape": list(SHAPE)}
-    with DatabaseServer(tmp_path / "tango-db") as database, \
-            registered_server(tmp_path, database, NAME, config) as (proxy, url):
+    with (
+        DatabaseServer(tmp_path / "tango-db") as database,
+        registered_server(tmp_path, database, NAME, config) as (proxy, url),
+    ):
         form = TaurusForm()
         form.setModel([f"{url}/{name}" for name in proxy.get_attribute_list()])
         panel = TaurusDevicePanel()
@@ -158,8 +169,11 @@ def test_taurus_form_panel_and_image_stay_responsive(tmp_path, sender, qapp):
             window.resize(900, 1100)
             window.show()
 
-        sending = threading.Thread(target=sender.send, daemon=True, kwargs={
-            "messages": list(internal_series(frames, count=count)), "rate": RATE})
+        sending = threading.Thread(
+            target=sender.send,
+            daemon=True,
+            kwargs={"messages": list(internal_series(frames, count=count)), "rate": RATE},
+        )
         sending.start()
         late = lateness(qapp, WATCH_S)
         sending.join(60)
@@ -167,16 +181,18 @@ def test_taurus_form_panel_and_image_stay_responsive(tmp_path, sender, qapp):
 
         last = frames[(count - 1) % len(frames)]
         process_events_until(qapp, lambda: np.array_equal(shown_image(item), last), 15)
-        state, = model_labels(panel, "/state")
-        status, = model_labels(form, "/status")
+        (state,) = model_labels(panel, "/state")
+        (status,) = model_labels(form, "/status")
         settled = process_events_until(
-            qapp, lambda: state.text() == "ON" and status.getDisplayValue().startswith("ON: "), 5)
+            qapp, lambda: state.text() == "ON" and status.getDisplayValue().startswith("ON: "), 5
+        )
         ARTEFACTS.mkdir(parents=True, exist_ok=True)
         for name, window in windows.items():
             window.grab().save(str(ARTEFACTS / f"{name}.png"))
         (ARTEFACTS / "timer.txt").write_text(
             f"{len(late)} ticks of {TICK_S * 1000:.0f} ms over {WATCH_S} s, at most "
-            f"{max(late) * 1000:.0f} ms late\n")
+            f"{max(late) * 1000:.0f} ms late\n"
+        )
         received = proxy.frames_received
         for window in windows.values():
             window.close()
@@ -187,12 +203,16 @@ def test_taurus_form_panel_and_image_stay_responsive(tmp_path, sender, qapp):
 
     assert received == count
     # a form trims a Status wider than its row to '...' (a link to the whole text)
-    assert settled, (f"after the series, the device panel shows State {state.text()}, the "
-                     f"form Status {status.getDisplayValue()!r}")
+    assert settled, (
+        f"after the series, the device panel shows State {state.text()}, the "
+        f"form Status {status.getDisplayValue()!r}"
+    )
     assert max(late) <= MAX_LATE_S, (
         f"the Qt event loop stalled: a {TICK_S * 1000:.0f} ms timer came {max(late):.2f} s late "
-        f"({sum(x > MAX_LATE_S for x in late)} of {len(late)} ticks over {MAX_LATE_S} s)")
+        f"({sum(x > MAX_LATE_S for x in late)} of {len(late)} ticks over {MAX_LATE_S} s)"
+    )
     assert len(late) >= WATCH_S / TICK_S / 2, f"only {len(late)} ticks in {WATCH_S} s"
     shown = shown_image(item)
-    assert shown is not None and shown.dtype == last.dtype and np.array_equal(shown, last), \
+    assert shown is not None and shown.dtype == last.dtype and np.array_equal(shown, last), (
         "TaurusImageItem does not show the last frame sent"
+    )

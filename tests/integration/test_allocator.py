@@ -42,8 +42,13 @@ print(json.dumps({"kept": kept, "after_free": freed - start, "after_bound": boun
 
 
 def probe(mode: str, blocks: int = 1) -> dict:
-    out = subprocess.run([sys.executable, "-c", PROBE, mode, str(blocks)], capture_output=True,
-                         text=True, timeout=60, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, mode, str(blocks)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     return json.loads(out)
 
 
@@ -68,4 +73,3 @@ def test_glibc_defaults_give_a_frame_back_at_once():
     result = probe("default")
     assert not result["kept"]
     assert result["after_free"] < 4
-

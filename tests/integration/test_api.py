@@ -24,8 +24,8 @@ from tango_receiver.api.app import FrameFormat, negotiate
 from tango_receiver.codecs.bslz4 import encode_chunk
 from tango_receiver.engine.receiver import Receiver
 from tango_receiver.sim.frames import synthetic_frames
-from tango_receiver.sim.sender import Sender
 from tango_receiver.sim.internal import internal_series
+from tango_receiver.sim.sender import Sender
 
 SHAPE = (32, 48)
 #: The last frame of the served series: a ramp with a wide range, so autoscale and log scale
@@ -155,8 +155,9 @@ def test_pickle_of_a_compressed_frame_is_never_binned(client):
     assert client.get("/last_frame", params={"format": "raw"}).headers["x-shape"] == "16,24"
 
 
-@pytest.mark.parametrize("how", [{"params": {"format": "raw"}},
-                                 {"headers": {"Accept": "application/octet-stream"}}])
+@pytest.mark.parametrize(
+    "how", [{"params": {"format": "raw"}}, {"headers": {"Accept": "application/octet-stream"}}]
+)
 def test_raw_frame_with_header_fields_in_response_headers(client, how):
     response = client.get("/last_frame", **how)
     assert response.headers["content-type"] == "application/octet-stream"
@@ -177,10 +178,14 @@ def test_npy_frame_downsampled(client):
 
 
 def test_png_is_autoscaled_and_log_scale_lifts_low_values(client):
-    linear = np.asarray(Image.open(io.BytesIO(
-        client.get("/last_frame", params={"format": "png"}).content)))
-    logged = np.asarray(Image.open(io.BytesIO(
-        client.get("/last_frame", params={"format": "png", "log": "true"}).content)))
+    linear = np.asarray(
+        Image.open(io.BytesIO(client.get("/last_frame", params={"format": "png"}).content))
+    )
+    logged = np.asarray(
+        Image.open(
+            io.BytesIO(client.get("/last_frame", params={"format": "png", "log": "true"}).content)
+        )
+    )
     assert linear.shape == logged.shape == SHAPE and linear.dtype == np.uint8
     assert np.abs(linear.astype(int) - np.rint(RAMP / RAMP.max() * 255)).max() <= 1
     expected_log = np.rint(np.log1p(RAMP.astype(float)) / np.log1p(float(RAMP.max())) * 255)
@@ -194,21 +199,25 @@ def test_binning_coarser_than_the_frame_gives_one_pixel_not_an_error(client):
     response = client.get("/last_frame", params={"format": "raw"})
     assert response.status_code == 200
     assert response.headers["x-shape"] == "1,1" and response.headers["x-downsample"] == "32"
-    assert np.isclose(np.frombuffer(response.content, np.float32)[0], RAMP[:, :32].mean(),
-                      rtol=1e-5)
+    assert np.isclose(
+        np.frombuffer(response.content, np.float32)[0], RAMP[:, :32].mean(), rtol=1e-5
+    )
     header, _ = pickle.loads(client.get("/last_frame").content)
     assert header["shape"] == list(SHAPE)
     assert client.get("/last_frame", params={"format": "png"}).status_code == 200
 
 
-@pytest.mark.parametrize("accept, media", [
-    ("image/png", "image/png"),
-    ("image/*", "image/png"),
-    ("application/*", "application/octet-stream"),
-    ("text/html, image/png;q=0.5, application/x-npy;q=0.9", "application/x-npy"),
-    ("image/png;q=0, */*;q=0.1", "image/pickle"),
-    ("image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8", "image/png"),
-])
+@pytest.mark.parametrize(
+    "accept, media",
+    [
+        ("image/png", "image/png"),
+        ("image/*", "image/png"),
+        ("application/*", "application/octet-stream"),
+        ("text/html, image/png;q=0.5, application/x-npy;q=0.9", "application/x-npy"),
+        ("image/png;q=0, */*;q=0.1", "image/pickle"),
+        ("image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8", "image/png"),
+    ],
+)
 def test_accept_header_negotiation(client, accept, media):
     response = client.get("/last_frame", headers={"Accept": accept})
     assert response.status_code == 200
@@ -233,10 +242,16 @@ def test_unservable_accept_is_406(client, accept):
     assert "image/png" in response.json()["detail"]
 
 
-@pytest.mark.parametrize("params, status", [
-    ({"format": "jpeg"}, 422), ({"log": "maybe"}, 422), ({"channel": "-1"}, 422),
-    ({"channel": "x"}, 422), ({"format": "raw", "channel": "1"}, 404),
-])
+@pytest.mark.parametrize(
+    "params, status",
+    [
+        ({"format": "jpeg"}, 422),
+        ({"log": "maybe"}, 422),
+        ({"channel": "-1"}, 422),
+        ({"channel": "x"}, 422),
+        ({"format": "raw", "channel": "1"}, 404),
+    ],
+)
 def test_bad_last_frame_parameters_are_4xx(client, params, status):
     response = client.get("/last_frame", params=params)
     assert response.status_code == status
@@ -257,9 +272,11 @@ def test_stats_is_the_snapshot(served, client):
 def test_metrics_in_prometheus_text_format(client):
     response = client.get("/metrics")
     assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
-    samples = {(s.name, s.labels.get("state")): s.value
-               for family in text_string_to_metric_families(response.text)
-               for s in family.samples}
+    samples = {
+        (s.name, s.labels.get("state")): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
     assert samples[("tango_receiver_series_frames_received", None)] == 5
     assert samples[("tango_receiver_series_frames_written", None)] == 5
     assert samples[("tango_receiver_series_started_total", None)] == 1
@@ -283,8 +300,15 @@ def test_live_page_is_self_contained(served, client, path):
 
 def test_openapi_documents_every_endpoint(client):
     paths = client.get("/openapi.json").json()["paths"]
-    assert {"/status", "/received_frames", "/downsample", "/last_frame", "/stats", "/metrics",
-            "/live"} <= set(paths)
+    assert {
+        "/status",
+        "/received_frames",
+        "/downsample",
+        "/last_frame",
+        "/stats",
+        "/metrics",
+        "/live",
+    } <= set(paths)
     assert set(paths["/downsample"]) == {"get", "post"}
     assert client.get("/docs").status_code == 200
 
@@ -300,8 +324,11 @@ def test_status_idle_running_idle_over_a_real_series(tmp_path, sender):
         with httpx.Client(base_url=sidecar.url, timeout=5) as http:
             states = [http.get("/status").json()["state"]]
             frames = synthetic_frames(count, (16, 16), "uint16")
-            thread = threading.Thread(target=sender.send, daemon=True, kwargs={
-                "messages": internal_series(frames, str(tmp_path / "slow.h5")), "rate": 20})
+            thread = threading.Thread(
+                target=sender.send,
+                daemon=True,
+                kwargs={"messages": internal_series(frames, str(tmp_path / "slow.h5")), "rate": 20},
+            )
             armed = time.monotonic()
             thread.start()
             deadline = armed + 20

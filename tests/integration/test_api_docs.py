@@ -7,9 +7,9 @@ from html.parser import HTMLParser
 from urllib.parse import urlsplit
 
 import pytest
+from test_api import serving
 
 from conftest import make_config
-from test_api import serving
 from tango_receiver.engine.receiver import Receiver
 
 
@@ -21,8 +21,7 @@ class Links(HTMLParser):
         self.urls: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.urls += [value for name, value in attrs
-                      if name in ("src", "href") and value]
+        self.urls += [value for name, value in attrs if name in ("src", "href") and value]
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +53,7 @@ def test_docs_page_loads_everything_from_the_sidecar(http):
 def test_swagger_assets_are_the_bundle_and_its_stylesheet(http):
     parser = Links()
     parser.feed(http.get("/docs").text)
-    types = {url.rsplit(".", 1)[-1]: http.get(url).headers["content-type"]
-             for url in parser.urls}
+    types = {url.rsplit(".", 1)[-1]: http.get(url).headers["content-type"] for url in parser.urls}
     assert types["js"].startswith(("text/javascript", "application/javascript"))
     assert types["css"].startswith("text/css")
     bundle = next(url for url in parser.urls if url.endswith("swagger-ui-bundle.js"))

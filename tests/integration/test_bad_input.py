@@ -22,8 +22,16 @@ def j(obj) -> bytes:
 
 
 def image_head(n: int, shape=(8, 8), dtype="uint32", compression="bslz4") -> bytes:
-    return j({"htype": "image", "msg_number": n, "frame": n - 1, "shape": list(shape),
-              "type": dtype, "compression": compression})
+    return j(
+        {
+            "htype": "image",
+            "msg_number": n,
+            "frame": n - 1,
+            "shape": list(shape),
+            "type": dtype,
+            "compression": compression,
+        }
+    )
 
 
 def test_malformed_messages_are_counted_and_the_series_goes_on(tmp_path, sender):
@@ -33,16 +41,16 @@ def test_malformed_messages_are_counted_and_the_series_goes_on(tmp_path, sender)
     messages = [
         [j({"htype": "header", "msg_number": 0, "filename": str(target)})],
         [image_head(1), good[0]],
-        [b"\xff\xfe not json"],                                  # not JSON
-        [j(["a", "list"])],                                      # JSON, not an object
-        [j({"htype": "bogus", "msg_number": 2})],                # unknown htype
-        [j({"htype": "image", "msg_number": -1, "frame": 0})],   # bad msg_number
-        [image_head(2), good[1][:14]],                           # truncated chunk
-        [image_head(2, shape=(10**5, 10**5)), good[1]],          # absurd shape
-        [image_head(2, compression="none"), b"\x00" * 10],       # raw blob of the wrong size
-        [image_head(2, compression="zstd"), good[1]],            # unknown compression
-        [image_head(2, dtype="object"), good[1]],                # unsafe dtype
-        [image_head(2)],                                         # blob missing
+        [b"\xff\xfe not json"],  # not JSON
+        [j(["a", "list"])],  # JSON, not an object
+        [j({"htype": "bogus", "msg_number": 2})],  # unknown htype
+        [j({"htype": "image", "msg_number": -1, "frame": 0})],  # bad msg_number
+        [image_head(2), good[1][:14]],  # truncated chunk
+        [image_head(2, shape=(10**5, 10**5)), good[1]],  # absurd shape
+        [image_head(2, compression="none"), b"\x00" * 10],  # raw blob of the wrong size
+        [image_head(2, compression="zstd"), good[1]],  # unknown compression
+        [image_head(2, dtype="object"), good[1]],  # unsafe dtype
+        [image_head(2)],  # blob missing
         [image_head(2), good[1]],
         [image_head(3), good[2]],
         [image_head(4), good[3]],
@@ -78,8 +86,9 @@ def test_filename_outside_roots_is_refused(tmp_path, sender, name):
     root.mkdir()
     filename = name if name.startswith("/") or not name.startswith("..") else f"{root}/{name}"
     frames = synthetic_frames(2, (8, 8), "uint32")
-    receiver, snap = run_series(make_config(sender.port, root), sender,
-                                internal_series(frames, filename))
+    receiver, snap = run_series(
+        make_config(sender.port, root), sender, internal_series(frames, filename)
+    )
     receiver.close()
     assert snap.state == "error" and filename in snap.error
     assert snap.frames_received == 2 and snap.frames_written == 0
@@ -93,8 +102,9 @@ def test_symlink_escaping_the_root_is_refused(tmp_path, sender):
     outside.mkdir()
     (root / "link").symlink_to(outside)
     frames = synthetic_frames(2, (8, 8), "uint32")
-    receiver, snap = run_series(make_config(sender.port, root), sender,
-                                internal_series(frames, str(root / "link" / "x.h5")))
+    receiver, snap = run_series(
+        make_config(sender.port, root), sender, internal_series(frames, str(root / "link" / "x.h5"))
+    )
     receiver.close()
     assert snap.state == "error" and "outside the write roots" in snap.error
     assert list(outside.iterdir()) == []
@@ -106,12 +116,15 @@ def test_existing_file_of_another_shape_is_never_touched(tmp_path, sender):
         f.create_dataset("/entry/instrument/detector/data", data=np.arange(24).reshape(2, 3, 4))
     before = target.read_bytes()
     frames = synthetic_frames(2, (8, 8), "uint32")
-    receiver, snap = run_series(make_config(sender.port, tmp_path), sender,
-                                internal_series(frames, str(target)))
+    receiver, snap = run_series(
+        make_config(sender.port, tmp_path), sender, internal_series(frames, str(target))
+    )
     receiver.close()
     assert snap.state == "error" and "not appending" in snap.error
     with h5py.File(target, "r") as f:
-        assert np.array_equal(f["/entry/instrument/detector/data"][()], np.arange(24).reshape(2, 3, 4))
+        assert np.array_equal(
+            f["/entry/instrument/detector/data"][()], np.arange(24).reshape(2, 3, 4)
+        )
     assert len(before) > 0
 
 

@@ -24,8 +24,10 @@ FRAMES = [(np.arange(24 * 32, dtype=np.uint16) * (i + 1)).reshape(24, 32) for i 
 
 
 def series(series_id: int) -> list[list[bytes]]:
-    images = [({"shape": [24, 32], "type": "uint16", "compression": "bslz4"}, [encode_chunk(f)])
-              for f in FRAMES]
+    images = [
+        ({"shape": [24, 32], "type": "uint16", "compression": "bslz4"}, [encode_chunk(f)])
+        for f in FRAMES
+    ]
     messages = list(encoded_series(images, metadata={"sample": "lysozyme"}))
     head = json.loads(messages[0][0]) | {"series_id": series_id}
     messages[0][0] = json.dumps(head).encode()
@@ -36,11 +38,20 @@ def test_consume_command_prints_and_saves_two_series(tmp_path, sender):
     receiver = Receiver(make_config(sender.port, tmp_path))
     receiver.open()
     saved = tmp_path / "got"
-    command = [sys.executable, "-m", "tango_receiver.cli", "consume",
-               str(receiver.secondary_port), "--save", str(saved), "--count", "14",
-               "--timeout", "20"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+    command = [
+        sys.executable,
+        "-m",
+        "tango_receiver.cli",
+        "consume",
+        str(receiver.secondary_port),
+        "--save",
+        str(saved),
+        "--count",
+        "14",
+        "--timeout",
+        "20",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: receiver.snapshot().consumers == 1, 20, "consume to connect")
         receiver.start()
@@ -77,16 +88,35 @@ def test_gaps_a_joined_series_and_what_cannot_be_saved(tmp_path):
     port = push.bind_to_random_port("tcp://127.0.0.1")
     out = io.StringIO()
     result: list[int] = []
-    thread = threading.Thread(target=lambda: result.append(
-        consume(str(port), tmp_path, None, 2.0, out)))
+    thread = threading.Thread(
+        target=lambda: result.append(consume(str(port), tmp_path, None, 2.0, out))
+    )
     thread.start()
     messages = series(7)
     odd = [messages[2][0], encode_chunk(np.zeros((4, 4), np.uint16))]  # says 24x32, holds 4x4
-    other = [json.dumps({"htype": "image", "msg_number": 3, "frame": 2, "shape": [2, 2],
-                         "type": "uint8", "compression": "none"}).encode(), bytes(4)]
+    other = [
+        json.dumps(
+            {
+                "htype": "image",
+                "msg_number": 3,
+                "frame": 2,
+                "shape": [2, 2],
+                "type": "uint8",
+                "compression": "none",
+            }
+        ).encode(),
+        bytes(4),
+    ]
     try:
-        for parts in (*messages[2:4], other, messages[0], messages[1], odd, messages[4],
-                      messages[6]):
+        for parts in (
+            *messages[2:4],
+            other,
+            messages[0],
+            messages[1],
+            odd,
+            messages[4],
+            messages[6],
+        ):
             push.send_multipart(parts)
         thread.join(timeout=30)
     finally:
@@ -94,10 +124,14 @@ def test_gaps_a_joined_series_and_what_cannot_be_saved(tmp_path):
         ctx.term()
     text = out.getvalue()
     assert result == [1]
-    assert "image 2 frame 1 24x32 uint16 bslz4" in text and \
-        "[outside a series (its header was not received)]" in text
-    assert "image 3 not saved: arrays data [2, 2] uint8 differ from the series' data " \
+    assert (
+        "image 2 frame 1 24x32 uint16 bslz4" in text
+        and "[outside a series (its header was not received)]" in text
+    )
+    assert (
+        "image 3 not saved: arrays data [2, 2] uint8 differ from the series' data "
         "[24, 32] uint16" in text
+    )
     assert "image 2 not saved: data: bitshuffle-LZ4 chunk holds 32 bytes" in text
     size = len(messages[4][1])
     assert f"image 4 frame 3 24x32 uint16 bslz4 ({size} bytes) [1 missing before]" in text
@@ -114,8 +148,21 @@ def test_progress_lines_take_over_at_high_rates():
     now = [0.0]
     out = io.StringIO()
     report = Report(out, clock=lambda: now[0])
-    image = parse([json.dumps({"htype": "image", "msg_number": 1, "frame": 0, "shape": [4],
-                               "type": "uint8", "compression": "none"}).encode(), bytes(4)])
+    image = parse(
+        [
+            json.dumps(
+                {
+                    "htype": "image",
+                    "msg_number": 1,
+                    "frame": 0,
+                    "shape": [4],
+                    "type": "uint8",
+                    "compression": "none",
+                }
+            ).encode(),
+            bytes(4),
+        ]
+    )
     for i in range(500):  # 500 images in one second
         now[0] = i / 500
         report.message(image)
@@ -133,9 +180,12 @@ def test_sigterm_closes_the_saved_file_whole(tmp_path):
     push = ctx.socket(zmq.PUSH)
     push.setsockopt(zmq.SNDTIMEO, 20000)  # a consumer that never comes fails the test
     port = push.bind_to_random_port("tcp://127.0.0.1")
-    process = subprocess.Popen([sys.executable, "-m", "tango_receiver.cli", "consume", str(port),
-                                "--save", str(tmp_path)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tango_receiver.cli", "consume", str(port), "--save", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lines: list[str] = []
 
     def read() -> None:
@@ -147,8 +197,11 @@ def test_sigterm_closes_the_saved_file_whole(tmp_path):
     try:
         for parts in series(3)[:3]:  # the header and two images; no series_end
             push.send_multipart(parts)
-        wait_for(lambda: any(line.startswith("image 2 ") for line in lines), 20,
-                 "consume to print image 2")
+        wait_for(
+            lambda: any(line.startswith("image 2 ") for line in lines),
+            20,
+            "consume to print image 2",
+        )
         process.terminate()
         assert process.wait(20) == 0, process.stderr.read()
         reader.join(10)
@@ -162,7 +215,11 @@ def test_sigterm_closes_the_saved_file_whole(tmp_path):
 
 
 def test_an_endpoint_zeromq_refuses_is_exit_status_2():
-    result = subprocess.run([sys.executable, "-m", "tango_receiver.cli", "consume",
-                             "tcp://no port"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "tango_receiver.cli", "consume", "tcp://no port"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "cannot connect to 'tcp://no port'" in result.stderr

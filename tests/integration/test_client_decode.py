@@ -10,17 +10,32 @@ import bitshuffle
 import numpy as np
 import pytest
 import zmq
+from test_client_live import readme_decode
 
-from tango_receiver.client import (Consumer, HeaderMessage, ImageMessage, SeriesEndMessage,
-                                   Unreadable, decode_image, decode_images, endpoint_of, parse)
+from tango_receiver.client import (
+    Consumer,
+    HeaderMessage,
+    ImageMessage,
+    SeriesEndMessage,
+    Unreadable,
+    decode_image,
+    decode_images,
+    endpoint_of,
+    parse,
+)
 from tango_receiver.client.messages import Tracker
 from tango_receiver.codecs.bslz4 import HEADER, encode_chunk
-from test_client_live import readme_decode
 
 
 def head(shape, dtype, compression="bslz4", **extra) -> dict:
-    return {"htype": "image", "msg_number": 1, "frame": 0, "shape": list(shape), "type": dtype,
-            "compression": compression} | extra
+    return {
+        "htype": "image",
+        "msg_number": 1,
+        "frame": 0,
+        "shape": list(shape),
+        "type": dtype,
+        "compression": compression,
+    } | extra
 
 
 def chunk_with_block(array: np.ndarray, block_elements: int) -> bytes:
@@ -35,10 +50,12 @@ RAMP = (np.arange(37 * 29, dtype=np.uint32) * 2654435761 % 100003).reshape(37, 2
 @pytest.mark.parametrize("dtype", ["uint8", "int16", "uint32", "float64"])
 @pytest.mark.parametrize("shape", [(3,), (7, 1), (37, 29), (2, 9, 11)])
 def test_every_blob_form_decodes_to_the_array(dtype, shape):
-    array = RAMP.ravel()[:int(np.prod(shape))].astype(dtype).reshape(shape)
-    for compression, blob in (("bslz4", encode_chunk(array)),
-                              ("bslz4", bitshuffle.compress_lz4(array).tobytes()),  # no header
-                              ("none", array.tobytes())):
+    array = RAMP.ravel()[: int(np.prod(shape))].astype(dtype).reshape(shape)
+    for compression, blob in (
+        ("bslz4", encode_chunk(array)),
+        ("bslz4", bitshuffle.compress_lz4(array).tobytes()),  # no header
+        ("none", array.tobytes()),
+    ):
         for buffer in (blob, memoryview(blob), zmq.Frame(blob), bytearray(blob)):
             got = decode_image(head(shape, dtype, compression), buffer)
             assert got.dtype == array.dtype and got.shape == shape
@@ -60,9 +77,14 @@ def test_raw_arrays_are_views_of_the_received_buffer():
 
 def test_several_arrays_by_name_by_index_and_all_at_once():
     low, high = RAMP.astype(np.uint16), RAMP.astype(np.float32) / 7
-    message = head(RAMP.shape, "uint16", channels=[
-        {"name": "low", "shape": list(RAMP.shape), "type": "uint16", "compression": "bslz4"},
-        {"name": "high", "shape": list(RAMP.shape), "type": "float32"}])
+    message = head(
+        RAMP.shape,
+        "uint16",
+        channels=[
+            {"name": "low", "shape": list(RAMP.shape), "type": "uint16", "compression": "bslz4"},
+            {"name": "high", "shape": list(RAMP.shape), "type": "float32"},
+        ],
+    )
     blobs = [encode_chunk(low), high.tobytes()]
     arrays = decode_images(message, blobs)
     assert list(arrays) == ["low", "high"]
@@ -86,33 +108,51 @@ def lying_length(chunk: bytes) -> bytes:
 CHUNK = encode_chunk(RAMP)
 
 
-@pytest.mark.parametrize("message, blob, error", [
-    (head(RAMP.shape, "uint32"), lying_length(CHUNK),
-     "truncated: 1 blocks and 4 raw tail bytes take 2147483668 bytes"),
-    (head(RAMP.shape, "uint32"), CHUNK[:-5], "truncated"),
-    (head(RAMP.shape, "uint32"), CHUNK[:12], "truncated"),
-    (head((29, 37, 2), "uint32"), CHUNK, "chunk holds 4292 bytes but shape .29, 37, 2. of "
-                                         "uint32 needs 8584"),
-    (head(RAMP.shape, "uint32"), bitshuffle.compress_lz4(RAMP).tobytes()[:-9],
-     "no 12-byte chunk header .*truncated"),
-    (head((5,), "uint8"), bytes(17), "block size 0 is not a positive multiple"),
-    (head(RAMP.shape, "uint32"), CHUNK[:16] + b"\xff" * (len(CHUNK) - 16), "corrupt"),
-    (head(RAMP.shape, "uint32"), CHUNK[:8] + struct.pack(">I", 12) + CHUNK[12:],
-     "block size 12 is not a positive multiple of 8"),
-    (head(RAMP.shape, "uint32", "none"), RAMP.tobytes()[:-1], "blob of 4291 bytes for shape"),
-    (head(RAMP.shape, "uint32", "lz4"), CHUNK, "unknown compression 'lz4'"),
-    (head(RAMP.shape, "mono12p"), CHUNK, "unsupported pixel type 'mono12p'"),
-    ({"htype": "image", "type": "uint32"}, CHUNK, "data: no shape"),
-    (head([0, 5], "uint32"), CHUNK, "dimensions must be positive"),
-    (head([2**20, 2**20], "uint8"), CHUNK, "more than"),
-    (head(RAMP.shape, "uint32", channels=[]), CHUNK, "channels must be a non-empty list"),
-    (head(RAMP.shape, "uint32", channels=[{"shape": [2], "type": "uint8"}] * 2), CHUNK,
-     "channel names must differ"),
-    ({"htype": "header"}, CHUNK, "not an image message: htype 'header'"),
-    ([1, 2], CHUNK, "image header must be a JSON object, got list"),
-    (head(RAMP.shape, "uint32", "none"), RAMP.T, "contiguous"),
-    (head(RAMP.shape, "uint32"), 12, "expected a buffer, got int"),
-])
+@pytest.mark.parametrize(
+    "message, blob, error",
+    [
+        (
+            head(RAMP.shape, "uint32"),
+            lying_length(CHUNK),
+            "truncated: 1 blocks and 4 raw tail bytes take 2147483668 bytes",
+        ),
+        (head(RAMP.shape, "uint32"), CHUNK[:-5], "truncated"),
+        (head(RAMP.shape, "uint32"), CHUNK[:12], "truncated"),
+        (
+            head((29, 37, 2), "uint32"),
+            CHUNK,
+            "chunk holds 4292 bytes but shape .29, 37, 2. of uint32 needs 8584",
+        ),
+        (
+            head(RAMP.shape, "uint32"),
+            bitshuffle.compress_lz4(RAMP).tobytes()[:-9],
+            "no 12-byte chunk header .*truncated",
+        ),
+        (head((5,), "uint8"), bytes(17), "block size 0 is not a positive multiple"),
+        (head(RAMP.shape, "uint32"), CHUNK[:16] + b"\xff" * (len(CHUNK) - 16), "corrupt"),
+        (
+            head(RAMP.shape, "uint32"),
+            CHUNK[:8] + struct.pack(">I", 12) + CHUNK[12:],
+            "block size 12 is not a positive multiple of 8",
+        ),
+        (head(RAMP.shape, "uint32", "none"), RAMP.tobytes()[:-1], "blob of 4291 bytes for shape"),
+        (head(RAMP.shape, "uint32", "lz4"), CHUNK, "unknown compression 'lz4'"),
+        (head(RAMP.shape, "mono12p"), CHUNK, "unsupported pixel type 'mono12p'"),
+        ({"htype": "image", "type": "uint32"}, CHUNK, "data: no shape"),
+        (head([0, 5], "uint32"), CHUNK, "dimensions must be positive"),
+        (head([2**20, 2**20], "uint8"), CHUNK, "more than"),
+        (head(RAMP.shape, "uint32", channels=[]), CHUNK, "channels must be a non-empty list"),
+        (
+            head(RAMP.shape, "uint32", channels=[{"shape": [2], "type": "uint8"}] * 2),
+            CHUNK,
+            "channel names must differ",
+        ),
+        ({"htype": "header"}, CHUNK, "not an image message: htype 'header'"),
+        ([1, 2], CHUNK, "image header must be a JSON object, got list"),
+        (head(RAMP.shape, "uint32", "none"), RAMP.T, "contiguous"),
+        (head(RAMP.shape, "uint32"), 12, "expected a buffer, got int"),
+    ],
+)
 def test_bad_input_is_a_value_error_naming_it(message, blob, error):
     with pytest.raises(ValueError, match=error):
         decode_image(message, blob)
@@ -138,13 +178,16 @@ def test_tracker_reports_gaps_late_messages_and_series_bounds():
 
 
 def test_parse_never_fails():
-    assert isinstance(parse([b'{"htype": "header", "msg_number": 0}', b'{"a": 1}']),
-                      HeaderMessage)
-    assert parse([b'{"htype": "header", "msg_number": 0}', b'[]']).metadata == {}
+    assert isinstance(parse([b'{"htype": "header", "msg_number": 0}', b'{"a": 1}']), HeaderMessage)
+    assert parse([b'{"htype": "header", "msg_number": 0}', b"[]"]).metadata == {}
     assert isinstance(parse([b'{"htype": "series_end", "msg_number": 3}']), SeriesEndMessage)
-    for parts, reason in (([], "no parts"), ([b"\xff"], "not JSON"), ([b"[1]"], "JSON list"),
-                          ([b'{"htype": "image", "msg_number": -1}'], "msg_number -1"),
-                          ([b'{"htype": "dimage-1.0"}'], "unknown htype 'dimage-1.0'")):
+    for parts, reason in (
+        ([], "no parts"),
+        ([b"\xff"], "not JSON"),
+        ([b"[1]"], "JSON list"),
+        ([b'{"htype": "image", "msg_number": -1}'], "msg_number -1"),
+        ([b'{"htype": "dimage-1.0"}'], "unknown htype 'dimage-1.0'"),
+    ):
         message = parse(parts)
         assert isinstance(message, Unreadable) and reason in message.reason, message
 
@@ -174,8 +217,9 @@ def test_consumer_timeout_iteration_and_close():
         with stream:
             with pytest.raises(TimeoutError, match="within 0.05 s"):
                 stream.receive(0.05)
-            push.send_multipart([json.dumps(head(RAMP.shape, "uint32")).encode(), CHUNK],
-                                copy=False)
+            push.send_multipart(
+                [json.dumps(head(RAMP.shape, "uint32")).encode(), CHUNK], copy=False
+            )
             push.send(b'{"htype": "series_end", "msg_number": 2}')
             got = list(stream)  # ends 0.2 s after the last message
         assert stream.closed and stream.received == 2

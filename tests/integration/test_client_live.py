@@ -57,8 +57,7 @@ def frames_of(shape: tuple[int, ...], dtype: str, seed: int = 0) -> list[np.ndar
     if dt.kind == "f":
         return [rng.normal(0, 1e3, shape).astype(dt) for _ in range(FRAMES)]
     info = np.iinfo(dt)
-    return [rng.integers(info.min, info.max, shape, dtype=dt, endpoint=True)
-            for _ in range(FRAMES)]
+    return [rng.integers(info.min, info.max, shape, dtype=dt, endpoint=True) for _ in range(FRAMES)]
 
 
 def received(config, send: Callable[[], None], images: int = FRAMES) -> list:
@@ -91,15 +90,17 @@ def check(messages: list, expected: Expected) -> None:
     assert all(isinstance(m, ImageMessage) for m in images)
     assert [m.frame for m in images] == list(range(len(expected)))
     assert all(m.position.missing == 0 and not m.position.late for m in messages)
-    for message, arrays in zip(images, expected):
+    for message, arrays in zip(images, expected, strict=False):
         got = message.arrays
         assert list(got) == list(arrays)
         # the README's loop: one spec per blob, from "channels" or the header itself
         head = message.head
-        recipe = [decode(spec, blob) for spec, blob in zip(head.get("channels", [head]),
-                                                            message.blobs)]
+        recipe = [
+            decode(spec, blob)
+            for spec, blob in zip(head.get("channels", [head]), message.blobs, strict=False)
+        ]
         assert len(recipe) == len(arrays)
-        for (name, want), mine, theirs in zip(arrays.items(), got.values(), recipe):
+        for (name, want), mine, theirs in zip(arrays.items(), got.values(), recipe, strict=False):
             for array in (mine, theirs):
                 assert array.dtype == want.dtype and array.shape == want.shape, name
                 assert array.tobytes() == want.tobytes(), f"frame {message.frame} {name}"
@@ -115,29 +116,58 @@ def run(tmp_path, sender, cls: str, messages: list, expected: Expected, **option
 
 
 # --- the general case: the internal format, forwarded as it came ----------------------------
-@pytest.mark.parametrize("dtype, shape", [("uint8", (37, 11)), ("uint16", (64, 48)),
-                                          ("int16", (5, 7, 9)), ("uint32", (1000,)),
-                                          ("int32", (17, 3)), ("uint64", (33, 5)),
-                                          ("int64", (8, 8)), ("float32", (40, 30)),
-                                          ("float64", (3, 129)), ("float16", (6, 10))])
+@pytest.mark.parametrize(
+    "dtype, shape",
+    [
+        ("uint8", (37, 11)),
+        ("uint16", (64, 48)),
+        ("int16", (5, 7, 9)),
+        ("uint32", (1000,)),
+        ("int32", (17, 3)),
+        ("uint64", (33, 5)),
+        ("int64", (8, 8)),
+        ("float32", (40, 30)),
+        ("float64", (3, 129)),
+        ("float16", (6, 10)),
+    ],
+)
 @pytest.mark.parametrize("compression", ["bslz4", "none"])
 def test_general_case_every_type(tmp_path, sender, dtype, shape, compression):
     frames = frames_of(shape, dtype)
-    images = [({"shape": list(shape), "type": dtype, "compression": compression},
-               [encode_chunk(f) if compression == "bslz4" else f.tobytes()]) for f in frames]
-    run(tmp_path, sender, "Detector", list(encoded_series(images)),
-        [{"data": f} for f in frames])
+    images = [
+        (
+            {"shape": list(shape), "type": dtype, "compression": compression},
+            [encode_chunk(f) if compression == "bslz4" else f.tobytes()],
+        )
+        for f in frames
+    ]
+    run(tmp_path, sender, "Detector", list(encoded_series(images)), [{"data": f} for f in frames])
 
 
 def test_general_case_several_channels(tmp_path, sender):
     low, high = frames_of((20, 30), "uint16", 1), frames_of((20, 30), "float32", 2)
-    images = [({"shape": [20, 30], "type": "uint16", "compression": "bslz4",
-                "channels": [{"name": "low", "shape": [20, 30], "type": "uint16",
-                              "compression": "bslz4"},
-                             {"name": "high", "shape": [20, 30], "type": "float32"}]},
-               [encode_chunk(a), b.tobytes()]) for a, b in zip(low, high)]
-    run(tmp_path, sender, "Detector", list(encoded_series(images)),
-        [{"low": a, "high": b} for a, b in zip(low, high)])
+    images = [
+        (
+            {
+                "shape": [20, 30],
+                "type": "uint16",
+                "compression": "bslz4",
+                "channels": [
+                    {"name": "low", "shape": [20, 30], "type": "uint16", "compression": "bslz4"},
+                    {"name": "high", "shape": [20, 30], "type": "float32"},
+                ],
+            },
+            [encode_chunk(a), b.tobytes()],
+        )
+        for a, b in zip(low, high, strict=False)
+    ]
+    run(
+        tmp_path,
+        sender,
+        "Detector",
+        list(encoded_series(images)),
+        [{"low": a, "high": b} for a, b in zip(low, high, strict=False)],
+    )
 
 
 # --- EIGER stream v1: chunks as they came (compiled lane or Python), or decoded -------------
@@ -147,12 +177,19 @@ def test_eiger_stream_v1(tmp_path, sender, monkeypatch, dtype, fast_lane):
     """Enough frames for the compiled lane to take the form after the first batch."""
     runs = []
     send_run = Forwarder.send_run
-    monkeypatch.setattr(Forwarder, "send_run", lambda self, run: runs.append(len(run)) or
-                        send_run(self, run))
+    monkeypatch.setattr(
+        Forwarder, "send_run", lambda self, run: runs.append(len(run)) or send_run(self, run)
+    )
     frames = frames_of((48, 36), dtype)
     count = 150
-    run(tmp_path, sender, "Eiger", list(eiger_v1_series(frames, count=count)),
-        [{"data": frames[i % FRAMES]} for i in range(count)], fast_lane=fast_lane)
+    run(
+        tmp_path,
+        sender,
+        "Eiger",
+        list(eiger_v1_series(frames, count=count)),
+        [{"data": frames[i % FRAMES]} for i in range(count)],
+        fast_lane=fast_lane,
+    )
     assert bool(runs) == (fast_lane and LANE_BUILT)
 
 
@@ -170,16 +207,27 @@ def test_eiger_stream_v1_raw_encoding_is_forwarded_raw(tmp_path, sender):
 @pytest.mark.parametrize("compression", ["bslz4", "lz4", None])
 def test_stream_v2_thresholds(tmp_path, sender, compression):
     one, two = frames_of((30, 20), "uint32", 3), frames_of((30, 20), "uint32", 4)
-    messages = list(stream_v2_series({"threshold_1": one, "threshold_2": two},
-                                     compression=compression))
-    run(tmp_path, sender, "DectrisStream2", messages,
-        [{"threshold_1": a, "threshold_2": b} for a, b in zip(one, two)])
+    messages = list(
+        stream_v2_series({"threshold_1": one, "threshold_2": two}, compression=compression)
+    )
+    run(
+        tmp_path,
+        sender,
+        "DectrisStream2",
+        messages,
+        [{"threshold_1": a, "threshold_2": b} for a, b in zip(one, two, strict=False)],
+    )
 
 
 def test_stream_v2_single_threshold(tmp_path, sender):
     frames = frames_of((16, 24), "uint16", 5)
-    got = run(tmp_path, sender, "DectrisStream2", list(stream_v2_series({"threshold_1": frames})),
-              [{"threshold_1": f} for f in frames])
+    got = run(
+        tmp_path,
+        sender,
+        "DectrisStream2",
+        list(stream_v2_series({"threshold_1": frames})),
+        [{"threshold_1": f} for f in frames],
+    )
     assert got[1].head["channels"][0]["name"] == "threshold_1"
 
 
@@ -189,19 +237,32 @@ def test_pilatus_cbf_decoded(tmp_path, sender, options):
     frames = frames_of((24, 36), "int32")
     frames = [np.clip(f, -2, 2**20) for f in frames]  # CBF's byte-offset range, gaps and bad pixels
     rotated = [np.rot90(f, -1) if options.get("rotate") else f for f in frames]
-    run(tmp_path, sender, "Pilatus", list(pilatus_series(frames)),
-        [{"data": np.ascontiguousarray(f)} for f in rotated], **options)
+    run(
+        tmp_path,
+        sender,
+        "Pilatus",
+        list(pilatus_series(frames)),
+        [{"data": np.ascontiguousarray(f)} for f in rotated],
+        **options,
+    )
 
 
 @pytest.mark.parametrize("compress", [True, False])
 def test_orca_mono12p_unpacked(tmp_path, sender, compress):
     frames = [f >> 4 for f in frames_of((20, 32), "uint16", 6)]  # 12-bit values
-    run(tmp_path, sender, "OrcaLightning", list(orca_series(frames)),
-        [{"data": f} for f in frames], compress=compress)
+    run(
+        tmp_path,
+        sender,
+        "OrcaLightning",
+        list(orca_series(frames)),
+        [{"data": f} for f in frames],
+        compress=compress,
+    )
 
 
-@pytest.mark.parametrize("compression, compress", [("none", True), ("bslz4", True),
-                                                   ("bslz4", False)])
+@pytest.mark.parametrize(
+    "compression, compress", [("none", True), ("bslz4", True), ("bslz4", False)]
+)
 def test_lambda_modules_stacked(tmp_path, compression, compress):
     frames = [f >> 4 for f in frames_of((4, 12, 20), "uint16", 7)]
     with ModuleSenders([0] * 4, timeout_s=20) as modules:
@@ -215,8 +276,11 @@ def test_lambda_modules_stacked(tmp_path, compression, compress):
 def test_xspress3_spectra_and_scalers(tmp_path, sender):
     spectra = [np.abs(f) >> 8 for f in frames_of((4, 64), "int32", 8)]
     spectra = [s.astype(np.uint32) for s in spectra]
-    expected = [{"data": s} | {name: np.array(scalers_for(s)[name], dtype)
-                               for name, dtype in Xspress3.SCALERS.items()} for s in spectra]
+    expected = [
+        {"data": s}
+        | {name: np.array(scalers_for(s)[name], dtype) for name, dtype in Xspress3.SCALERS.items()}
+        for s in spectra
+    ]
     run(tmp_path, sender, "Xspress3", list(xspress3_series(spectra)), expected)
 
 
@@ -226,8 +290,9 @@ def test_readme_recipe_runs_as_printed(tmp_path, sender):
     one, two = frames_of((30, 20), "uint16", 9), frames_of((30, 20), "uint16", 10)
     receiver = Receiver(make_config(sender.port, tmp_path, "DectrisStream2"))
     receiver.open()
-    code = readme_recipe().replace("tcp://receiver-host:9100",
-                                   f"tcp://127.0.0.1:{receiver.secondary_port}")
+    code = readme_recipe().replace(
+        "tcp://receiver-host:9100", f"tcp://127.0.0.1:{receiver.secondary_port}"
+    )
     setup, loop = code.split("while True:")
     assert loop.rstrip().endswith("parts[1:])]")
     loop = f"for _ in range({FRAMES + 2}):" + loop + "        got.append(arrays)\n"
@@ -244,5 +309,6 @@ def test_readme_recipe_runs_as_printed(tmp_path, sender):
             namespace["socket"].close(linger=0)
             namespace["socket"].context.term()
         receiver.close()
-    assert [[a.tobytes() for a in arrays] for arrays in namespace["got"]] == \
-        [[a.tobytes(), b.tobytes()] for a, b in zip(one, two)]
+    assert [[a.tobytes() for a in arrays] for arrays in namespace["got"]] == [
+        [a.tobytes(), b.tobytes()] for a, b in zip(one, two, strict=False)
+    ]

@@ -34,9 +34,15 @@ COMPOSE_FILES = sorted((DOCKER / "compose").glob("*.yaml"))
 OVERLAYS = sorted(p.parent for p in (ROOT / "deploy" / "overlays").glob("*/kustomization.yaml"))
 EXAMPLES = {"eiger", "pilatus", "lambda", "zyla"}
 #: the simulator subcommand that speaks each detector class's wire format
-SIM_FORMATS = {"Eiger": "eiger", "DectrisStream2": "stream2", "Detector": "internal",
-               "Pilatus": "pilatus", "Lambda": "lambda", "OrcaLightning": "orca",
-               "Xspress3": "xspress3"}
+SIM_FORMATS = {
+    "Eiger": "eiger",
+    "DectrisStream2": "stream2",
+    "Detector": "internal",
+    "Pilatus": "pilatus",
+    "Lambda": "lambda",
+    "OrcaLightning": "orca",
+    "Xspress3": "xspress3",
+}
 TOOL_TIMEOUT_S = 60
 
 
@@ -59,12 +65,21 @@ def load_yaml(path: Path) -> Any:
 
 # --- Dockerfile and entry point ------------------------------------------------------------------
 
+
 def instructions(path: Path) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
-    text = re.sub(r"\\\n", " ", "\n".join(line for line in path.read_text().splitlines()
-                                            if not line.lstrip().startswith("#")))
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1].strip())
-            for line in text.splitlines() if line.strip()]
+    text = re.sub(
+        r"\\\n",
+        " ",
+        "\n".join(
+            line for line in path.read_text().splitlines() if not line.lstrip().startswith("#")
+        ),
+    )
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1].strip())
+        for line in text.splitlines()
+        if line.strip()
+    ]
 
 
 def image_env() -> dict[str, str]:
@@ -101,8 +116,11 @@ def test_dockerfile_is_multi_stage_non_root_and_copies_what_the_context_holds():
     assert arg_uid and arg_uid[0] != "UID=0"
     entry = [args for op, args in steps if op == "ENTRYPOINT"]
     assert entry and entry[-1].startswith("["), "exec form, so SIGTERM reaches the receiver"
-    allowed = [line[1:].rstrip("/") for line in (DOCKER / "Dockerfile.dockerignore")
-               .read_text().splitlines() if line.startswith("!")]
+    allowed = [
+        line[1:].rstrip("/")
+        for line in (DOCKER / "Dockerfile.dockerignore").read_text().splitlines()
+        if line.startswith("!")
+    ]
     for op, args in steps:
         if op != "COPY" or "--from=" in args:
             continue
@@ -127,14 +145,16 @@ def entrypoint(tmp_path):
     """Runs the entry point with the image's ENV and a `tango-receiver` that prints what it
     was given: its arguments, then LOG_LEVEL and TANGO_HOST."""
     stub = tmp_path / "tango-receiver"
-    stub.write_text('#!/bin/sh\necho "$*"\necho "LOG_LEVEL=$LOG_LEVEL '
-                    'TANGO_HOST=${TANGO_HOST-<unset>}"\n')
+    stub.write_text(
+        '#!/bin/sh\necho "$*"\necho "LOG_LEVEL=$LOG_LEVEL TANGO_HOST=${TANGO_HOST-<unset>}"\n'
+    )
     stub.chmod(0o755)
 
     def call(*args: str, **env: str) -> tuple[int, list[str], str]:
         full = image_env() | {"PATH": f"{tmp_path}:/usr/bin:/bin"} | env
         result = run("sh", str(ENTRYPOINT), *args, env=full)
         return result.returncode, result.stdout.splitlines(), result.stderr
+
     return call
 
 
@@ -147,11 +167,14 @@ def test_entrypoint_serves_the_named_receiver_without_a_database(entrypoint):
 
 def test_entrypoint_uses_tango_host_and_log_level(entrypoint):
     config = image_env()["TANGO_RECEIVER_CONFIG"]
-    rc, out, _ = entrypoint("--register", TANGO_RECEIVER_NAME="zyla", TANGO_HOST="db:10000",
-                            LOG_LEVEL="debug")
+    rc, out, _ = entrypoint(
+        "--register", TANGO_RECEIVER_NAME="zyla", TANGO_HOST="db:10000", LOG_LEVEL="debug"
+    )
     assert rc == 0
-    assert out == [f"serve {config} zyla --port 10000 --register",
-                   "LOG_LEVEL=DEBUG TANGO_HOST=db:10000"]
+    assert out == [
+        f"serve {config} zyla --port 10000 --register",
+        "LOG_LEVEL=DEBUG TANGO_HOST=db:10000",
+    ]
 
 
 def test_entrypoint_passes_subcommands_through(entrypoint):
@@ -159,16 +182,20 @@ def test_entrypoint_passes_subcommands_through(entrypoint):
     assert rc == 0 and out[0] == "simulate eiger --port 9999"
 
 
-@pytest.mark.parametrize("args, env, message", [
-    ((), {}, "usage: IMAGE RECEIVER_NAME"),
-    (("eiger",), {"LOG_LEVEL": "LOUD"}, "LOG_LEVEL=LOUD is not"),
-])
+@pytest.mark.parametrize(
+    "args, env, message",
+    [
+        ((), {}, "usage: IMAGE RECEIVER_NAME"),
+        (("eiger",), {"LOG_LEVEL": "LOUD"}, "LOG_LEVEL=LOUD is not"),
+    ],
+)
 def test_entrypoint_refuses_what_it_cannot_run(entrypoint, args, env, message):
     rc, out, err = entrypoint(*args, **env)
     assert rc == 64 and out == [] and message in err
 
 
 # --- compose files -------------------------------------------------------------------------------
+
 
 def test_every_example_deployment_exists_for_compose_and_kubernetes():
     assert {p.stem for p in COMPOSE_FILES} == EXAMPLES
@@ -215,8 +242,9 @@ def test_compose_deployment_agrees_with_its_detectors_entry(path):
         assert (path.parent / build["context"] / build["dockerfile"]).resolve() == DOCKERFILE
     env = image_env()
     mounts = dict(v.split(":")[:2][::-1] for v in receiver["volumes"])
-    assert (path.parent / mounts[env["TANGO_RECEIVER_CONFIG"]]).resolve() == \
-        DOCKER / "detectors.yaml"
+    assert (
+        path.parent / mounts[env["TANGO_RECEIVER_CONFIG"]]
+    ).resolve() == DOCKER / "detectors.yaml"
     assert mounts["/data"] in compose["volumes"], "a named volume for the data"
     assert Path("/data") in entry.write_roots
     assert entry.api_host == "0.0.0.0", "the REST sidecar must listen beyond the container"
@@ -238,8 +266,9 @@ def test_compose_deployment_agrees_with_its_detectors_entry(path):
     assert fmt == SIM_FORMATS[entry.detector_class]
     assert (tuple(entry.shape), entry.dtype) == (shape, dtype)
     port = int(flag(command, "--port"))
-    assert detector_for(entry).endpoints() == \
-        [f"tcp://127.0.0.1:{port + m}" for m in range(len(entry.upstream))]
+    assert detector_for(entry).endpoints() == [
+        f"tcp://127.0.0.1:{port + m}" for m in range(len(entry.upstream))
+    ]
 
 
 def test_compose_files_publish_distinct_host_ports():
@@ -251,6 +280,7 @@ def test_compose_files_publish_distinct_host_ports():
 
 
 # --- Kubernetes ----------------------------------------------------------------------------------
+
 
 @cache
 def render(overlay: Path) -> tuple[dict, ...]:
@@ -266,15 +296,21 @@ def one(docs: tuple[dict, ...], kind: str, name_part: str = "") -> dict:
 
 
 def validator():
-    return pytest.importorskip("kubernetes_validate",
-                               reason="`pip install -e '.[test]'` installs kubernetes-validate")
+    return pytest.importorskip(
+        "kubernetes_validate", reason="`pip install -e '.[test]'` installs kubernetes-validate"
+    )
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda p: p.name)
 def test_kubernetes_manifests_validate(overlay):
     docs = render(overlay)
-    assert sorted(d["kind"] for d in docs) == \
-        ["ConfigMap", "ConfigMap", "Deployment", "PersistentVolumeClaim", "Service"]
+    assert sorted(d["kind"] for d in docs) == [
+        "ConfigMap",
+        "ConfigMap",
+        "Deployment",
+        "PersistentVolumeClaim",
+        "Service",
+    ]
     kv = validator()
     for doc in docs:
         try:
@@ -312,12 +348,14 @@ def test_kubernetes_receiver_agrees_with_its_configmap(overlay, tmp_path):
     spec = deployment["spec"]
     pod = spec["template"]["spec"]
     (container,) = pod["containers"]
-    assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate", \
+    assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate", (
         "a second pod on the same detector would take half of its frames"
+    )
     assert re.fullmatch(r"\S+:(?!latest$)[\w.-]+", container["image"]), container["image"]
     assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] != 0
-    assert [r["configMapRef"]["name"] for r in container["envFrom"]] == \
-        [env_map["metadata"]["name"]]
+    assert [r["configMapRef"]["name"] for r in container["envFrom"]] == [
+        env_map["metadata"]["name"]
+    ]
 
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports["api"] == entry.api_port and ports["secondary"] == entry.data_port
@@ -347,27 +385,39 @@ def test_kubernetes_receiver_agrees_with_its_configmap(overlay, tmp_path):
 
 
 def test_overlays_deploy_distinct_objects_into_their_namespace():
-    names = [(d["metadata"].get("namespace"), d["kind"], d["metadata"]["name"])
-             for overlay in OVERLAYS for d in render(overlay)]
+    names = [
+        (d["metadata"].get("namespace"), d["kind"], d["metadata"]["name"])
+        for overlay in OVERLAYS
+        for d in render(overlay)
+    ]
     assert len(names) == len(set(names))
     assert all(namespace for namespace, _, _ in names)
 
 
 # --- release job ---------------------------------------------------------------------------------
 
+
 def test_gitlab_ci_matches_its_schema_and_builds_the_image_on_a_release_tag():
     path = ROOT / ".gitlab-ci.yml"
     result = run(tool("check-jsonschema"), "--builtin-schema", "vendor.gitlab-ci", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
     ci = load_yaml(path)
-    assert ci["test"] == {"stage": "test", "image": "python:3.11-bookworm",
-                          "script": ["bash .ci/run"]}
-    (release,) = [job for name, job in ci.items()
-                  if isinstance(job, dict) and job.get("rules") == [{"if": "$CI_COMMIT_TAG"}]]
+    assert ci["test"] == {
+        "stage": "test",
+        "image": "python:3.11-bookworm",
+        "script": ["bash .ci/run"],
+    }
+    (release,) = [
+        job
+        for name, job in ci.items()
+        if isinstance(job, dict) and job.get("rules") == [{"if": "$CI_COMMIT_TAG"}]
+    ]
     assert ci["stages"].index(release["stage"]) > ci["stages"].index("test")
     script = " ".join(release["script"])
-    assert re.search(r"docker build .*--file docker/Dockerfile .*"
-                     r'--tag "\$CI_REGISTRY_IMAGE:\$CI_COMMIT_TAG" \.$', release["script"][1])
+    assert re.search(
+        r"docker build .*--file docker/Dockerfile .*"
+        r'--tag "\$CI_REGISTRY_IMAGE:\$CI_COMMIT_TAG" \.$',
+        release["script"][1],
+    )
     assert 'docker push "$CI_REGISTRY_IMAGE:$CI_COMMIT_TAG"' in script
     assert "--password-stdin" in script, "the registry password never on a command line"
-

@@ -44,11 +44,12 @@ def forwarded_pixels(parts: list[bytes]) -> list[np.ndarray]:
     head = json.loads(parts[0])
     specs = head.get("channels") or [head]
     planes = []
-    for spec, blob in zip(specs, parts[1:]):
+    for spec, blob in zip(specs, parts[1:], strict=False):
         shape, dtype = tuple(spec["shape"]), np.dtype(spec["type"])
         if spec["compression"] == "bslz4":
-            planes.append(bitshuffle.decompress_lz4(np.frombuffer(blob, np.uint8, offset=12),
-                                                    shape, dtype))
+            planes.append(
+                bitshuffle.decompress_lz4(np.frombuffer(blob, np.uint8, offset=12), shape, dtype)
+            )
         else:
             planes.append(np.frombuffer(blob, dtype).reshape(shape))
     return planes
@@ -87,16 +88,18 @@ def pilatus_frames(count: int, shape=(24, 36), seed: int = 0) -> list[np.ndarray
     return frames
 
 
-def reference(frame: np.ndarray, table: np.ndarray | None = None, rotate: bool = False,
-              regions: tuple = ()) -> np.ndarray:
+def reference(
+    frame: np.ndarray, table: np.ndarray | None = None, rotate: bool = False, regions: tuple = ()
+) -> np.ndarray:
     """What the legacy PilatusPipeline stored, written out pixel by pixel."""
     image = frame.copy()
     if table is not None:
         depth = table.shape[2]
         image = np.empty(frame.shape, np.float32)
         for (r, c), value in np.ndenumerate(frame):
-            image[r, c] = table[r, c, value] if 0 <= value < depth else \
-                (-1.0 if value < 0 else -2.0)
+            image[r, c] = (
+                table[r, c, value] if 0 <= value < depth else (-1.0 if value < 0 else -2.0)
+            )
     if rotate:
         image = np.rot90(image, -1).copy()
     for r0, r1, c0, c1 in regions:
@@ -112,22 +115,24 @@ def tot_table(tmp_path) -> tuple[str, np.ndarray]:
     return str(path), table
 
 
-@pytest.mark.parametrize("case", ["plain", "legacy-pipeline-rotate-mask", "tot-regions",
-                                  "uncompressed"])
+@pytest.mark.parametrize(
+    "case", ["plain", "legacy-pipeline-rotate-mask", "tot-regions", "uncompressed"]
+)
 def test_pilatus_cbf_series(tmp_path, sender, tot_table, case):
     frames = pilatus_frames(5)
     target = tmp_path / f"pilatus_{case}.h5"
     dset = "/entry/instrument/pilatus/data"
     cls, options, expected = "Pilatus", {}, [reference(f) for f in frames]
     if case == "legacy-pipeline-rotate-mask":  # the form existing deployments use
-        cls, options = "Detector", {"pipeline": "PilatusPipeline", "rotate": True,
-                                    "mask": [[0, 10], [0, 20]]}
+        cls, options = (
+            "Detector",
+            {"pipeline": "PilatusPipeline", "rotate": True, "mask": [[0, 10], [0, 20]]},
+        )
         expected = [reference(f, rotate=True, regions=[(0, 10, 0, 20)]) for f in frames]
     elif case == "tot-regions":
         path, table = tot_table
         options = {"tot": path, "mask": [[0, 2, 0, 3], [20, 30, 30, 40]]}
-        expected = [reference(f, table, regions=[(0, 2, 0, 3), (20, 30, 30, 40)])
-                    for f in frames]
+        expected = [reference(f, table, regions=[(0, 2, 0, 3), (20, 30, 30, 40)]) for f in frames]
     elif case == "uncompressed":
         options = {"compress": False}
     config = make_config(sender.port, tmp_path, cls, dset_name=dset, **options)
@@ -144,9 +149,10 @@ def test_pilatus_cbf_series(tmp_path, sender, tot_table, case):
         assert_metadata(f, "/entry/instrument/pilatus")
     heads = [json.loads(m[0]) for m in forwarded]
     assert [h["htype"] for h in heads] == ["header"] + ["image"] * 5 + ["series_end"]
-    assert {h["compression"] for h in heads[1:-1]} == {"none" if case == "uncompressed"
-                                                       else "bslz4"}
-    for message, image in zip(forwarded[1:-1], expected):
+    assert {h["compression"] for h in heads[1:-1]} == {
+        "none" if case == "uncompressed" else "bslz4"
+    }
+    for message, image in zip(forwarded[1:-1], expected, strict=False):
         assert np.array_equal(forwarded_pixels(message)[0], image)
 
 
@@ -156,10 +162,10 @@ def test_pilatus_malformed_cbf_is_counted_and_the_series_goes_on(tmp_path, sende
     good = list(pilatus_series(frames, str(target)))
     head, blob = json.loads(good[2][0]), good[2][1]
     bad = [
-        [good[2][0], blob[:blob.index(MARKER) + 100]],           # truncated CBF
-        [j(head | {"shape": [36, 24]}), blob],                   # header disagrees with the CBF
+        [good[2][0], blob[: blob.index(MARKER) + 100]],  # truncated CBF
+        [j(head | {"shape": [36, 24]}), blob],  # header disagrees with the CBF
         [j(head | {"compression": "bslz4"}), encode_chunk(frames[1])],  # not a CBF
-        [good[2][0]],                                            # no blob
+        [good[2][0]],  # no blob
     ]
     config = make_config(sender.port, tmp_path, "Pilatus")
     receiver, snap = run_series(config, sender, [*good[:2], *bad, *good[2:]])
@@ -190,13 +196,15 @@ def twelve_bit(count: int, shape=(20, 32), seed: int = 1) -> list[np.ndarray]:
     return [rng.integers(0, 4096, shape, dtype=np.uint16) for _ in range(count)]
 
 
-@pytest.mark.parametrize("cls, options", [("OrcaLightning", {}),
-                                          ("Detector", {"pipeline": "OrcaPipeline"})])
+@pytest.mark.parametrize(
+    "cls, options", [("OrcaLightning", {}), ("Detector", {"pipeline": "OrcaPipeline"})]
+)
 def test_orca_mono12p_series(tmp_path, sender, cls, options):
     frames = twelve_bit(6)
     target = tmp_path / "orca.h5"
-    config = make_config(sender.port, tmp_path, cls, dset_name="/entry/instrument/orca/data",
-                         **options)
+    config = make_config(
+        sender.port, tmp_path, cls, dset_name="/entry/instrument/orca/data", **options
+    )
     snap, forwarded = run_with_consumer(config, sender, orca_series(frames, str(target), META))
     assert_clean(snap, 6)
     with h5py.File(target, "r") as f:
@@ -204,7 +212,7 @@ def test_orca_mono12p_series(tmp_path, sender, cls, options):
         assert data.dtype == np.uint16
         assert np.array_equal(data[()], np.stack(frames))
         assert_metadata(f, "/entry/instrument/orca")
-    for message, frame in zip(forwarded[1:-1], frames):
+    for message, frame in zip(forwarded[1:-1], frames, strict=False):
         assert json.loads(message[0])["type"] == "uint16"
         assert np.array_equal(forwarded_pixels(message)[0], frame)
 
@@ -215,18 +223,25 @@ def test_orca_wrong_mono12p_length_is_counted(tmp_path, sender):
     good = list(orca_series(frames, str(target)))
     head = json.loads(good[2][0])
     bad = [
-        [good[2][0], good[2][1][:-3]],                                  # a pixel pair short
+        [good[2][0], good[2][1][:-3]],  # a pixel pair short
         [j(head | {"shape": [3, 5]}), pack(np.zeros(16, np.uint16))[:22]],  # odd pixel count
-        [j(head | {"compression": "bslz4"}), good[2][1]],               # packed and compressed?
+        [j(head | {"compression": "bslz4"}), good[2][1]],  # packed and compressed?
     ]
-    sixteen_bit = [j(json.loads(good[3][0]) | {"type": "uint16", "compression": "none"}),
-                   frames[2].tobytes()]                                 # a 16-bit mode frame
-    receiver, snap = run_series(make_config(sender.port, tmp_path, "OrcaLightning"), sender,
-                                [*good[:2], *bad, good[2], sixteen_bit, good[4]])
+    sixteen_bit = [
+        j(json.loads(good[3][0]) | {"type": "uint16", "compression": "none"}),
+        frames[2].tobytes(),
+    ]  # a 16-bit mode frame
+    receiver, snap = run_series(
+        make_config(sender.port, tmp_path, "OrcaLightning"),
+        sender,
+        [*good[:2], *bad, good[2], sixteen_bit, good[4]],
+    )
     receiver.close()
     assert (snap.frames_written, snap.frames_invalid, snap.frames_missing) == (3, 3, 0)
-    assert any("frame 1: Mono12p frame of shape (20, 32) needs 960 bytes, got 957" in t
-               for t in invalid_texts(snap))
+    assert any(
+        "frame 1: Mono12p frame of shape (20, 32) needs 960 bytes, got 957" in t
+        for t in invalid_texts(snap)
+    )
     with h5py.File(target, "r") as f:
         assert np.array_equal(f["/entry/data/data"][()], np.stack(frames))
 
@@ -244,8 +259,9 @@ def modules():
 
 
 def lambda_config(tmp_path, modules):
-    return make_config(0, tmp_path, "Lambda", upstream=modules.endpoints,
-                       dset_name="/entry/instrument/lambda/data")
+    return make_config(
+        0, tmp_path, "Lambda", upstream=modules.endpoints, dset_name="/entry/instrument/lambda/data"
+    )
 
 
 def run_lambda(config, modules, streams, series_count: int = 1):
@@ -259,8 +275,9 @@ def run_lambda(config, modules, streams, series_count: int = 1):
 def test_lambda_modules_into_one_dataset(tmp_path, modules, compression):
     frames = module_frames(5)
     target = tmp_path / "lambda.h5"
-    streams = [list(stream) for stream in lambda_series(frames, str(target), META,
-                                                         compression=compression)]
+    streams = [
+        list(stream) for stream in lambda_series(frames, str(target), META, compression=compression)
+    ]
     snap, forwarded = run_with_consumer(lambda_config(tmp_path, modules), modules, streams)
     assert_clean(snap, 5)
     assert snap.bytes_wire == sum(image_bytes(stream) for stream in streams)  # all 4 modules
@@ -275,7 +292,7 @@ def test_lambda_modules_into_one_dataset(tmp_path, modules, compression):
         assert list(meta["full_shape"][()]) == [66, 20]
         assert_metadata(f, "/entry/instrument/lambda")
     assert json.loads(forwarded[0][1])["y"] == [0, 18, 36, 54]
-    for message, frame in zip(forwarded[1:-1], frames):
+    for message, frame in zip(forwarded[1:-1], frames, strict=False):
         assert np.array_equal(forwarded_pixels(message)[0], frame)
 
 
@@ -290,14 +307,18 @@ def test_lambda_module_mismatch_is_one_invalid_frame(tmp_path, modules):
     receiver.close()
     assert (snap.frames_written, snap.frames_invalid, snap.frames_missing) == (4, 2, 2)
     texts = invalid_texts(snap)
-    assert any("image 3 (frame 2): module 2 out of step: its next message is msg_number 4" in t
-               for t in texts), texts
-    assert any("modules disagree: module 0 image 5 (frame 4), module 1 series_end 5" in t
-               for t in texts), texts
+    assert any(
+        "image 3 (frame 2): module 2 out of step: its next message is msg_number 4" in t
+        for t in texts
+    ), texts
+    assert any(
+        "modules disagree: module 0 image 5 (frame 4), module 1 series_end 5" in t for t in texts
+    ), texts
     with h5py.File(target, "r") as f:
         assert list(f["/entry/instrument/lambda/sequence_number"][()]) == [0, 1, 3, 5]
-        assert np.array_equal(f["/entry/data/data"][()],
-                              np.stack([frames[i] for i in (0, 1, 3, 5)]))
+        assert np.array_equal(
+            f["/entry/data/data"][()], np.stack([frames[i] for i in (0, 1, 3, 5)])
+        )
 
 
 def test_lambda_missing_module_is_reported_and_the_next_series_works(tmp_path, modules):
@@ -361,8 +382,9 @@ def spectra(count: int, channels: int = 4, bins: int = 64, seed: int = 4) -> lis
 def test_xspress3_spectra_and_scalers(tmp_path, sender):
     frames = spectra(5)
     target = tmp_path / "xspress3.h5"
-    config = make_config(sender.port, tmp_path, "Xspress3",
-                         dset_name="/entry/instrument/xspress3/data")
+    config = make_config(
+        sender.port, tmp_path, "Xspress3", dset_name="/entry/instrument/xspress3/data"
+    )
     snap, forwarded = run_with_consumer(config, sender, xspress3_series(frames, str(target), META))
     assert_clean(snap, 5)
     with h5py.File(target, "r") as f:
@@ -387,19 +409,20 @@ def test_xspress3_bad_shapes_are_counted(tmp_path, sender):
     good = list(xspress3_series(frames, str(target)))
     head, blob, scalers = json.loads(good[2][0]), good[2][1], json.loads(good[2][2])
     bad = [
-        [j(head | {"shape": [2, 4, 32]}), blob, good[2][2]],        # 3-D spectra
-        [good[2][0], blob[:-4], good[2][2]],                        # spectra blob too short
-        [good[2][0], blob, j(scalers | {"dtc": [1.0, 1.0]})],       # 2 values for 4 channels
+        [j(head | {"shape": [2, 4, 32]}), blob, good[2][2]],  # 3-D spectra
+        [good[2][0], blob[:-4], good[2][2]],  # spectra blob too short
+        [good[2][0], blob, j(scalers | {"dtc": [1.0, 1.0]})],  # 2 values for 4 channels
         [good[2][0], blob, j(scalers | {"AllGood": [-1, 0, 0, 0]})],  # not a uint32
-        [good[2][0], blob],                                         # no scalers
+        [good[2][0], blob],  # no scalers
     ]
     config = make_config(sender.port, tmp_path, "Xspress3")
     receiver, snap = run_series(config, sender, [*good[:2], *bad, *good[2:]])
     receiver.close()
     assert (snap.frames_written, snap.frames_invalid, snap.frames_missing) == (3, 5, 0)
     texts = invalid_texts(snap)
-    assert any("frame 1: spectra of shape [2, 4, 32], expected [channels, bins]" in t
-               for t in texts), texts
+    assert any(
+        "frame 1: spectra of shape [2, 4, 32], expected [channels, bins]" in t for t in texts
+    ), texts
     assert any("frame 1: scaler 'dtc' must be 4 float64 values" in t for t in texts), texts
     with h5py.File(target, "r") as f:
         assert np.array_equal(f["/entry/instrument/detector/data"][()], np.stack(frames))
@@ -413,8 +436,9 @@ def test_every_profile_has_a_matching_detectors_yaml_entry():
     configs = load_config(REPO / "detectors.yaml")
     for name, profile in PROFILES.items():
         assert name in configs, name
-        assert tuple(configs[name].shape) == profile.shape and configs[name].dtype == \
-            profile.dtype, name
+        assert (
+            tuple(configs[name].shape) == profile.shape and configs[name].dtype == profile.dtype
+        ), name
         assert profile.format in simulators() and name in formats()
     assert {"pi-mte3", "dhyana", "ximea", "fastcam-nova", "rigaku", "zyla"} <= set(GENERAL)
 
@@ -426,8 +450,13 @@ def test_general_case_detector_at_its_real_shape(tmp_path, sender, name):
     messages = list(series_for(name, (1, 1), "uint8", count=3, filename=str(tmp_path / "g.h5")))
     expected = [forwarded_pixels(m)[0] for m in messages[1:-1]]
     assert expected[0].shape == tuple(entry.shape) and expected[0].dtype == entry.dtype
-    config = make_config(sender.port, tmp_path, entry.detector_class, dset_name=entry.dset_name,
-                         nworkers=entry.nworkers)
+    config = make_config(
+        sender.port,
+        tmp_path,
+        entry.detector_class,
+        dset_name=entry.dset_name,
+        nworkers=entry.nworkers,
+    )
     receiver, snap = run_series(config, sender, messages)
     receiver.close()
     assert_clean(snap, 3, forwarded=False)  # nobody on the secondary port

@@ -47,11 +47,20 @@ ZYLA = "/entry/instrument/zyla"
 
 
 @contextmanager
-def streaming_receiver(entry: dict[str, Any],
-                       root: Path) -> Iterator[tuple[Receiver, httpx.Client]]:
+def streaming_receiver(
+    entry: dict[str, Any], root: Path
+) -> Iterator[tuple[Receiver, httpx.Client]]:
     """A receiver of an entry in the existing deployments' form, with its REST sidecar."""
-    config = parse_entry("dropin", entry | {"write_roots": [str(root)], "data_port": 0,
-                                            "data_host": "127.0.0.1", "gap_timeout_s": 0.5})
+    config = parse_entry(
+        "dropin",
+        entry
+        | {
+            "write_roots": [str(root)],
+            "data_port": 0,
+            "data_host": "127.0.0.1",
+            "gap_timeout_s": 0.5,
+        },
+    )
     receiver = Receiver(config)
     try:
         receiver.start()
@@ -94,27 +103,39 @@ def zyla_frames(count: int = FRAMES) -> list[np.ndarray]:
     return frames
 
 
-def stins(frames: list[np.ndarray], filename: str, meta: dict | None = None,
-          extra: list[dict] | None = None) -> list[list[bytes]]:
+def stins(
+    frames: list[np.ndarray],
+    filename: str,
+    meta: dict | None = None,
+    extra: list[dict] | None = None,
+) -> list[list[bytes]]:
     """stream1.py's series: raw frames, ``"compression": "none"``, ``extra`` fields per image."""
     extra = extra or [{}] * len(frames)
-    images = [({"shape": list(f.shape), "type": "uint16", "compression": "none"} | more,
-               [f.tobytes()]) for f, more in zip(frames, extra)]
+    images = [
+        ({"shape": list(f.shape), "type": "uint16", "compression": "none"} | more, [f.tobytes()])
+        for f, more in zip(frames, extra, strict=False)
+    ]
     return list(encoded_series(images, filename, meta))
 
 
 def entry(**more: Any) -> dict[str, Any]:
-    return {"class": "Detector", "dcu_host_purple": "127.0.0.1",
-            "dset_name": f"{ZYLA}/data"} | more
+    return {"class": "Detector", "dcu_host_purple": "127.0.0.1", "dset_name": f"{ZYLA}/data"} | more
 
 
 def plain_h5py_read(path: Path, dataset: str) -> bytes:
     """The dataset's bytes as a reader without hdf5plugin (and no filter plugins) gets them."""
     env = {k: v for k, v in os.environ.items() if k != "HDF5_PLUGIN_PATH"}
-    code = ("import sys, h5py; d = h5py.File(sys.argv[1], 'r')[sys.argv[2]][()]; "
-            "assert 'hdf5plugin' not in sys.modules; sys.stdout.buffer.write(d.tobytes())")
-    return subprocess.run([sys.executable, "-c", code, str(path), dataset], env=env,
-                          capture_output=True, check=True, timeout=60).stdout
+    code = (
+        "import sys, h5py; d = h5py.File(sys.argv[1], 'r')[sys.argv[2]][()]; "
+        "assert 'hdf5plugin' not in sys.modules; sys.stdout.buffer.write(d.tobytes())"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, str(path), dataset],
+        env=env,
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout
 
 
 # --- test_basic, test_order, test_lb: raw frames as they came ------------------------------
@@ -185,9 +206,12 @@ def test_load_balance_over_two_endpoints(tmp_path):
     """``dcu_host_purple`` a list: one connection per host, the same port, load-balanced."""
     frames = zyla_frames()
     target = tmp_path / "test.h5"
-    with Sender(host="0.0.0.0", timeout_s=30) as sender, streaming_receiver(
-            entry(dcu_host_purple=["127.0.0.1", "127.0.0.2"], dcu_port_purple=sender.port),
-            tmp_path) as (receiver, http):
+    with (
+        Sender(host="0.0.0.0", timeout_s=30) as sender,
+        streaming_receiver(
+            entry(dcu_host_purple=["127.0.0.1", "127.0.0.2"], dcu_port_purple=sender.port), tmp_path
+        ) as (receiver, http),
+    ):
         assert len(receiver.detector.endpoints()) == 2
         sender.send(stins(frames, str(target)))
         wait_idle(http, FRAMES)
@@ -253,9 +277,16 @@ def test_a_frame_channel_named_like_a_header_field_takes_the_name(tmp_path):
     header = Header(msg_number=0, filename=str(path), metadata={"ocr": 7, "gain": 2})
     writer = SeriesWriter(header, f"{ZYLA}/data", [tmp_path], flush_interval_s=60.0)
     pixels, ocr = np.ones((2, 3), np.uint32), np.array([0.5, 0.25])
-    writer.write(Image(msg_number=1, frame=0, channels=[
-        Channel("data", pixels.shape, "uint32", "none", pixels.tobytes()),
-        Channel("ocr", ocr.shape, "float64", "none", ocr.tobytes())]))
+    writer.write(
+        Image(
+            msg_number=1,
+            frame=0,
+            channels=[
+                Channel("data", pixels.shape, "uint32", "none", pixels.tobytes()),
+                Channel("ocr", ocr.shape, "float64", "none", ocr.tobytes()),
+            ],
+        )
+    )
     writer.close(True)
     with h5py.File(path, "r") as f:
         assert list(f[f"{ZYLA}/ocr"][0]) == [0.5, 0.25]
@@ -266,20 +297,31 @@ def test_a_frame_channel_named_like_a_header_field_takes_the_name(tmp_path):
 def test_lambda_modules_in_the_merged_shape(tmp_path):
     """Each module's header names the merged frame ``[4, H, W]`` in chunks ``[1, H, W]``."""
     modules, rows, cols = 4, 8, 12
-    planes = [np.arange(m * 1000, m * 1000 + rows * cols, dtype=np.uint16).reshape(rows, cols)
-              for m in range(modules)]
+    planes = [
+        np.arange(m * 1000, m * 1000 + rows * cols, dtype=np.uint16).reshape(rows, cols)
+        for m in range(modules)
+    ]
     frames = [np.stack(planes) + i for i in range(FRAMES)]
     target = tmp_path / "test.h5"
     merged = {"shape": [modules, rows, cols], "chunks": [1, rows, cols]}
     streams = []
     for m in range(modules):
         meta = {"x": 0, "y": m, "rotation": 90 * m, "full_shape": [2695, 2696]}
-        streams.append(stins([f[m] for f in frames], str(target), meta=meta,
-                             extra=[merged] * FRAMES))
-    with ModuleSenders([0] * modules, timeout_s=30) as senders, streaming_receiver(
-            {"class": "Lambda", "dcu_host_purple": ["127.0.0.1"] * modules,
-             "dcu_port_purple": [s.port for s in senders.senders],
-             "dset_name": "/entry/instrument/lambda/data"}, tmp_path) as (_, http):
+        streams.append(
+            stins([f[m] for f in frames], str(target), meta=meta, extra=[merged] * FRAMES)
+        )
+    with (
+        ModuleSenders([0] * modules, timeout_s=30) as senders,
+        streaming_receiver(
+            {
+                "class": "Lambda",
+                "dcu_host_purple": ["127.0.0.1"] * modules,
+                "dcu_port_purple": [s.port for s in senders.senders],
+                "dset_name": "/entry/instrument/lambda/data",
+            },
+            tmp_path,
+        ) as (_, http),
+    ):
         senders.send(streams)
         wait_idle(http, FRAMES)
         header, *blobs = pickle.loads(http.get("/last_frame").content)
@@ -300,10 +342,15 @@ def test_lambda_modules_in_the_merged_shape(tmp_path):
 def test_eiger_legacy_capture(tmp_path, sender, fixtures_dir):
     capture = fixtures_dir / "captured" / "eiger-stream-v1-eiger1-1m.zip"
     target = tmp_path / "test.h5"
-    with streaming_receiver({"class": "Eiger", "dcu_host_purple": "127.0.0.1",
-                             "dcu_port_purple": sender.port,
-                             "dset_name": "/entry/instrument/eiger/data"},
-                            tmp_path) as (receiver, http):
+    with streaming_receiver(
+        {
+            "class": "Eiger",
+            "dcu_host_purple": "127.0.0.1",
+            "dcu_port_purple": sender.port,
+            "dset_name": "/entry/instrument/eiger/data",
+        },
+        tmp_path,
+    ) as (receiver, http):
         # as the suite replays it: no dseries_end (the capture has none), then the capture
         # again without a filename, whose header closes the first series' file
         sender.send(capture_v1(capture, str(target))[:-1])
@@ -318,8 +365,9 @@ def test_eiger_legacy_capture(tmp_path, sender, fixtures_dir):
         messages = receiver.snapshot().messages
     assert any("no file written: the header names no file" in m for m in messages)
     assert header["compression"] == "bslz4" and header["type"] == "uint32"
-    img = bitshuffle.decompress_lz4(np.frombuffer(blob, np.uint8, offset=12),
-                                    tuple(header["shape"]), np.dtype(header["type"]))
+    img = bitshuffle.decompress_lz4(
+        np.frombuffer(blob, np.uint8, offset=12), tuple(header["shape"]), np.dtype(header["type"])
+    )
     config = json.loads(capture_v1(capture)[0][1])
     det = "/entry/instrument/eiger"
     with h5py.File(target, "r") as f:
@@ -347,14 +395,21 @@ def test_stream2_capture_user_data_bytes(tmp_path, sender, fixtures_dir):
     messages = capture_v2(capture, "")
     user = json.loads(cbor2.loads(messages[0][0])["user_data"]) | {"filename": str(target)}
     messages[0] = [as_suite_sends(messages[0][0], json.dumps(user).encode())]
-    with streaming_receiver({"class": "DectrisStream2", "dcu_host_purple": "127.0.0.1",
-                             "dcu_port_purple": sender.port,
-                             "dset_name": "/entry/instrument/eiger/data"}, tmp_path) as (_, http):
+    with streaming_receiver(
+        {
+            "class": "DectrisStream2",
+            "dcu_host_purple": "127.0.0.1",
+            "dcu_port_purple": sender.port,
+            "dset_name": "/entry/instrument/eiger/data",
+        },
+        tmp_path,
+    ) as (_, http):
         sender.send(messages)
         wait_idle(http, FRAMES)
         header, blob = pickle.loads(http.get("/last_frame").content)
-    img = bitshuffle.decompress_lz4(np.frombuffer(blob, np.uint8, offset=12),
-                                    tuple(header["shape"]), np.dtype(header["type"]))
+    img = bitshuffle.decompress_lz4(
+        np.frombuffer(blob, np.uint8, offset=12), tuple(header["shape"]), np.dtype(header["type"])
+    )
     det = "/entry/instrument/eiger"
     with h5py.File(target, "r") as f:
         assert f[f"{det}/data"].shape == (FRAMES, 1065, 1030)
@@ -371,8 +426,10 @@ def test_stream2_series_that_cannot_be_written_says_why(tmp_path, sender, fixtur
     messages = capture_v2(capture, "")
     messages[0] = [as_suite_sends(messages[0][0], b"{not json")]
     caplog.set_level(logging.INFO)
-    with streaming_receiver({"class": "DectrisStream2", "dcu_host_purple": "127.0.0.1",
-                             "dcu_port_purple": sender.port}, tmp_path) as (receiver, http):
+    with streaming_receiver(
+        {"class": "DectrisStream2", "dcu_host_purple": "127.0.0.1", "dcu_port_purple": sender.port},
+        tmp_path,
+    ) as (receiver, http):
         sender.send(messages)
         wait_idle(http, FRAMES)
         messages = receiver.snapshot().messages

@@ -43,8 +43,19 @@ def header(filename, number: int = 0, **fields) -> list[bytes]:
 
 
 def image(number: int, blob: bytes, shape=SHAPE, compression: str = "bslz4") -> list[bytes]:
-    return [j({"htype": "image", "msg_number": number, "frame": number - 1, "shape": list(shape),
-               "type": "uint32", "compression": compression}), blob]
+    return [
+        j(
+            {
+                "htype": "image",
+                "msg_number": number,
+                "frame": number - 1,
+                "shape": list(shape),
+                "type": "uint32",
+                "compression": compression,
+            }
+        ),
+        blob,
+    ]
 
 
 def end(number: int) -> list[bytes]:
@@ -52,8 +63,11 @@ def end(number: int) -> list[bytes]:
 
 
 def series(filename, frames, **fields) -> list[list[bytes]]:
-    return [header(filename, **fields), *(image(i + 1, encode_chunk(f), f.shape)
-                                          for i, f in enumerate(frames)), end(len(frames) + 1)]
+    return [
+        header(filename, **fields),
+        *(image(i + 1, encode_chunk(f), f.shape) for i, f in enumerate(frames)),
+        end(len(frames) + 1),
+    ]
 
 
 def noise(count: int, shape=(64, 64)) -> list[np.ndarray]:
@@ -89,8 +103,7 @@ def assert_alive(receiver: Receiver) -> None:
 
 # --- 1. a header whose nimages is a string or a list ---------------------------------------
 @pytest.mark.parametrize("nimages", ["5", [5], -1, 2**64, 1.5])
-def test_1_bad_header_field_is_refused_and_the_engine_goes_on(tmp_path, sender, receiver,
-                                                             nimages):
+def test_1_bad_header_field_is_refused_and_the_engine_goes_on(tmp_path, sender, receiver, nimages):
     frames = synthetic_frames(3, SHAPE, "uint32", rate=1.0)
     sender.send(series(tmp_path / "bad.h5", frames, nimages=nimages))
     sender.send(series(tmp_path / "good.h5", frames))
@@ -116,8 +129,12 @@ def test_2_an_announced_count_costs_nothing(tmp_path, sender, receiver):
 def test_2_datasets_are_pre_sized_by_at_most_one_block(tmp_path):
     from tango_receiver.messages import Channel, Header, Image
 
-    writer = SeriesWriter(Header(0, str(tmp_path / "a.h5"), nimages=10**12),
-                          "/entry/instrument/detector/data", [tmp_path], 60.0)
+    writer = SeriesWriter(
+        Header(0, str(tmp_path / "a.h5"), nimages=10**12),
+        "/entry/instrument/detector/data",
+        [tmp_path],
+        60.0,
+    )
     frame = np.zeros(SHAPE, np.uint32)
     writer.write(Image(1, 0, [Channel("data", SHAPE, "uint32", "bslz4", encode_chunk(frame))]))
     assert writer._datasets[0].shape[0] <= 1024
@@ -131,8 +148,9 @@ def test_3_full_disk_keeps_exactly_the_frames_written(tmp_path, sender, tmpfs, w
     frames = noise(400)  # 6.4 MB: more than the disk
     target = disk / "full.h5"
     flush = 0.05 if when == "mid-series" else 1000.0
-    receiver = Receiver(make_config(sender.port, tmp_path, write_roots=[str(disk)],
-                                    flush_interval_s=flush))
+    receiver = Receiver(
+        make_config(sender.port, tmp_path, write_roots=[str(disk)], flush_interval_s=flush)
+    )
     receiver.start()
     try:
         if when == "during close":
@@ -168,13 +186,15 @@ def test_3_full_disk_keeps_exactly_the_frames_written(tmp_path, sender, tmpfs, w
         receiver.close()
 
 
-def test_3_a_filesystem_that_cannot_reserve_is_written_unreserved(tmp_path, sender,
-                                                                  monkeypatch, caplog):
+def test_3_a_filesystem_that_cannot_reserve_is_written_unreserved(
+    tmp_path, sender, monkeypatch, caplog
+):
     from tango_receiver.engine import diskspace
 
     def unsupported(*args):
         ctypes.set_errno(errno.EOPNOTSUPP)
         return -1
+
     monkeypatch.setattr(diskspace, "_fallocate", unsupported)
     frames = noise(5)
     receiver = Receiver(make_config(sender.port, tmp_path))
@@ -196,7 +216,7 @@ def test_4_a_chunk_cut_in_half_is_refused_with_default_settings(tmp_path, sender
     frames = noise(3, SHAPE)
     chunk = encode_chunk(frames[1])
     messages = series(tmp_path / "cut.h5", frames)
-    messages.insert(2, image(2, chunk[:len(chunk) // 2]))  # before the whole frame 2
+    messages.insert(2, image(2, chunk[: len(chunk) // 2]))  # before the whole frame 2
     sender.send(messages)
     snap = wait_series_done(receiver, 1, timeout=10)
     assert (snap.frames_written, snap.frames_invalid) == (3, 1)
@@ -208,16 +228,22 @@ def test_4_verify_chunks_catches_a_corrupt_table_that_adds_up(tmp_path, sender):
     frames = noise(2, (64, 64))
     corrupt = bytearray(encode_chunk(frames[0]))
     first = int.from_bytes(corrupt[12:16], "big")
-    second = int.from_bytes(corrupt[16 + first:20 + first], "big")
+    second = int.from_bytes(corrupt[16 + first : 20 + first], "big")
     corrupt[12:16] = (first - 8).to_bytes(4, "big")  # block 0 shorter, block 1 starts early
     at = 16 + first - 8
-    corrupt[at:at + 4] = (second + 8).to_bytes(4, "big")  # ... and ends where it did
+    corrupt[at : at + 4] = (second + 8).to_bytes(4, "big")  # ... and ends where it did
     receiver = Receiver(make_config(sender.port, tmp_path, verify_chunks=True))
     receiver.start()
     try:
-        sender.send([header(tmp_path / "v.h5"), image(1, bytes(corrupt), (64, 64)),
-                     image(1, encode_chunk(frames[0]), (64, 64)),
-                     image(2, encode_chunk(frames[1]), (64, 64)), end(3)])
+        sender.send(
+            [
+                header(tmp_path / "v.h5"),
+                image(1, bytes(corrupt), (64, 64)),
+                image(1, encode_chunk(frames[0]), (64, 64)),
+                image(2, encode_chunk(frames[1]), (64, 64)),
+                end(3),
+            ]
+        )
         snap = wait_series_done(receiver, 1, timeout=10)
     finally:
         receiver.close()
@@ -250,16 +276,19 @@ def test_5_error_clears_after_a_clean_series_and_on_post_reset(tmp_path, sender,
 def test_5_hdf5_error_text_is_one_readable_line():
     from tango_receiver.engine.errors import one_line  # here: the module is new with issue 19
 
-    text = ("Can't write data (file write failed: time = Sat Dec  5 23:00:00 2026\n, filename = "
-            "'/data/a.h5', file descriptor = 5, errno = 28, error message = 'No space left on "
-            "device', buf = 0x55d1c2f0a010, total write size = 16384, offset = 1048576)")
+    text = (
+        "Can't write data (file write failed: time = Sat Dec  5 23:00:00 2026\n, filename = "
+        "'/data/a.h5', file descriptor = 5, errno = 28, error message = 'No space left on "
+        "device', buf = 0x55d1c2f0a010, total write size = 16384, offset = 1048576)"
+    )
     line = one_line(text)
     assert "\n" not in line and "0x" not in line and "No space left on device" in line
 
 
 # --- 6. control characters in a filename ---------------------------------------------------
-@pytest.mark.parametrize("name", ["a\x00b.h5", "a.h5\nERROR forged line", "a\x1b[2J.h5",
-                                  "a\u2028b.h5"])
+@pytest.mark.parametrize(
+    "name", ["a\x00b.h5", "a.h5\nERROR forged line", "a\x1b[2J.h5", "a\u2028b.h5"]
+)
 def test_6_control_characters_are_a_normal_refusal(tmp_path, sender, receiver, caplog, name):
     frames = synthetic_frames(1, SHAPE, "uint32", rate=1.0)
     with caplog.at_level(logging.WARNING):
@@ -297,13 +326,13 @@ def test_8_a_chunk_without_its_header_is_refused_saying_so(tmp_path, sender, rec
     sender.send(messages)
     snap = wait_series_done(receiver, 1, timeout=10)
     assert (snap.frames_written, snap.frames_invalid) == (2, 1)
-    assert any("12-byte bitshuffle-LZ4 chunk header" in m and "missing" in m
-               for m in snap.messages)
+    assert any("12-byte bitshuffle-LZ4 chunk header" in m and "missing" in m for m in snap.messages)
 
 
 # --- 9. supervised threads -----------------------------------------------------------------
-def test_9_an_exception_on_one_message_costs_that_message(tmp_path, sender, receiver,
-                                                           monkeypatch, caplog):
+def test_9_an_exception_on_one_message_costs_that_message(
+    tmp_path, sender, receiver, monkeypatch, caplog
+):
     frames = synthetic_frames(3, SHAPE, "uint32", rate=1.0)
     write = SeriesWriter.write
 
@@ -311,6 +340,7 @@ def test_9_an_exception_on_one_message_costs_that_message(tmp_path, sender, rece
         if img.frame == 1:
             raise KeyError("a bug")
         write(self, img)
+
     monkeypatch.setattr(SeriesWriter, "write", buggy)
     with caplog.at_level(logging.ERROR):
         sender.send(series(tmp_path / "bug.h5", frames))
@@ -329,6 +359,7 @@ def test_9_a_thread_that_dies_is_said_everywhere(tmp_path, sender, monkeypatch):
 
     def broken(*args):
         raise RuntimeError("the engine's bookkeeping broke")
+
     monkeypatch.setattr(receiver, "_return_budget", broken)
     receiver.start()
     try:
@@ -352,17 +383,35 @@ def test_9_health_is_2xx_while_the_receiver_works(receiver):
 
 def test_9_run_exits_non_zero_when_a_thread_dies(tmp_path, sender):
     config = tmp_path / "detectors.yaml"
-    config.write_text(yaml.safe_dump({"dies": {
-        "class": "Detector", "upstream": [f"tcp://127.0.0.1:{sender.port}"], "data_port": 0,
-        "data_host": "127.0.0.1", "api_host": "127.0.0.1", "api_port": 0,
-        "write_roots": [str(tmp_path)]}}))
-    script = ("import sys\n"
-              "from tango_receiver import cli\n"
-              "from tango_receiver.engine.receiver import Receiver\n"
-              "def broken(self, *args): raise RuntimeError('injected')\n"
-              "Receiver._return_budget = broken\n"
-              f"sys.exit(cli.main(['run', {str(config)!r}, 'dies']))\n")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=30, env=os.environ | {"LOG_LEVEL": "INFO"})
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "dies": {
+                    "class": "Detector",
+                    "upstream": [f"tcp://127.0.0.1:{sender.port}"],
+                    "data_port": 0,
+                    "data_host": "127.0.0.1",
+                    "api_host": "127.0.0.1",
+                    "api_port": 0,
+                    "write_roots": [str(tmp_path)],
+                }
+            }
+        )
+    )
+    script = (
+        "import sys\n"
+        "from tango_receiver import cli\n"
+        "from tango_receiver.engine.receiver import Receiver\n"
+        "def broken(self, *args): raise RuntimeError('injected')\n"
+        "Receiver._return_budget = broken\n"
+        f"sys.exit(cli.main(['run', {str(config)!r}, 'dies']))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=os.environ | {"LOG_LEVEL": "INFO"},
+    )
     assert result.returncode == 1, result.stderr[-2000:]
     assert "died" in result.stderr and "injected" in result.stderr

@@ -29,17 +29,44 @@ from tango_receiver.sim.lambda_ import ModuleSenders, lambda_series
 from tango_receiver.sim.sender import Sender
 
 #: every class the package ships -> its simulator (classes other tests define are left out)
-FORMATS = {name: cls.simulator.name for name, cls in detector_classes().items()
-           if cls.__module__ == "tango_receiver.detector"}
+FORMATS = {
+    name: cls.simulator.name
+    for name, cls in detector_classes().items()
+    if cls.__module__ == "tango_receiver.detector"
+}
 MODULES = 2
 #: fields some decoder reads that a simulator's valid message may not carry
-EXTRA_KEYS = ["nimages", "filename", "series_id", "series", "save_raw", "msg_number", "frame",
-              "shape", "type", "compression", "channels", "name", "number_of_images",
-              "image_id", "user_data", "header_detail", "ntrigger", "encoding", "x", "y",
-              "rotation", "full_shape"]
+EXTRA_KEYS = [
+    "nimages",
+    "filename",
+    "series_id",
+    "series",
+    "save_raw",
+    "msg_number",
+    "frame",
+    "shape",
+    "type",
+    "compression",
+    "channels",
+    "name",
+    "number_of_images",
+    "image_id",
+    "user_data",
+    "header_detail",
+    "ntrigger",
+    "encoding",
+    "x",
+    "y",
+    "rotation",
+    "full_shape",
+]
 HOSTILE = st.one_of(
-    st.text(max_size=6), st.none(), st.booleans(), st.floats(),
-    st.integers(max_value=-1), st.sampled_from([0, 2**31, 2**63 - 1, 2**63, 2**64, 10**9]),
+    st.text(max_size=6),
+    st.none(),
+    st.booleans(),
+    st.floats(),
+    st.integers(max_value=-1),
+    st.sampled_from([0, 2**31, 2**63 - 1, 2**63, 2**64, 10**9]),
     st.lists(st.integers(-2, 2**64), max_size=3),
     st.lists(st.integers(2**16, 2**40), min_size=2, max_size=3),  # huge shapes
     st.lists(st.text(max_size=2), max_size=2),
@@ -54,8 +81,12 @@ def valid_streams(cls_name: str, filename: str) -> list[list[list[bytes]]]:
         frames = [rng.integers(0, 4096, (MODULES, 12, 20), dtype=np.uint16) for _ in range(3)]
         return [list(s) for s in lambda_series(frames, filename)]
     shape, dtype = ((16, 12), "int32") if cls_name == "Pilatus" else ((16, 12), "uint16")
-    return [[[bytes(p) for p in m] for m in series_for(FORMATS[cls_name], shape, dtype, count=3,
-                                                       filename=filename)]]
+    return [
+        [
+            [bytes(p) for p in m]
+            for m in series_for(FORMATS[cls_name], shape, dtype, count=3, filename=filename)
+        ]
+    ]
 
 
 def mutate(parts: list[bytes], index: int, key: str, value, cbor: bool) -> list[bytes] | None:
@@ -102,30 +133,46 @@ class Upstream:
 
 #: when the series was written (NXmx): the wall clock, not what was received; and each frame's
 #: exposure times, which frames the compiled lane took hold as NaN (it does not read them)
-WALL_CLOCK = {"entry/start_time", "entry/end_time_estimated",
-              *(f"entry/instrument/detector/{name}" for name in ("start_time", "stop_time",
-                                                                  "real_time"))}
+WALL_CLOCK = {
+    "entry/start_time",
+    "entry/end_time_estimated",
+    *(f"entry/instrument/detector/{name}" for name in ("start_time", "stop_time", "real_time")),
+}
 
 
 def read_all(path: Path) -> dict[str, np.ndarray]:
     """Every dataset of the file but the wall-clock ones."""
     with h5py.File(path, "r") as f:
         out: dict[str, np.ndarray] = {}
-        f.visititems(lambda name, obj: out.__setitem__(name, obj[()])
-                     if isinstance(obj, h5py.Dataset) and name not in WALL_CLOCK else None)
+        f.visititems(
+            lambda name, obj: (
+                out.__setitem__(name, obj[()])
+                if isinstance(obj, h5py.Dataset) and name not in WALL_CLOCK
+                else None
+            )
+        )
     return out
 
 
-def send_series(cls_name: str, streams, upstream: Upstream, receiver: Receiver,
-                target: Path) -> None:
+def send_series(
+    cls_name: str, streams, upstream: Upstream, receiver: Receiver, target: Path
+) -> None:
     count = receiver.snapshot().series_count
     upstream.send_series(streams)
-    wait_for(lambda: (s := receiver.snapshot()).series_count > count and not s.in_series
-             and s.filename == str(target), 20, f"the valid {cls_name} series to {target}")
+    wait_for(
+        lambda: (
+            (s := receiver.snapshot()).series_count > count
+            and not s.in_series
+            and s.filename == str(target)
+        ),
+        20,
+        f"the valid {cls_name} series to {target}",
+    )
 
 
-def write_series(cls_name: str, streams, upstream: Upstream, receiver: Receiver,
-                 target: Path) -> dict[str, np.ndarray]:
+def write_series(
+    cls_name: str, streams, upstream: Upstream, receiver: Receiver, target: Path
+) -> dict[str, np.ndarray]:
     send_series(cls_name, streams, upstream, receiver, target)
     snap = receiver.snapshot()
     assert snap.series_complete and snap.frames_written == 3, repr(snap.as_dict())
@@ -134,8 +181,9 @@ def write_series(cls_name: str, streams, upstream: Upstream, receiver: Receiver,
 
 def config_for(cls_name: str, root: Path, upstream: Upstream):
     nworkers = 1 if cls_name == "Lambda" else 2  # workers too must survive
-    return make_config(9999, root, cls_name, upstream=upstream.endpoints, nworkers=nworkers,
-                       gap_timeout_s=1.0)
+    return make_config(
+        9999, root, cls_name, upstream=upstream.endpoints, nworkers=nworkers, gap_timeout_s=1.0
+    )
 
 
 @pytest.mark.parametrize("cls_name", sorted(FORMATS))
@@ -152,15 +200,22 @@ def test_hostile_fields_never_stop_the_receiver(tmp_path, cls_name):
         receiver = Receiver(config_for(cls_name, tmp_path, upstream))
         receiver.start()
         try:
-            @settings(max_examples=40, deadline=None, database=None,
-                      suppress_health_check=list(HealthCheck))
+
+            @settings(
+                max_examples=40,
+                deadline=None,
+                database=None,
+                suppress_health_check=list(HealthCheck),
+            )
             @given(data=st.data())
             def send_hostile(data):
                 for _ in range(data.draw(st.integers(1, 3))):
                     parts = data.draw(st.sampled_from(templates))
                     index = data.draw(st.integers(0, len(parts) - 1))
-                    key = data.draw(st.sampled_from(EXTRA_KEYS) | st.sampled_from(
-                        sorted(_keys(parts[index], cbor)) or EXTRA_KEYS))
+                    key = data.draw(
+                        st.sampled_from(EXTRA_KEYS)
+                        | st.sampled_from(sorted(_keys(parts[index], cbor)) or EXTRA_KEYS)
+                    )
                     hostile = mutate(parts, index, key, data.draw(HOSTILE), cbor)
                     if hostile is not None:
                         upstream.send_one(hostile)

@@ -23,9 +23,16 @@ from tango_receiver.sim.stream_v2 import stream_v2_series
 def test_series_written_bit_exact_and_forwarded(tmp_path, sender, compression):
     frames = synthetic_frames(7, (64, 80), "uint32", rate=2.0)
     target = tmp_path / "scan_001.h5"
-    snap, got = run_with_consumer(make_config(sender.port, tmp_path), sender, internal_series(
-        frames, str(target), compression=compression,
-        metadata={"sample": "lysozyme", "beam": {"energy_eV": 12400}}))
+    snap, got = run_with_consumer(
+        make_config(sender.port, tmp_path),
+        sender,
+        internal_series(
+            frames,
+            str(target),
+            compression=compression,
+            metadata={"sample": "lysozyme", "beam": {"energy_eV": 12400}},
+        ),
+    )
     assert (snap.frames_received, snap.frames_written, snap.frames_forwarded) == (7, 7, 7)
     assert snap.frames_missing == snap.frames_invalid == snap.forward_dropped == 0
     assert snap.forward_no_consumer == 0 and not snap.alarm
@@ -43,20 +50,24 @@ def test_series_written_bit_exact_and_forwarded(tmp_path, sender, compression):
         assert f["/entry/data"].attrs["signal"] == "data"
         assert f["entry"].attrs["series_complete"]
         # stored as it came: bitshuffle-LZ4, or raw without a filter (compress not set)
-        assert ("32008" in f["/entry/instrument/detector/data"]._filters) == \
-            (compression == "bslz4")
+        assert ("32008" in f["/entry/instrument/detector/data"]._filters) == (
+            compression == "bslz4"
+        )
 
     # a consumer written from the documented format alone
     heads = [json.loads(p[0]) for p in got]
     assert [h["htype"] for h in heads] == ["header"] + ["image"] * 7 + ["series_end"]
     assert heads[0]["filename"] == str(target)
-    for parts, frame in zip(got[1:-1], frames):
+    for parts, frame in zip(got[1:-1], frames, strict=False):
         head = json.loads(parts[0])
         assert head["compression"] == compression
         blob = parts[1]
         if compression == "bslz4":
-            pixels = bitshuffle.decompress_lz4(np.frombuffer(blob, np.uint8, offset=12),
-                                               tuple(head["shape"]), np.dtype(head["type"]))
+            pixels = bitshuffle.decompress_lz4(
+                np.frombuffer(blob, np.uint8, offset=12),
+                tuple(head["shape"]),
+                np.dtype(head["type"]),
+            )
         else:
             pixels = np.frombuffer(blob, dtype=head["type"]).reshape(head["shape"])
         assert np.array_equal(pixels, frame)
@@ -64,7 +75,9 @@ def test_series_written_bit_exact_and_forwarded(tmp_path, sender, compression):
 
 def test_no_filename_means_forward_only(tmp_path, sender):
     frames = synthetic_frames(3, (8, 8), "uint16")
-    receiver, snap = run_series(make_config(sender.port, tmp_path), sender, internal_series(frames, ""))
+    receiver, snap = run_series(
+        make_config(sender.port, tmp_path), sender, internal_series(frames, "")
+    )
     receiver.close()
     assert snap.frames_received == 3 and snap.frames_written == 0
     assert list(tmp_path.iterdir()) == []
@@ -72,8 +85,11 @@ def test_no_filename_means_forward_only(tmp_path, sender):
 
 def test_save_raw_false_writes_nothing(tmp_path, sender):
     frames = synthetic_frames(3, (8, 8), "uint16")
-    receiver, snap = run_series(make_config(sender.port, tmp_path), sender,
-                                internal_series(frames, str(tmp_path / "x.h5"), save_raw=False))
+    receiver, snap = run_series(
+        make_config(sender.port, tmp_path),
+        sender,
+        internal_series(frames, str(tmp_path / "x.h5"), save_raw=False),
+    )
     receiver.close()
     assert snap.frames_received == 3 and snap.frames_written == 0
     assert not (tmp_path / "x.h5").exists()
@@ -81,8 +97,9 @@ def test_save_raw_false_writes_nothing(tmp_path, sender):
 
 def test_live_view_holds_the_last_frame(tmp_path, sender):
     frames = synthetic_frames(5, (32, 48), "uint16", rate=3.0)
-    receiver, _ = run_series(make_config(sender.port, tmp_path), sender,
-                             internal_series(frames, str(tmp_path / "lv.h5")))
+    receiver, _ = run_series(
+        make_config(sender.port, tmp_path), sender, internal_series(frames, str(tmp_path / "lv.h5"))
+    )
     try:
         latest = receiver.liveview.latest()
         assert latest is not None and latest.frame == 4
@@ -118,8 +135,11 @@ def test_two_series_two_files_and_append_to_matching_dataset(tmp_path, sender):
 
 def test_no_consumer_is_counted_apart_and_raises_no_alarm(tmp_path, sender):
     frames = synthetic_frames(3, (8, 8), "uint16")
-    receiver, snap = run_series(make_config(sender.port, tmp_path), sender,
-                                internal_series(frames, str(tmp_path / "alone.h5")))
+    receiver, snap = run_series(
+        make_config(sender.port, tmp_path),
+        sender,
+        internal_series(frames, str(tmp_path / "alone.h5")),
+    )
     receiver.close()
     assert (snap.frames_written, snap.frames_forwarded, snap.forward_no_consumer) == (3, 0, 3)
     assert snap.forward_dropped == 0 and not snap.alarm
@@ -127,22 +147,36 @@ def test_no_consumer_is_counted_apart_and_raises_no_alarm(tmp_path, sender):
 
 def cut_v2_chunk(message: list[bytes]) -> list[bytes]:
     """A stream v2 image whose CBOR is sound but whose compressed frame stops after 14 bytes."""
+
     def cut(tag: cbor2.CBORTag, immutable: bool) -> object:
         if tag.tag == 56500:
             algorithm, size, chunk = tag.value
             return cbor2.CBORTag(56500, [algorithm, size, chunk[:14]])
         return tag
+
     return [cbor2.dumps(cbor2.loads(message[0], tag_hook=cut))]
 
 
-@pytest.mark.parametrize("cls, series, corrupt", [
-    ("Detector", lambda frames, target: internal_series(frames, target),
-     lambda m: [m[0], m[1][:14]]),
-    ("Eiger", lambda frames, target: eiger_v1_series(frames, target),
-     lambda m: [*m[:2], m[2][:14], *m[3:]]),
-    ("DectrisStream2", lambda frames, target: stream_v2_series({"threshold_1": frames}, target),
-     cut_v2_chunk),
-])
+@pytest.mark.parametrize(
+    "cls, series, corrupt",
+    [
+        (
+            "Detector",
+            lambda frames, target: internal_series(frames, target),
+            lambda m: [m[0], m[1][:14]],
+        ),
+        (
+            "Eiger",
+            lambda frames, target: eiger_v1_series(frames, target),
+            lambda m: [*m[:2], m[2][:14], *m[3:]],
+        ),
+        (
+            "DectrisStream2",
+            lambda frames, target: stream_v2_series({"threshold_1": frames}, target),
+            cut_v2_chunk,
+        ),
+    ],
+)
 def test_an_invalid_image_is_counted_once(tmp_path, sender, cls, series, corrupt):
     """Refused in the middle of its series, it is invalid, not also missing."""
     frames = synthetic_frames(4, (32, 40), "uint32", rate=2.0)

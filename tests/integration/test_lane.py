@@ -35,22 +35,50 @@ FRAMES = synthetic_frames(4, SHAPE, "uint32", rate=1.0)
 CHUNKS = [encode_chunk(f) for f in FRAMES]
 
 
-def dimage(frame: int, chunk: bytes = CHUNKS[0], head: bytes | None = None,
-           desc: bytes | None = None, extra: tuple[bytes, ...] = (b'{"htype": "dconfig-1.0"}',)
-           ) -> list[bytes]:
-    head = head if head is not None else json.dumps(
-        {"htype": "dimage-1.0", "series": 1, "frame": frame, "hash": "ab"}).encode()
-    desc = desc if desc is not None else json.dumps(
-        {"htype": "dimage_d-1.0", "shape": [SHAPE[1], SHAPE[0]], "type": "uint32",
-         "encoding": "bs32-lz4<", "size": len(chunk)}).encode()
+def dimage(
+    frame: int,
+    chunk: bytes = CHUNKS[0],
+    head: bytes | None = None,
+    desc: bytes | None = None,
+    extra: tuple[bytes, ...] = (b'{"htype": "dconfig-1.0"}',),
+) -> list[bytes]:
+    head = (
+        head
+        if head is not None
+        else json.dumps({"htype": "dimage-1.0", "series": 1, "frame": frame, "hash": "ab"}).encode()
+    )
+    desc = (
+        desc
+        if desc is not None
+        else json.dumps(
+            {
+                "htype": "dimage_d-1.0",
+                "shape": [SHAPE[1], SHAPE[0]],
+                "type": "uint32",
+                "encoding": "bs32-lz4<",
+                "size": len(chunk),
+            }
+        ).encode()
+    )
     return [head, desc, chunk, *extra]
 
 
 def image(frame: int, chunk: bytes = CHUNKS[0], head: bytes | None = None) -> list[bytes]:
     """The internal format's image message of frame ``frame`` (msg_number ``frame + 1``)."""
-    head = head if head is not None else json.dumps(
-        {"htype": "image", "msg_number": frame + 1, "frame": frame, "shape": list(SHAPE),
-         "type": "uint32", "compression": "bslz4"}).encode()
+    head = (
+        head
+        if head is not None
+        else json.dumps(
+            {
+                "htype": "image",
+                "msg_number": frame + 1,
+                "frame": frame,
+                "shape": list(SHAPE),
+                "type": "uint32",
+                "compression": "bslz4",
+            }
+        ).encode()
+    )
     return [head, chunk]
 
 
@@ -126,8 +154,12 @@ def check_items(detector: Detector, sent: list[list[bytes]], items: list) -> int
                 expected = detector.decode(parts)  # raises if Python would refuse it
                 assert (image.msg_number, image.frame) == (expected.msg_number, expected.frame)
                 (got,), (want,) = image.channels, expected.channels
-                assert (got.name, got.shape, got.dtype, got.compression) == \
-                       (want.name, want.shape, want.dtype, want.compression)
+                assert (got.name, got.shape, got.dtype, got.compression) == (
+                    want.name,
+                    want.shape,
+                    want.dtype,
+                    want.compression,
+                )
                 assert bytes(got.blob) == bytes(want.blob)
                 assert [bytes(p) for p in image.to_wire()] == [bytes(p) for p in expected.to_wire()]
                 assert image.nbytes_wire == sum(map(len, parts))
@@ -161,8 +193,13 @@ def _json(obj: object, **kw) -> bytes:
 
 
 HEAD = {"htype": "dimage-1.0", "series": 1, "frame": 7, "hash": "ab"}
-DESC = {"htype": "dimage_d-1.0", "shape": [SHAPE[1], SHAPE[0]], "type": "uint32",
-        "encoding": "bs32-lz4<", "size": 1}
+DESC = {
+    "htype": "dimage_d-1.0",
+    "shape": [SHAPE[1], SHAPE[0]],
+    "type": "uint32",
+    "encoding": "bs32-lz4<",
+    "size": 1,
+}
 
 # (message, taken): what the lane takes, and everything it must leave to Python
 V1_VARIANTS = [
@@ -182,7 +219,7 @@ V1_VARIANTS = [
     (dimage(7, head=b'{"htype": "dimage\\u002d1.0", "frame": 7}'), False),  # valid, for Python
     (dimage(7, head=_json(HEAD | {"extra": {"nested": 1}})), False),  # valid, for Python
     (dimage(7, head=_json(HEAD | {"htype": "dimage-1.1"})), False),
-    (dimage(7, head=_json(HEAD | {"frame": 2 ** 60})), False),
+    (dimage(7, head=_json(HEAD | {"frame": 2**60})), False),
     (dimage(7, head=b'{"htype": "dimage-1.0", "frame": 7, "x": "\xc3\xa9"}'), False),
     (dimage(7, desc=_json(DESC | {"shape": [SHAPE[1], SHAPE[0], 1]})), False),
     (dimage(7, desc=_json(DESC | {"shape": [SHAPE[0], SHAPE[1]]})), False),
@@ -197,12 +234,24 @@ V1_VARIANTS = [
     (dimage(7)[:2], False),
 ]
 
-IMAGE = {"htype": "image", "msg_number": 8, "frame": 7, "shape": list(SHAPE), "type": "uint32",
-         "compression": "bslz4"}
+IMAGE = {
+    "htype": "image",
+    "msg_number": 8,
+    "frame": 7,
+    "shape": list(SHAPE),
+    "type": "uint32",
+    "compression": "bslz4",
+}
 INTERNAL_VARIANTS = [
     (image(7, head=_json(IMAGE, separators=(",", ":"))), True),
-    (image(7, head=b' \n{ "compression":"bslz4", "frame" : 7 ,\t"type":"uint32", "shape": '
-                   b'[40, 30], "msg_number": 8, "htype":"image" }\r\n'), True),
+    (
+        image(
+            7,
+            head=b' \n{ "compression":"bslz4", "frame" : 7 ,\t"type":"uint32", "shape": '
+            b'[40, 30], "msg_number": 8, "htype":"image" }\r\n',
+        ),
+        True,
+    ),
     (image(7, head=_json(IMAGE | {"timestamp": 12, "series_id": "a", "ok": True})), True),
     (image(7, head=_json(IMAGE | {"frame": 1000})), True),  # frame is not msg_number - 1
     (image(7, head=_json(IMAGE | {"msg_number": 8.0})), False),
@@ -211,7 +260,7 @@ INTERNAL_VARIANTS = [
     (image(7, head=_json(IMAGE | {"msg_number": "8"})), False),
     (image(7, head=_json(IMAGE | {"frame": -1})), False),
     (image(7, head=_json(IMAGE | {"frame": None})), False),
-    (image(7, head=_json(IMAGE | {"msg_number": 2 ** 60})), False),
+    (image(7, head=_json(IMAGE | {"msg_number": 2**60})), False),
     (image(7, head=_json(IMAGE)[:-1] + b', "msg_number": 9}'), False),  # a key twice
     (image(7, head=_json(IMAGE) + b"x"), False),
     (image(7, head=_json(IMAGE)[:-1]), False),
@@ -236,8 +285,9 @@ INTERNAL_VARIANTS = [
     (image(7)[:1], False),
     (image(7) + [b"x"], False),  # two blobs for one channel
 ]
-VARIANTS = [("Eiger", case) for case in V1_VARIANTS] + \
-           [("Detector", case) for case in INTERNAL_VARIANTS]
+VARIANTS = [("Eiger", case) for case in V1_VARIANTS] + [
+    ("Detector", case) for case in INTERNAL_VARIANTS
+]
 
 
 @pytest.mark.parametrize("detector_class,case", VARIANTS)
@@ -257,10 +307,15 @@ def test_the_lane_takes_exactly_what_python_stores_as_is(tmp_path, detector_clas
         pair.close()
 
 
-@settings(max_examples=150, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(part=st.sampled_from([0, 1, 2]), position=st.integers(0, 400),
-       byte=st.integers(0, 255), cut=st.booleans())
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    part=st.sampled_from([0, 1, 2]),
+    position=st.integers(0, 400),
+    byte=st.integers(0, 255),
+    cut=st.booleans(),
+)
 def test_a_damaged_message_is_never_taken_unless_python_takes_it(pair, part, position, byte, cut):
     """Any one byte changed or the part cut there: if the lane still takes the frame, the Python
     decoder must store the same image (check_items raises otherwise)."""
@@ -285,7 +340,7 @@ def test_the_lane_follows_every_block_length_by_default(pair, cut):
     if cut == "block past the end":
         bad[12:16] = (len(bad)).to_bytes(4, "big")
     elif cut == "cut in half":
-        del bad[len(bad) // 2:]
+        del bad[len(bad) // 2 :]
     else:
         bad += b"\0" * 8
     items = pair.exchange([pair.message(1), pair.message(2, chunk=bytes(bad)), pair.message(3)])
@@ -311,8 +366,19 @@ def test_an_image_that_says_whether_to_discard_it_is_pythons(tmp_path, discard):
     p = Pair(tmp_path, "Detector")
     try:
         p.teach()
-        head = json.dumps({"htype": "image", "msg_number": 3, "frame": 2, "shape": list(SHAPE),
-                           "type": "uint32", "compression": "bslz4"})[:-1] + f', "discard": {discard}}}'
+        head = (
+            json.dumps(
+                {
+                    "htype": "image",
+                    "msg_number": 3,
+                    "frame": 2,
+                    "shape": list(SHAPE),
+                    "type": "uint32",
+                    "compression": "bslz4",
+                }
+            )[:-1]
+            + f', "discard": {discard}}}'
+        )
         items = p.exchange([image(1), image(2, head=head.encode()), image(3)])
         assert [isinstance(i, FrameRun) for i in items] == [True, False, True]
         assert p.detector.decode(items[1]).discard is (discard == "true")
@@ -340,8 +406,14 @@ def test_chunks_outlive_the_run_that_carried_them(pair):
 def test_write_chunks_reports_how_far_it_got(tmp_path):
     path = tmp_path / "chunks.h5"
     with h5py.File(path, "w") as f:
-        f.create_dataset("data", shape=(3, *SHAPE), chunks=(1, *SHAPE), dtype="uint32",
-                         compression=32008, compression_opts=(0, 2))
+        f.create_dataset(
+            "data",
+            shape=(3, *SHAPE),
+            chunks=(1, *SHAPE),
+            dtype="uint32",
+            compression=32008,
+            compression_opts=(0, 2),
+        )
     with h5py.File(path, "r+") as f:
         assert write_chunks(f["data"], 0, CHUNKS[:3]) == (3, 0)
     with h5py.File(path, "r") as f:
@@ -381,8 +453,7 @@ def _series(detector_class: str, target: str) -> list[list[bytes]]:
 
 def _receive(tmp_path, detector_class: str, lane_on: bool, messages: list[list[bytes]]):
     with Sender(timeout_s=30) as sender:
-        receiver = Receiver(make_config(sender.port, tmp_path, detector_class,
-                                        fast_lane=lane_on))
+        receiver = Receiver(make_config(sender.port, tmp_path, detector_class, fast_lane=lane_on))
         receiver.start()
         sender.send(messages[:2])
         time.sleep(0.3)  # the first frame alone: the lane knows the form for what follows
@@ -393,12 +464,16 @@ def _receive(tmp_path, detector_class: str, lane_on: bool, messages: list[list[b
 
 
 @pytest.mark.parametrize("detector_class", MESSAGE)
-def test_receiver_writes_the_same_file_with_and_without_the_lane(tmp_path, monkeypatch,
-                                                                 detector_class):
+def test_receiver_writes_the_same_file_with_and_without_the_lane(
+    tmp_path, monkeypatch, detector_class
+):
     results, runs = {}, []
     write_run = SeriesWriter.write_run
-    monkeypatch.setattr(SeriesWriter, "write_run",
-                        lambda self, run: (runs.append(len(run)), write_run(self, run))[1])
+    monkeypatch.setattr(
+        SeriesWriter,
+        "write_run",
+        lambda self, run: (runs.append(len(run)), write_run(self, run))[1],
+    )
     for lane_on in (True, False):
         target = tmp_path / f"series_{lane_on}.h5"
         messages = _series(detector_class, str(target))
@@ -410,16 +485,27 @@ def test_receiver_writes_the_same_file_with_and_without_the_lane(tmp_path, monke
             sequence = f["/entry/instrument/detector/sequence_number"][()].tolist()
             complete = bool(f["/entry"].attrs["series_complete"])
         results[lane_on] = (snap, runs_of_series, chunks, sequence, complete)
-    (fast, runs, chunks, sequence, complete), (slow, slow_runs, *python) = \
-        results[True], results[False]
+    (fast, runs, chunks, sequence, complete), (slow, slow_runs, *python) = (
+        results[True],
+        results[False],
+    )
     # with the lane, runs throughout; without it, only frames the ordering held, let go as runs
     assert sum(runs) > 200 and 0 < sum(slow_runs) <= 150
     assert [chunks, sequence, complete] == python
     first = FIRST_FRAME[detector_class]
     assert sequence == [n for n in range(first, first + 300) if n - first not in (150, 200)]
-    counters = ("frames_received", "frames_written", "frames_missing", "frames_invalid",
-                "frames_duplicate", "bytes_wire", "bytes_stored", "bytes_raw",
-                "last_frame_number", "forward_no_consumer")
+    counters = (
+        "frames_received",
+        "frames_written",
+        "frames_missing",
+        "frames_invalid",
+        "frames_duplicate",
+        "bytes_wire",
+        "bytes_stored",
+        "bytes_raw",
+        "last_frame_number",
+        "forward_no_consumer",
+    )
     assert {k: getattr(fast, k) for k in counters} == {k: getattr(slow, k) for k in counters}
     assert (fast.frames_missing, fast.frames_invalid, fast.frames_duplicate) == (1, 1, 1)
 
@@ -430,8 +516,11 @@ def test_several_workers_still_write_in_runs(tmp_path, monkeypatch, detector_cla
     step by two, and the engine writes the frames the two runs make together as one run."""
     runs: list[int] = []
     write_run = SeriesWriter.write_run
-    monkeypatch.setattr(SeriesWriter, "write_run",
-                        lambda self, run: (runs.append(len(run)), write_run(self, run))[1])
+    monkeypatch.setattr(
+        SeriesWriter,
+        "write_run",
+        lambda self, run: (runs.append(len(run)), write_run(self, run))[1],
+    )
     target = tmp_path / "workers.h5"
     frames = synthetic_frames(8, SHAPE, "uint32", rate=3.0)
     series = eiger_v1_series if detector_class == "Eiger" else internal_series
@@ -448,5 +537,6 @@ def test_several_workers_still_write_in_runs(tmp_path, monkeypatch, detector_cla
         data = f["/entry/instrument/detector/data"]
         assert f["/entry/instrument/detector/sequence_number"][()].tolist() == list(range(2000))
         blob = 2 if detector_class == "Eiger" else 1
-        assert all(data.id.read_direct_chunk((i, 0, 0))[1] == messages[i + 1][blob]
-                   for i in range(2000))
+        assert all(
+            data.id.read_direct_chunk((i, 0, 0))[1] == messages[i + 1][blob] for i in range(2000)
+        )

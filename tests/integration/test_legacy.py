@@ -33,10 +33,14 @@ from tango_receiver.sim.sender import Sender
 LEGACY = Path(__file__).resolve().parents[1] / "legacy-detectors.yaml"
 ENTRIES = yaml.safe_load(LEGACY.read_text())
 #: the simulator of each detector class, with a small frame of its kind
-SIMULATED = {"Detector": ("internal", (16, 24), "uint16"), "OrcaLightning": ("orca", (16, 24), "uint16"),
-             "Pilatus": ("pilatus", (16, 24), "int32"), "Eiger": ("eiger", (16, 24), "uint32"),
-             "DectrisStream2": ("stream2", (16, 24), "uint16"),
-             "Xspress3": ("xspress3", (4, 64), "uint32")}
+SIMULATED = {
+    "Detector": ("internal", (16, 24), "uint16"),
+    "OrcaLightning": ("orca", (16, 24), "uint16"),
+    "Pilatus": ("pilatus", (16, 24), "int32"),
+    "Eiger": ("eiger", (16, 24), "uint32"),
+    "DectrisStream2": ("stream2", (16, 24), "uint16"),
+    "Xspress3": ("xspress3", (4, 64), "uint32"),
+}
 FRAMES = 6
 
 
@@ -44,8 +48,12 @@ def test_every_entry_loads_unchanged(fixtures_dir):
     ours, theirs = load_config(LEGACY), load_config(fixtures_dir / "legacy-detectors.yaml")
     classes = {type(detector_for(c)).__name__ for c in ours.values()}
     assert classes == set(SIMULATED) | {"Lambda"}
-    assert {c.detector_class for c in ours.values()} >= {"Detector", "Eiger", "Lambda",
-                                                          "DectrisStream2"}
+    assert {c.detector_class for c in ours.values()} >= {
+        "Detector",
+        "Eiger",
+        "Lambda",
+        "DectrisStream2",
+    }
     for config in [*ours.values(), *theirs.values()]:
         assert detector_for(config).endpoints()
     assert ours["legacy-lambda"].nworkers == 1 and ours["legacy-eiger-loadbalanced"].nworkers == 2
@@ -99,16 +107,29 @@ def test_streaming_receiver_serves_existing_clients(tmp_path):
     frames = synthetic_frames(FRAMES, (32, 40), "uint32", rate=2.0)
     api, data = free_port(), free_port()
     with Sender(timeout_s=60) as sender:
-        entry = ENTRIES["legacy-eiger"] | {"dcu_port_purple": sender.port, "api_port": api,
-                                           "data_port": data}
+        entry = ENTRIES["legacy-eiger"] | {
+            "dcu_port_purple": sender.port,
+            "api_port": api,
+            "data_port": data,
+        }
         config = tmp_path / "detectors.yaml"
         config.write_text(yaml.safe_dump({"nanomax-eiger": entry}))
         env = os.environ | {"TANGO_RECEIVER_WRITE_ROOTS": str(tmp_path)}
         env.pop("TANGO_HOST", None)
-        proc = subprocess.Popen([sys.executable, "-c", "import sys; from tango_receiver.cli "
-                                 "import streaming_receiver; sys.exit(streaming_receiver())",
-                                 str(config), "nanomax-eiger"], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from tango_receiver.cli "
+                "import streaming_receiver; sys.exit(streaming_receiver())",
+                str(config),
+                "nanomax-eiger",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         consumer = Consumer(data)
         try:
             deadline = time.monotonic() + 60
@@ -135,8 +156,11 @@ def test_streaming_receiver_serves_existing_clients(tmp_path):
             assert get(f"http://127.0.0.1:{api}/received_frames") == {"value": FRAMES}
             header, blob = pickle.loads(get(f"http://127.0.0.1:{api}/last_frame"))
             assert header["compression"] == "bslz4"  # as the detector sent it
-            last = bitshuffle.decompress_lz4(np.frombuffer(blob, np.uint8, offset=12),
-                                             tuple(header["shape"]), np.dtype(header["type"]))
+            last = bitshuffle.decompress_lz4(
+                np.frombuffer(blob, np.uint8, offset=12),
+                tuple(header["shape"]),
+                np.dtype(header["type"]),
+            )
             assert np.array_equal(last, frames[-1])
             forwarded = consumer.receive_all()
         finally:

@@ -36,8 +36,13 @@ EIGER = "/entry/instrument/eiger"
 
 def nxmx_errors(path: Path) -> int:
     """What ``nxvalidate -a NXmx`` counts as errors in the file (its own command line)."""
-    done = subprocess.run([str(NXVALIDATE), "-a", "NXmx", str(path)], capture_output=True,
-                          text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [str(NXVALIDATE), "-a", "NXmx", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     text = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout + done.stderr)
     found = re.search(r"Total number of errors: (\d+)", text)
     assert found, text
@@ -62,21 +67,26 @@ def test_stream_v1_capture_is_nxmx_with_its_geometry(tmp_path, sender, fixtures_
     if not lane:  # the capture has 0, 0 and 0 m: make the metres show
         config |= {"beam_center_x": 512.25, "beam_center_y": 530.5, "detector_distance": 0.125}
         messages[0][1] = json.dumps(config).encode()
-    receiver, snap = run_series(make_config(sender.port, tmp_path, "Eiger", fast_lane=lane,
-                                            dset_name=f"{EIGER}/data"), sender, messages)
+    receiver, snap = run_series(
+        make_config(sender.port, tmp_path, "Eiger", fast_lane=lane, dset_name=f"{EIGER}/data"),
+        sender,
+        messages,
+    )
     receiver.close()
     assert snap.frames_written == 9
     assert nxmx_errors(target) == 0
     with h5py.File(target, "r") as f:
         det = f[EIGER]
-        for field, key, units in (("beam_center_x", "beam_center_x", "pixel"),
-                                  ("beam_center_y", "beam_center_y", "pixel"),
-                                  ("distance", "detector_distance", "m"),
-                                  ("x_pixel_size", "x_pixel_size", "m"),
-                                  ("y_pixel_size", "y_pixel_size", "m"),
-                                  ("count_time", "count_time", "s"),
-                                  ("sensor_thickness", "sensor_thickness", "m"),
-                                  ("threshold_energy", "threshold_energy", "eV")):
+        for field, key, units in (
+            ("beam_center_x", "beam_center_x", "pixel"),
+            ("beam_center_y", "beam_center_y", "pixel"),
+            ("distance", "detector_distance", "m"),
+            ("x_pixel_size", "x_pixel_size", "m"),
+            ("y_pixel_size", "y_pixel_size", "m"),
+            ("count_time", "count_time", "s"),
+            ("sensor_thickness", "sensor_thickness", "m"),
+            ("threshold_energy", "threshold_energy", "eV"),
+        ):
             assert det[field][()] == config[key], field
             assert det[field].attrs["units"] == units, field
         beam = f["/entry/instrument/beam/incident_wavelength"]
@@ -94,26 +104,36 @@ def test_stream_v1_capture_is_nxmx_with_its_geometry(tmp_path, sender, fixtures_
         assert list(module["data_size"][()]) == [1065, 1030]
         offset = module["module_offset"]
         assert offset.attrs["depends_on"] == translation.name
-        np.testing.assert_allclose(position(offset), [config["beam_center_x"] * 7.5e-5,
-                                                      config["beam_center_y"] * 7.5e-5, 0])
-        for name, size, vector in (("fast_pixel_direction", "x_pixel_size", [-1, 0, 0]),
-                                   ("slow_pixel_direction", "y_pixel_size", [0, -1, 0])):
+        np.testing.assert_allclose(
+            position(offset),
+            [config["beam_center_x"] * 7.5e-5, config["beam_center_y"] * 7.5e-5, 0],
+        )
+        for name, size, vector in (
+            ("fast_pixel_direction", "x_pixel_size", [-1, 0, 0]),
+            ("slow_pixel_direction", "y_pixel_size", [0, -1, 0]),
+        ):
             assert module[name][()] == config[size] and module[name].attrs["units"] == "m"
             assert list(module[name].attrs["vector"]) == vector
             assert module[name].attrs["depends_on"] == offset.name
         # the beam-centre pixel lies on the beam, distance downstream
         origin = position(translation) + position(offset)
-        spot = origin - config["beam_center_x"] * 7.5e-5 * np.array([1, 0, 0]) \
+        spot = (
+            origin
+            - config["beam_center_x"] * 7.5e-5 * np.array([1, 0, 0])
             - config["beam_center_y"] * 7.5e-5 * np.array([0, 1, 0])
+        )
         np.testing.assert_allclose(spot, [0, 0, config["detector_distance"]], atol=1e-12)
         # the calibration arrays are the header's own copy, stored once
         assert det["pixel_mask"] == det["metadata/pixel_mask"]
         assert det["flatfield"] == det["metadata/flatfield"]
         assert f["/entry/data/data"].shape == (9, 1065, 1030)
         # each frame's dconfig times, in seconds; NaN only for frames the lane took
-        sent = np.array([[json.loads(m[3])[k] / 1e9 for k in ("start_time", "stop_time",
-                                                              "real_time")]
-                         for m in messages[1:-1]])
+        sent = np.array(
+            [
+                [json.loads(m[3])[k] / 1e9 for k in ("start_time", "stop_time", "real_time")]
+                for m in messages[1:-1]
+            ]
+        )
         stored = np.stack([det[k][()] for k in ("start_time", "stop_time", "real_time")], 1)
         assert det["real_time"].attrs["units"] == "s" and stored.shape == (9, 3)
         kept = ~np.isnan(stored[:, 0])
@@ -125,9 +145,10 @@ def test_stream_v2_capture_is_nxmx(tmp_path, sender, fixtures_dir):
     """Names the beamline put in ``user_data`` are used; the entry's nexus block wins."""
     target = tmp_path / "v2.h5"
     messages = capture_v2(fixtures_dir / "captured" / "dectris-stream-v2-series.zip", str(target))
-    nexus = {"sample_name": "lysozyme from the entry",
-             "goniometer": [{"name": "omega", "vector": [-1, 0, 0], "start": 5,
-                             "increment": 0.5}]}
+    nexus = {
+        "sample_name": "lysozyme from the entry",
+        "goniometer": [{"name": "omega", "vector": [-1, 0, 0], "start": 5, "increment": 0.5}],
+    }
     config = make_config(sender.port, tmp_path, "DectrisStream2", nexus=nexus)
     receiver, snap = run_series(config, sender, messages)
     receiver.close()
@@ -155,8 +176,7 @@ def test_stream_v2_capture_is_nxmx(tmp_path, sender, fixtures_dir):
             assert list(det[key][()]) == [i[key][0] / i[key][1] for i in images]
 
 
-def test_pilatus_mini_header_makes_nxmx_and_missing_names_are_logged_once(tmp_path, sender,
-                                                                          caplog):
+def test_pilatus_mini_header_makes_nxmx_and_missing_names_are_logged_once(tmp_path, sender, caplog):
     frames = synthetic_frames(3, (195, 487), "int32", rate=1.0)
     targets = [tmp_path / "pilatus_1.h5", tmp_path / "pilatus_2.h5"]
     messages = [m for t in targets for m in pilatus_series(frames, str(t))]
@@ -185,8 +205,11 @@ def test_pilatus_mini_header_makes_nxmx_and_missing_names_are_logged_once(tmp_pa
 def pixel_position(module: h5py.Group, column: float, row: float) -> np.ndarray:
     """Where the chain puts a stored pixel, in the detector's frame (before the distance)."""
     fast, slow = module["fast_pixel_direction"], module["slow_pixel_direction"]
-    return position(module["module_offset"]) + column * fast[()] * fast.attrs["vector"] \
+    return (
+        position(module["module_offset"])
+        + column * fast[()] * fast.attrs["vector"]
         + row * slow[()] * slow.attrs["vector"]
+    )
 
 
 def test_pilatus_rotated_frames_get_the_rotated_geometry(tmp_path, sender):
@@ -204,8 +227,9 @@ def test_pilatus_rotated_frames_get_the_rotated_geometry(tmp_path, sender):
         det = f["/entry/instrument/detector"]
         assert f["/entry/data/data"].shape == (2, 30, 20)
         assert (det["beam_center_x"][()], det["beam_center_y"][()]) == (19 - beam_y, beam_x)
-        np.testing.assert_allclose(pixel_position(det["module"], 19 - beam_y, beam_x), 0,
-                                   atol=1e-12)
+        np.testing.assert_allclose(
+            pixel_position(det["module"], 19 - beam_y, beam_x), 0, atol=1e-12
+        )
         for column, row in ((0, 0), (29, 0), (7, 13), (29, 19)):  # as the detector reads out
             read_out = size * np.array([beam_x - column, beam_y - row, 0])
             stored = pixel_position(det["module"], 19 - row, column)  # np.rot90(image, -1)
@@ -216,8 +240,9 @@ def test_pilatus_rotated_frames_get_the_rotated_geometry(tmp_path, sender):
 def test_general_detector_stays_plain_nexus(tmp_path, sender):
     target = tmp_path / "zyla.h5"
     frames = synthetic_frames(2, (20, 30), "uint16")
-    receiver, snap = run_series(make_config(sender.port, tmp_path),
-                                sender, internal_series(frames, str(target)))
+    receiver, snap = run_series(
+        make_config(sender.port, tmp_path), sender, internal_series(frames, str(target))
+    )
     receiver.close()
     assert snap.frames_written == 2
     with h5py.File(target, "r") as f:
@@ -242,14 +267,23 @@ def test_existing_fields_get_units_and_odd_values_placeholders(tmp_path, caplog)
     """What the drop-in writer put in the detector group stays, one dataset with @units; odd
     metadata never raises, is logged once, and the file still validates."""
     target = tmp_path / "odd.h5"
-    metadata = {"config": {"count_time": 0.25, "x_pixel_size": "75 um",
-                           "sensor_thickness": float("nan"), "beam_center_x": True,
-                           "wavelength": 1.0, "sensor_material": "Si",
-                           "data_collection_date": "2011/Mar/16 15:20:09.183"},
-                "pixel_mask": np.zeros((4, 5), np.uint32)}
+    metadata = {
+        "config": {
+            "count_time": 0.25,
+            "x_pixel_size": "75 um",
+            "sensor_thickness": float("nan"),
+            "beam_center_x": True,
+            "wavelength": 1.0,
+            "sensor_material": "Si",
+            "data_collection_date": "2011/Mar/16 15:20:09.183",
+        },
+        "pixel_mask": np.zeros((4, 5), np.uint32),
+    }
     nxmx = Nxmx(STREAM_V1, NexusConfig(instrument_name="BioMAX"))
-    with nxdetector_file(target) as f, \
-            caplog.at_level(logging.WARNING, logger="tango_receiver.engine.nxmx"):
+    with (
+        nxdetector_file(target) as f,
+        caplog.at_level(logging.WARNING, logger="tango_receiver.engine.nxmx"),
+    ):
         det = f["entry/instrument/detector"]
         det["count_time"] = 0.25  # as the drop-in writer stores a config key, without units
         for _ in range(2):  # a second series appended to the same file changes nothing
@@ -270,31 +304,47 @@ def test_existing_fields_get_units_and_odd_values_placeholders(tmp_path, caplog)
 def test_a_group_where_nxmx_has_a_field_is_left_and_named(tmp_path, caplog):
     """A per-channel map stored as a group under an NXmx field name (stream v2 ``pixel_mask``)
     is not overwritten; the log says which."""
-    with nxdetector_file(tmp_path / "group.h5") as f, \
-            caplog.at_level(logging.WARNING, logger="tango_receiver.engine.nxmx"):
+    with (
+        nxdetector_file(tmp_path / "group.h5") as f,
+        caplog.at_level(logging.WARNING, logger="tango_receiver.engine.nxmx"),
+    ):
         det = f["entry/instrument/detector"]
         det.create_group("pixel_mask").create_dataset("threshold_1", data=np.zeros((4, 5)))
-        Nxmx(STREAM_V1, NexusConfig()).write(det, {"pixel_mask": np.ones((4, 5), np.uint32)},
-                                             (4, 5), 2)
+        Nxmx(STREAM_V1, NexusConfig()).write(
+            det, {"pixel_mask": np.ones((4, 5), np.uint32)}, (4, 5), 2
+        )
         assert isinstance(det["pixel_mask"], h5py.Group)
-    assert "groups where NXmx has fields, left as they are: " \
+    assert (
+        "groups where NXmx has fields, left as they are: "
         "/entry/instrument/detector/pixel_mask" in caplog.text
+    )
 
 
 def test_layout_dectris_master_and_data_files_read_by_fabio(tmp_path, sender, fixtures_dir):
     """``layout: dectris``: ``_master.h5`` linking ``_data_00000N.h5`` files of at most
     ``images_per_file`` frames; fabio reads every frame bit-exact through the master."""
-    messages = capture_v1(fixtures_dir / "captured" / "eiger-stream-v1-eiger1-1m.zip",
-                          str(tmp_path / "scan.h5"))
+    messages = capture_v1(
+        fixtures_dir / "captured" / "eiger-stream-v1-eiger1-1m.zip", str(tmp_path / "scan.h5")
+    )
     expected = [decode_chunk(m[2], (1065, 1030), np.dtype("<u4")) for m in messages[1:-1]]
-    config = make_config(sender.port, tmp_path, "Eiger", layout="dectris", images_per_file=4,
-                         dset_name=f"{EIGER}/data")
+    config = make_config(
+        sender.port,
+        tmp_path,
+        "Eiger",
+        layout="dectris",
+        images_per_file=4,
+        dset_name=f"{EIGER}/data",
+    )
     receiver, snap = run_series(config, sender, messages)
     receiver.close()
     assert snap.frames_written == 9  # (the capture announces 100000 images: never complete)
     master = tmp_path / "scan_master.h5"
     assert sorted(p.name for p in tmp_path.glob("scan*")) == [
-        "scan_data_000001.h5", "scan_data_000002.h5", "scan_data_000003.h5", "scan_master.h5"]
+        "scan_data_000001.h5",
+        "scan_data_000002.h5",
+        "scan_data_000003.h5",
+        "scan_master.h5",
+    ]
     assert nxmx_errors(master) == 0
     image = fabio.open(str(master))
     assert image.nframes == 9
@@ -304,14 +354,20 @@ def test_layout_dectris_master_and_data_files_read_by_fabio(tmp_path, sender, fi
         data = f[f.attrs["default"]][f["entry"].attrs["default"]]  # the default plot
         signal = data[data.attrs["signal"]]
         assert data.attrs["signal"] == "data_000001" and signal.shape == (4, 1065, 1030)
-        ranges = [(data[f"data_00000{n}"].attrs["image_nr_low"],
-                   data[f"data_00000{n}"].attrs["image_nr_high"]) for n in (1, 2, 3)]
+        ranges = [
+            (
+                data[f"data_00000{n}"].attrs["image_nr_low"],
+                data[f"data_00000{n}"].attrs["image_nr_high"],
+            )
+            for n in (1, 2, 3)
+        ]
         assert ranges == [(1, 4), (5, 8), (9, 9)]
         assert list(f[f"{EIGER}/sequence_number"][()]) == list(range(9))
         assert f[f"{EIGER}/module/data_size"][()].tolist() == [1065, 1030]
         for n, first in ((1, 0), (2, 4), (3, 8)):  # the chunks as the detector sent them
-            assert data[f"data_00000{n}"].id.read_direct_chunk((0, 0, 0))[1] \
-                == messages[first + 1][2]
+            assert (
+                data[f"data_00000{n}"].id.read_direct_chunk((0, 0, 0))[1] == messages[first + 1][2]
+            )
     # a master that exists is never laid out again
     receiver, snap = run_series(config, sender, messages)
     receiver.close()
@@ -322,8 +378,9 @@ def test_layout_dectris_long_series_rolls_files_under_fast_lane_runs(tmp_path, s
     """Runs of the compiled lane never cross a data file's end: 50 frames, 7 a file."""
     frames = synthetic_frames(5, (40, 30), "uint32", rate=1.0)
     config = make_config(sender.port, tmp_path, "Eiger", layout="dectris", images_per_file=7)
-    receiver, snap = run_series(config, sender, eiger_v1_series(
-        frames, str(tmp_path / "long_master.h5"), count=50))
+    receiver, snap = run_series(
+        config, sender, eiger_v1_series(frames, str(tmp_path / "long_master.h5"), count=50)
+    )
     receiver.close()
     assert (snap.frames_written, snap.series_complete) == (50, True)
     assert len(list(tmp_path.glob("long_data_*.h5"))) == 8

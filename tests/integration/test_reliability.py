@@ -18,13 +18,13 @@ import zmq
 
 from conftest import Consumer, make_config, wait_for, wait_series_done
 from tango_receiver import transport
-from tango_receiver.engine import forwarder
 from tango_receiver.detector import Detector
+from tango_receiver.engine import forwarder
 from tango_receiver.engine.receiver import Receiver
 from tango_receiver.messages import Channel, Header, Image
 from tango_receiver.sim.frames import synthetic_frames
-from tango_receiver.sim.sender import Sender
 from tango_receiver.sim.internal import internal_series
+from tango_receiver.sim.sender import Sender
 
 
 def noise(count: int, shape=(64, 64)) -> list[np.ndarray]:
@@ -42,8 +42,9 @@ def test_disk_full_mid_series_then_reset(tmp_path, sender, small_fs):
     frames = noise(120)  # 16 kB each: about 2 MB, twice the filesystem
     target = small_fs / "full.h5"
     roomy = tmp_path / "roomy"
-    config = make_config(sender.port, tmp_path, write_roots=[str(small_fs), str(roomy)],
-                         flush_interval_s=0.05)
+    config = make_config(
+        sender.port, tmp_path, write_roots=[str(small_fs), str(roomy)], flush_interval_s=0.05
+    )
     receiver = Receiver(config)
     receiver.start()
     try:
@@ -74,14 +75,33 @@ def test_disk_full_mid_series_then_reset(tmp_path, sender, small_fs):
 
 
 def _receiver_process(tmp_path: Path, port: int, **extra) -> subprocess.Popen:
-    entry = {"class": "Detector", "upstream": [f"tcp://127.0.0.1:{port}"], "data_port": 0,
-             "data_host": "127.0.0.1", "api_host": "127.0.0.1", "api_port": 0,
-             "write_roots": [str(tmp_path)], **extra}
+    entry = {
+        "class": "Detector",
+        "upstream": [f"tcp://127.0.0.1:{port}"],
+        "data_port": 0,
+        "data_host": "127.0.0.1",
+        "api_host": "127.0.0.1",
+        "api_port": 0,
+        "write_roots": [str(tmp_path)],
+        **extra,
+    }
     config = tmp_path / "detectors.yaml"
     config.write_text(yaml.safe_dump({"crashy": entry}))
-    return subprocess.Popen([sys.executable, "-m", "tango_receiver.cli", "run", str(config),
-                             "crashy", "--status-every", "0.2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tango_receiver.cli",
+            "run",
+            str(config),
+            "crashy",
+            "--status-every",
+            "0.2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _send_until_written(proc: subprocess.Popen, sender, messages: list, count: int) -> None:
@@ -177,8 +197,9 @@ def test_consumer_that_comes_and_goes_never_slows_writing(tmp_path, sender):
     assert elapsed < count / rate + 2.0  # writing kept pace with the detector throughout
 
 
-def test_a_stalled_consumer_holds_big_frames_up_to_the_forward_bytes_only(tmp_path, sender,
-                                                                          monkeypatch):
+def test_a_stalled_consumer_holds_big_frames_up_to_the_forward_bytes_only(
+    tmp_path, sender, monkeypatch
+):
     monkeypatch.setattr(forwarder, "FORWARD_BYTES", 16 << 20)
     shape, count = (1024, 1024), 40  # 4 MB raw, sent raw and forwarded raw
     frames = synthetic_frames(2, shape, "uint32", rate=1.0)
@@ -191,8 +212,9 @@ def test_a_stalled_consumer_holds_big_frames_up_to_the_forward_bytes_only(tmp_pa
     wait_for(lambda: receiver.snapshot().consumers == 1, what="the consumer to connect")
     receiver.start()
     try:
-        sender.send(internal_series(frames, str(tmp_path / "stalled.h5"), compression="none",
-                                 count=count))
+        sender.send(
+            internal_series(frames, str(tmp_path / "stalled.h5"), compression="none", count=count)
+        )
         snap = wait_series_done(receiver)
     finally:
         receiver.close()
@@ -211,8 +233,11 @@ def test_silent_upstream_is_reported_and_the_next_series_taken(tmp_path, sender)
     receiver.start()
     try:
         sender.send(list(internal_series(frames, str(tmp_path / "quiet.h5")))[:3])
-        wait_for(lambda: any("no data from the detector" in m
-                             for m in receiver.snapshot().messages), 5, "a silence warning")
+        wait_for(
+            lambda: any("no data from the detector" in m for m in receiver.snapshot().messages),
+            5,
+            "a silence warning",
+        )
         assert receiver.snapshot().in_series
         sender.send(internal_series(frames, str(tmp_path / "next.h5")))
         snap = wait_series_done(receiver, 2)
@@ -277,8 +302,7 @@ def _assert_written_in_order(snap, path: Path, frames: list[np.ndarray], count: 
             assert np.array_equal(data[i], frames[i % len(frames)]), i
 
 
-def test_frames_waiting_for_a_slow_worker_count_in_the_queue_budget(tmp_path, sender,
-                                                                   monkeypatch):
+def test_frames_waiting_for_a_slow_worker_count_in_the_queue_budget(tmp_path, sender, monkeypatch):
     """Frames the ordering holds for a slower worker's frame are bounded by ``queue_mb``: the
     other worker stops decoding, and once the slow frame comes, every frame is written."""
     # 2 frames a batch, however late a worker comes to its socket
@@ -291,8 +315,7 @@ def test_frames_waiting_for_a_slow_worker_count_in_the_queue_budget(tmp_path, se
     receiver = Receiver(config, detector)
     receiver.start()
     try:
-        sender.send(internal_series(frames, str(target), compression="none", count=count),
-                    rate=300)
+        sender.send(internal_series(frames, str(target), compression="none", count=count), rate=300)
         time.sleep(0.5)
         # the budget's 1 MB (2 frames), the batches that passed it and the one in hand (2
         # frames each), the slow worker's: without the bound, the other worker's 60 or so
@@ -315,8 +338,14 @@ def test_a_frame_behind_a_waiting_batch_still_comes_through(tmp_path, sender):
     messages = list(internal_series(frames, str(target), compression="none", count=count))
     late = messages.pop(2)  # frame 1
     with Sender(timeout_s=60) as second:
-        config = make_config(sender.port, tmp_path, nworkers=2, queue_mb=1, gap_timeout_s=6,
-                             upstream=[sender.endpoint, second.endpoint])
+        config = make_config(
+            sender.port,
+            tmp_path,
+            nworkers=2,
+            queue_mb=1,
+            gap_timeout_s=6,
+            upstream=[sender.endpoint, second.endpoint],
+        )
         receiver = Receiver(config)
         receiver.start()
         try:
@@ -324,8 +353,11 @@ def test_a_frame_behind_a_waiting_batch_still_comes_through(tmp_path, sender):
             wait_for(lambda: receiver.snapshot().frames_received == 1, what="frame 0")
             time.sleep(0.5)  # the workers take what they can, then wait
             second.send([late])
-            wait_for(lambda: receiver.snapshot().frames_received == count, timeout=5.5,
-                     what="every frame, before the gap timeout")
+            wait_for(
+                lambda: receiver.snapshot().frames_received == count,
+                timeout=5.5,
+                what="every frame, before the gap timeout",
+            )
             sender.send(messages[-1:])  # the end after the frames: no grace cuts them short
             snap = wait_series_done(receiver)
         finally:

@@ -31,20 +31,38 @@ def v2_frames(messages: list[list[bytes]]) -> dict[str, list[np.ndarray]]:
     return {where[n]: [cbor_v2.to_numpy(image[n]) for image in images] for n in names}
 
 
-@pytest.mark.parametrize("capture, cls, expected", [
-    ("captured/eiger-stream-v1-eiger1-1m.zip", "Eiger", v1_frames),
-    ("captured/dectris-stream-v2-series.zip", "DectrisStream2", v2_frames),
-    ("dectris-stream-v2-r500k-bslz4-16bit", "DectrisStream2", v2_frames),
-])
+@pytest.mark.parametrize(
+    "capture, cls, expected",
+    [
+        ("captured/eiger-stream-v1-eiger1-1m.zip", "Eiger", v1_frames),
+        ("captured/dectris-stream-v2-series.zip", "DectrisStream2", v2_frames),
+        ("dectris-stream-v2-r500k-bslz4-16bit", "DectrisStream2", v2_frames),
+    ],
+)
 def test_replay_is_stored_bit_exact(tmp_path, fixtures_dir, capture, cls, expected):
     port, target = free_port(), tmp_path / "replayed.h5"
     reference = expected(load_capture(fixtures_dir / capture).messages)
     with Receiver(make_config(port, tmp_path, cls)) as receiver:
         receiver.start()
         result = subprocess.run(
-            [sys.executable, "-m", "tango_receiver.cli", "replay", str(fixtures_dir / capture),
-             "--port", str(port), "--filename", str(target), "--quiet", "--timeout", "20"],
-            capture_output=True, text=True, timeout=90)
+            [
+                sys.executable,
+                "-m",
+                "tango_receiver.cli",
+                "replay",
+                str(fixtures_dir / capture),
+                "--port",
+                str(port),
+                "--filename",
+                str(target),
+                "--quiet",
+                "--timeout",
+                "20",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
         assert result.returncode == 0, result.stderr
         frames = len(next(iter(reference.values())))
         assert f"{frames} images" in result.stderr and f"read by class {cls}" in result.stderr
@@ -60,7 +78,10 @@ def test_replay_is_stored_bit_exact(tmp_path, fixtures_dir, capture, cls, expect
 
 def test_replay_refuses_what_is_not_a_capture(tmp_path):
     (tmp_path / "notes.txt").write_text("not a capture")
-    result = subprocess.run([sys.executable, "-m", "tango_receiver.cli", "replay",
-                             str(tmp_path / "notes.txt")], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "tango_receiver.cli", "replay", str(tmp_path / "notes.txt")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2 and "not a capture" in result.stderr

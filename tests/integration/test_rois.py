@@ -69,29 +69,64 @@ def pilatus_frames() -> list[np.ndarray]:
 
 
 CASES = [
-    Case("Detector", frames_2d(),
-         lambda f, name: internal_series(f, name, compression="none", count=COUNT),
-         extra={"nworkers": 2}),
-    Case("Detector", frames_2d("uint32"),
-         lambda f, name: internal_series(f, name, compression="bslz4", count=COUNT)),
-    Case("Detector", frames_2d("float32"),
-         lambda f, name: internal_series(f, name, compression="none", count=COUNT),
-         extra={"compress": False}),
+    Case(
+        "Detector",
+        frames_2d(),
+        lambda f, name: internal_series(f, name, compression="none", count=COUNT),
+        extra={"nworkers": 2},
+    ),
+    Case(
+        "Detector",
+        frames_2d("uint32"),
+        lambda f, name: internal_series(f, name, compression="bslz4", count=COUNT),
+    ),
+    Case(
+        "Detector",
+        frames_2d("float32"),
+        lambda f, name: internal_series(f, name, compression="none", count=COUNT),
+        extra={"compress": False},
+    ),
     Case("Eiger", frames_2d("uint32"), lambda f, name: eiger_v1_series(f, name, count=COUNT)),
-    Case("Eiger", frames_2d("uint32"), lambda f, name: eiger_v1_series(f, name, count=COUNT),
-         extra={"fast_lane": False}),
-    Case("DectrisStream2", frames_2d("uint32"),
-         lambda f, name: stream_v2_series({"threshold_1": f}, name, count=COUNT)),
-    Case("Pilatus", pilatus_frames(), lambda f, name: pilatus_series(f, name, count=COUNT),
-         extra={"nworkers": 2}),
-    Case("OrcaLightning", [f.clip(0, 4095) for f in frames_2d(rate=500.0)],
-         lambda f, name: orca_series(f, name, count=COUNT)),
-    Case("Xspress3", frames_2d("uint32", (4, 256), 1.0),
-         lambda f, name: xspress3_series(f, name, count=COUNT),
-         rois={"ka": {"channel": 1, "bins": [10, 60]}, "all": [0, 4, 0, 256]}),
+    Case(
+        "Eiger",
+        frames_2d("uint32"),
+        lambda f, name: eiger_v1_series(f, name, count=COUNT),
+        extra={"fast_lane": False},
+    ),
+    Case(
+        "DectrisStream2",
+        frames_2d("uint32"),
+        lambda f, name: stream_v2_series({"threshold_1": f}, name, count=COUNT),
+    ),
+    Case(
+        "Pilatus",
+        pilatus_frames(),
+        lambda f, name: pilatus_series(f, name, count=COUNT),
+        extra={"nworkers": 2},
+    ),
+    Case(
+        "OrcaLightning",
+        [f.clip(0, 4095) for f in frames_2d(rate=500.0)],
+        lambda f, name: orca_series(f, name, count=COUNT),
+    ),
+    Case(
+        "Xspress3",
+        frames_2d("uint32", (4, 256), 1.0),
+        lambda f, name: xspress3_series(f, name, count=COUNT),
+        rois={"ka": {"channel": 1, "bins": [10, 60]}, "all": [0, 4, 0, 256]},
+    ),
 ]
-IDS = ["raw-2w", "bslz4", "float-raw", "eiger-lane", "eiger-python", "stream2", "pilatus",
-       "orca", "xspress3"]
+IDS = [
+    "raw-2w",
+    "bslz4",
+    "float-raw",
+    "eiger-lane",
+    "eiger-python",
+    "stream2",
+    "pilatus",
+    "orca",
+    "xspress3",
+]
 
 
 def check_series(receiver: Receiver, target, table: dict, want: np.ndarray) -> None:
@@ -120,8 +155,9 @@ def check_series(receiver: Receiver, target, table: dict, want: np.ndarray) -> N
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_roi_values_agree_with_numpy_for_every_detector_class(tmp_path, sender, case):
     target = tmp_path / "roi.h5"
-    config = make_config(sender.port, tmp_path, case.cls, rois=case.rois, **EVERY_FRAME,
-                         **case.extra)
+    config = make_config(
+        sender.port, tmp_path, case.cls, rois=case.rois, **EVERY_FRAME, **case.extra
+    )
     receiver, snap = run_series(config, sender, case.messages(case.frames, str(target)))
     receiver.close()
     assert snap.frames_written == COUNT and snap.roi_skipped == 0
@@ -137,12 +173,17 @@ def test_lambda_modules_counted_as_stacked_rows(tmp_path, compression):
     table = {"module0": [0, 12, 0, 20], "across": [10, 30, 5, 15]}
     target = tmp_path / "lambda.h5"
     with ModuleSenders([0] * 4, timeout_s=20) as modules:
-        config = make_config(0, tmp_path, "Lambda", upstream=modules.endpoints, rois=table,
-                             **EVERY_FRAME)
+        config = make_config(
+            0, tmp_path, "Lambda", upstream=modules.endpoints, rois=table, **EVERY_FRAME
+        )
         receiver = Receiver(config)
         receiver.start()
-        modules.send([list(s) for s in lambda_series(frames, str(target), count=COUNT,
-                                                     compression=compression)])
+        modules.send(
+            [
+                list(s)
+                for s in lambda_series(frames, str(target), count=COUNT, compression=compression)
+            ]
+        )
         wait_series_done(receiver)
         receiver.close()
     check_series(receiver, target, table, expected(table, frames))
@@ -168,8 +209,9 @@ def test_a_change_during_a_series_applies_from_the_next_and_rest_serves_both(tmp
             assert series["names"] == ["a"] and series["regions"] == {"a": [0, 20, 0, 20]}
             want = expected(first, frames)
             assert series["frame"] == COUNT - 1 and series["counted"] == COUNT
-            assert series["latest"]["a"] == dict(zip(("sum", "max", "count"), want[-1, 0],
-                                                     strict=True))
+            assert series["latest"]["a"] == dict(
+                zip(("sum", "max", "count"), want[-1, 0], strict=True)
+            )
             assert series["frames"]["a"]["sum"] == list(want[:, 0, 0])
             assert series["frame_number"] == list(range(COUNT))
             check_series(receiver, tmp_path / "s1.h5", first, want)
@@ -181,15 +223,18 @@ def test_a_change_during_a_series_applies_from_the_next_and_rest_serves_both(tmp
 
             bad = http.put("/rois", json={"1bad": [0, 1, 0, 1], "b": [5, 4, 0]})
             assert bad.status_code == 422
-            assert http.put("/rois", json={}).json() == {"definitions": {}, "series": {
-                **http.get("/rois").json()["series"]}}
+            assert http.put("/rois", json={}).json() == {
+                "definitions": {},
+                "series": {**http.get("/rois").json()["series"]},
+            }
     finally:
         receiver.close()
     assert receiver.stats.snapshot().roi_skipped == 0
 
 
-def test_counting_that_falls_behind_is_counted_and_every_frame_stored(tmp_path, sender,
-                                                                      monkeypatch):
+def test_counting_that_falls_behind_is_counted_and_every_frame_stored(
+    tmp_path, sender, monkeypatch
+):
     slow = roi.count
 
     def count(rois, plane):
@@ -221,8 +266,7 @@ def test_counting_that_falls_behind_is_counted_and_every_frame_stored(tmp_path, 
 def test_without_rois_nothing_is_counted_and_no_thread_runs(tmp_path, sender):
     target = tmp_path / "plain.h5"
     config = make_config(sender.port, tmp_path)
-    receiver, snap = run_series(config, sender, internal_series(frames_2d(), str(target),
-                                                                count=4))
+    receiver, snap = run_series(config, sender, internal_series(frames_2d(), str(target), count=4))
     receiver.close()
     assert receiver.rois.series is None and not receiver.detector.keep_pixels
     with h5py.File(target, "r") as f:
@@ -243,9 +287,9 @@ def test_a_series_appended_to_a_file_appends_its_rois(tmp_path, sender):
         receiver.close()
     with h5py.File(target, "r") as f:
         assert list(f["/entry/roi_a/frame_number"][()]) == [*range(5), *range(5)]
-        np.testing.assert_array_equal(f["/entry/roi_a/sum"][()],
-                                      np.tile(expected(table, frames, 5)[:, 0, 0], 2))
-
+        np.testing.assert_array_equal(
+            f["/entry/roi_a/sum"][()], np.tile(expected(table, frames, 5)[:, 0, 0], 2)
+        )
 
 
 def test_step_scan_frames_are_counted_at_the_default_share(tmp_path, sender):
@@ -256,11 +300,11 @@ def test_step_scan_frames_are_counted_at_the_default_share(tmp_path, sender):
     receiver.start()
     try:
         for point in range(3):
-            sender.send(internal_series(frames[point:], str(tmp_path / f"p{point}.h5"),
-                                        count=1))
+            sender.send(internal_series(frames[point:], str(tmp_path / f"p{point}.h5"), count=1))
             snap = wait_series_done(receiver, point + 1)
             assert snap.roi_skipped == 0
-            check_series(receiver, tmp_path / f"p{point}.h5", table,
-                         expected(table, frames[point:], 1))
+            check_series(
+                receiver, tmp_path / f"p{point}.h5", table, expected(table, frames[point:], 1)
+            )
     finally:
         receiver.close()

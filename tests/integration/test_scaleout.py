@@ -32,22 +32,33 @@ from tango_receiver.engine.writer import SeriesWriter, part_filename
 from tango_receiver.messages import Channel, Header, Image, SeriesEnd
 from tango_receiver.scaleout.stitch import MISSING, Run, StitchError, add_parser, frame_runs, stitch
 from tango_receiver.sim.frames import synthetic_frames
-from tango_receiver.sim.sender import Sender
 from tango_receiver.sim.internal import internal_series
+from tango_receiver.sim.sender import Sender
 
 DSET = "/entry/instrument/detector/data"
 UINT16_MISSING = np.iinfo(np.uint16).max
 
 
-def write_part(path: Path, frames: dict[int, dict[str, np.ndarray]], complete: bool = True,
-               metadata: dict | None = None) -> Path:
+def write_part(
+    path: Path,
+    frames: dict[int, dict[str, np.ndarray]],
+    complete: bool = True,
+    metadata: dict | None = None,
+) -> Path:
     """A part file as a receiver writes it: frame number -> {channel: pixels}, in that order."""
     header = Header(msg_number=0, filename=str(path), metadata=metadata or {}, series_id=7)
     writer = SeriesWriter(header, DSET, [path.parent], flush_interval_s=60.0)
     for i, (number, channels) in enumerate(frames.items()):
-        writer.write(Image(msg_number=i + 1, frame=number, channels=[
-            Channel(name, pixels.shape, pixels.dtype.name, "bslz4", encode_chunk(pixels))
-            for name, pixels in channels.items()]))
+        writer.write(
+            Image(
+                msg_number=i + 1,
+                frame=number,
+                channels=[
+                    Channel(name, pixels.shape, pixels.dtype.name, "bslz4", encode_chunk(pixels))
+                    for name, pixels in channels.items()
+                ],
+            )
+        )
     writer.close(complete)
     return path
 
@@ -76,8 +87,11 @@ def test_master_reads_back_in_frame_order_with_missing_frames_reported(tmp_path)
     frames = synthetic_frames(10, (24, 32), "uint16", rate=3.0)
     # round-robin as ZMQ deals it, frame 5 lost on the way, frames 10 and 11 never sent
     # a 2-D header field (a flatfield) is linked into the detector group: never a frame dataset
-    part0 = write_part(tmp_path / "s_part0.h5", split(frames, [0, 2, 4, 6, 8]),
-                       metadata={"sample": "lysozyme", "flatfield": np.ones((24, 32))})
+    part0 = write_part(
+        tmp_path / "s_part0.h5",
+        split(frames, [0, 2, 4, 6, 8]),
+        metadata={"sample": "lysozyme", "flatfield": np.ones((24, 32))},
+    )
     part1 = write_part(tmp_path / "s_part1.h5", split(frames, [1, 3, 7, 9]))
     result = stitch(tmp_path / "s.h5", [part0, part1], nframes=12)
 
@@ -107,8 +121,10 @@ def test_master_moves_with_its_parts(tmp_path):
     frames = synthetic_frames(4, (8, 8), "uint16", rate=3.0)
     run = tmp_path / "run"
     run.mkdir()
-    parts = [write_part(run / "a.h5", split(frames, [0, 1])),
-             write_part(run / "b.h5", split(frames, [2, 3]))]
+    parts = [
+        write_part(run / "a.h5", split(frames, [0, 1])),
+        write_part(run / "b.h5", split(frames, [2, 3])),
+    ]
     result = stitch(run / "master.h5", parts)
     assert result.missing == [] and result.mappings == 2
     moved = shutil.move(run, tmp_path / "moved")
@@ -120,8 +136,13 @@ def test_master_moves_with_its_parts(tmp_path):
 def test_multichannel_parts_keep_one_virtual_dataset_per_channel(tmp_path):
     low = synthetic_frames(4, (8, 12), "uint32", seed=1)
     high = synthetic_frames(4, (8, 12), "uint32", seed=2)
-    parts = [write_part(tmp_path / f"p{k}.h5", {n: {"threshold_1": low[n], "threshold_2": high[n]}
-                                               for n in range(k, 4, 2)}) for k in (0, 1)]
+    parts = [
+        write_part(
+            tmp_path / f"p{k}.h5",
+            {n: {"threshold_1": low[n], "threshold_2": high[n]} for n in range(k, 4, 2)},
+        )
+        for k in (0, 1)
+    ]
     assert stitch(tmp_path / "m.h5", parts).missing == []
     with h5py.File(tmp_path / "m.h5", "r") as f:
         assert np.array_equal(f["/entry/instrument/detector/data_threshold_1"][()], np.stack(low))
@@ -135,15 +156,20 @@ def test_parts_of_different_series_are_refused_and_no_master_is_left(tmp_path):
     with pytest.raises(StitchError, match=r"b\.h5.*not parts of one series"):
         stitch(tmp_path / "m.h5", [a, b])
     with pytest.raises(StitchError, match="beyond the 1 frames given"):
-        stitch(tmp_path / "m.h5", [a, write_part(tmp_path / "c.h5",
-                                                 {3: {"data": np.zeros((8, 8), np.uint16)}})], 1)
+        stitch(
+            tmp_path / "m.h5",
+            [a, write_part(tmp_path / "c.h5", {3: {"data": np.zeros((8, 8), np.uint16)}})],
+            1,
+        )
     assert not (tmp_path / "m.h5").exists()
 
 
 def test_cli_exit_status_says_whether_frames_are_missing(tmp_path):
     frames = synthetic_frames(3, (8, 8), "uint16")
-    parts = [write_part(tmp_path / "a.h5", split(frames, [0])),
-             write_part(tmp_path / "b.h5", split(frames, [1, 2]))]
+    parts = [
+        write_part(tmp_path / "a.h5", split(frames, [0])),
+        write_part(tmp_path / "b.h5", split(frames, [1, 2])),
+    ]
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers(dest="command"))
 
@@ -203,16 +229,28 @@ def stop(proc: subprocess.Popen, timeout_s: float = 20.0) -> str:
 
 
 def receiver_entry(upstream: int, data_port: int, root: Path, suffix: str) -> dict:
-    return {"class": "Detector", "upstream": [f"tcp://127.0.0.1:{upstream}"], "nworkers": 1,
-            "api_host": "127.0.0.1", "api_port": 0, "data_host": "127.0.0.1",
-            "data_port": data_port, "write_roots": [str(root)], "dset_name": DSET,
-            "file_suffix": suffix, "gap_timeout_s": 0.5, "flush_interval_s": 0.2}
+    return {
+        "class": "Detector",
+        "upstream": [f"tcp://127.0.0.1:{upstream}"],
+        "nworkers": 1,
+        "api_host": "127.0.0.1",
+        "api_port": 0,
+        "data_host": "127.0.0.1",
+        "data_port": data_port,
+        "write_roots": [str(root)],
+        "dset_name": DSET,
+        "file_suffix": suffix,
+        "gap_timeout_s": 0.5,
+        "flush_interval_s": 0.2,
+    }
 
 
 def require_part_receivers() -> None:
     if "file_suffix" not in ReceiverConfig.model_fields:
-        pytest.skip("needs the engine's `file_suffix` config key (one of N receivers: writes "
-                    "<stem><file_suffix>.h5 and expects msg_number gaps); see scaleout.py")
+        pytest.skip(
+            "needs the engine's `file_suffix` config key (one of N receivers: writes "
+            "<stem><file_suffix>.h5 and expects msg_number gaps); see scaleout.py"
+        )
 
 
 def test_a_part_releases_frames_at_once_and_counts_no_gap_as_missing():
@@ -222,6 +260,7 @@ def test_a_part_releases_frames_at_once_and_counts_no_gap_as_missing():
 
     def numbers(messages: list) -> list[int]:
         return [m.msg_number for m in messages]
+
     assert numbers(ordering.push(Header(0, "/data/s.h5"))) == [0]
     assert numbers(ordering.push(Image(4, 3, []))) == [4]
     assert numbers(ordering.push(Image(2, 1, []))) == [2]  # later from another worker: fine
@@ -241,15 +280,26 @@ def test_two_receiver_processes_split_one_stream_and_the_master_reads_back_equal
     with Sender(timeout_s=20) as sender:
         data_ports = [free_port() for _ in suffixes]
         config = tmp_path / "detectors.yaml"
-        config.write_text(yaml.safe_dump({
-            f"split{k}": receiver_entry(sender.port, data_ports[k], tmp_path, suffix)
-            for k, suffix in enumerate(suffixes)}))
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    f"split{k}": receiver_entry(sender.port, data_ports[k], tmp_path, suffix)
+                    for k, suffix in enumerate(suffixes)
+                }
+            )
+        )
         consumers = [Consumer(port) for port in data_ports]
         watches = [Handshakes(sender.socket)] + [Handshakes(c.socket) for c in consumers]
         env = dict(os.environ, LOG_LEVEL="WARNING")
-        procs = [subprocess.Popen([sys.executable, "-m", "tango_receiver.cli", "run", str(config),
-                                   f"split{k}"], env=env, stderr=subprocess.PIPE, text=True)
-                 for k in range(len(suffixes))]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "tango_receiver.cli", "run", str(config), f"split{k}"],
+                env=env,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for k in range(len(suffixes))
+        ]
         try:
             for watch, peers in zip(watches, [len(procs)] + [1] * len(consumers), strict=True):
                 watch.wait(peers, RECEIVER_START_S)

@@ -22,9 +22,24 @@ def simulate(*args: str) -> tuple[str, list[list[bytes]]]:
     pull = ctx.socket(zmq.PULL)
     pull.connect(f"tcp://127.0.0.1:{port}")
     process = subprocess.Popen(
-        [sys.executable, "-m", "tango_receiver.cli", "simulate", *args, "--port", str(port),
-         "--frames", "2", "--quiet", "--timeout", "20"],
-        stderr=subprocess.PIPE, text=True, env=os.environ | {"LOG_LEVEL": "INFO"})
+        [
+            sys.executable,
+            "-m",
+            "tango_receiver.cli",
+            "simulate",
+            *args,
+            "--port",
+            str(port),
+            "--frames",
+            "2",
+            "--quiet",
+            "--timeout",
+            "20",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ | {"LOG_LEVEL": "INFO"},
+    )
     try:
         messages = []
         while len(messages) < 4 and pull.poll(30000):  # header, 2 images, end

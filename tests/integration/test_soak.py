@@ -23,8 +23,8 @@ PER_SERIES = 10_000
 
 def _detector(port, ready, series: int, pattern: str) -> None:
     from tango_receiver.sim.frames import synthetic_frames
-    from tango_receiver.sim.sender import Sender
     from tango_receiver.sim.internal import internal_series
+    from tango_receiver.sim.sender import Sender
 
     frames = synthetic_frames(4, (32, 32), "uint16", rate=1.0)
     with Sender(timeout_s=120) as sender:
@@ -63,8 +63,9 @@ def test_soak(tmp_path, request):
                 assert (summary.frames_received, summary.frames_written) == (PER_SERIES,) * 2
                 assert summary.frames_missing == summary.frames_invalid == 0, summary
                 assert summary.frames_duplicate == summary.frames_outside == 0, summary
-                assert (summary.frames_forwarded + summary.forward_dropped
-                        + summary.forward_no_consumer) == PER_SERIES
+                assert (
+                    summary.frames_forwarded + summary.forward_dropped + summary.forward_no_consumer
+                ) == PER_SERIES
                 assert summary.forward_no_consumer == 0, summary
                 written += summary.frames_written
                 forwarded += summary.frames_forwarded
@@ -79,7 +80,7 @@ def test_soak(tmp_path, request):
         detector.join(10)
     assert written == series * PER_SERIES
     assert dropped > 0 and forwarded > 0  # the consumer was slow, and it was served
-    settled = rss[len(rss) // 4:] if len(rss) >= 4 else rss
+    settled = rss[len(rss) // 4 :] if len(rss) >= 4 else rss
     assert max(settled) - min(settled) < 64 << 20, f"RSS grew: {[r >> 20 for r in rss]} MB"
     for k in (0, series - 1):
         with h5py.File(pattern.format(k), "r") as f:

@@ -28,24 +28,25 @@ import yaml
 import zmq
 
 from conftest import wait_for
-from tango_receiver.config import load_receiver
 from tango_receiver.codecs.cbor_view import cbor_type
+from tango_receiver.config import load_receiver
 from tango_receiver.detector import detector_classes
 from tango_receiver.engine.writer import part_filename
+from tango_receiver.scaleout.classify import Kind, SplitError, classifier_for
+from tango_receiver.scaleout.split import Splitter, add_parser
 from tango_receiver.scaleout.stitch import stitch
 from tango_receiver.sim.eiger_v1 import capture_v1, eiger_v1_series
 from tango_receiver.sim.formats import reader, series_for
 from tango_receiver.sim.frames import synthetic_frames
-from tango_receiver.sim.sender import Sender
 from tango_receiver.sim.internal import internal_series
+from tango_receiver.sim.sender import Sender
 from tango_receiver.sim.stream_v2 import capture_v2, stream_v2_series
-from tango_receiver.scaleout.classify import Kind, SplitError, classifier_for
-from tango_receiver.scaleout.split import Splitter, add_parser
 
 DSET = "/entry/instrument/detector/data"
-C, I, U = Kind.CONTROL, Kind.IMAGE, Kind.UNKNOWN
-internal_kind, stream_v1_kind, stream_v2_kind = (classifier_for(name) for name in
-                                                 ("Detector", "Eiger", "DectrisStream2"))
+C, IMG, U = Kind.CONTROL, Kind.IMAGE, Kind.UNKNOWN
+internal_kind, stream_v1_kind, stream_v2_kind = (
+    classifier_for(name) for name in ("Detector", "Eiger", "DectrisStream2")
+)
 INTERNAL_HEADER = next(iter(internal_series([np.zeros((4, 4), np.uint16)])))
 V1_HEADER = next(iter(eiger_v1_series([np.zeros((4, 4), np.uint16)])))
 V2_HEADER = next(iter(stream_v2_series({"t": [np.zeros((4, 4), np.uint16)]})))
@@ -53,24 +54,31 @@ START_S = 30.0  # a receiver process's start (imports h5py, FastAPI) on a loaded
 
 
 # --- classifiers --------------------------------------------------------------------------------
-@pytest.mark.parametrize("fmt, shape, dtype", [
-    ("internal", (16, 24), "uint16"), ("eiger", (16, 24), "uint32"),
-    ("stream2", (16, 24), "uint16"), ("pilatus", (16, 24), "int32"),
-    ("orca", (16, 24), "uint16"), ("xspress3", (4, 64), "uint32"),
-])
+@pytest.mark.parametrize(
+    "fmt, shape, dtype",
+    [
+        ("internal", (16, 24), "uint16"),
+        ("eiger", (16, 24), "uint32"),
+        ("stream2", (16, 24), "uint16"),
+        ("pilatus", (16, 24), "int32"),
+        ("orca", (16, 24), "uint16"),
+        ("xspress3", (4, 64), "uint32"),
+    ],
+)
 def test_every_simulated_format_is_told_control_and_images(fmt, shape, dtype):
     classify = classifier_for(reader(fmt).__name__)
-    assert [classify(m) for m in series_for(fmt, shape, dtype, 3)] == [C, I, I, I, C]
+    assert [classify(m) for m in series_for(fmt, shape, dtype, 3)] == [C, IMG, IMG, IMG, C]
 
 
 def test_captured_streams_are_told_control_and_images(fixtures_dir):
     v1 = capture_v1(fixtures_dir / "captured" / "eiger-stream-v1-eiger1-1m.zip")
-    assert [stream_v1_kind(m) for m in v1] == [C] + [I] * 9 + [C]  # header_detail all: 9 parts
+    assert [stream_v1_kind(m) for m in v1] == [C] + [IMG] * 9 + [C]  # header_detail all: 9 parts
     v2 = capture_v2(fixtures_dir / "captured" / "dectris-stream-v2-series.zip")
-    assert [stream_v2_kind(m) for m in v2] == [C] + [I] * 10 + [C]
+    assert [stream_v2_kind(m) for m in v2] == [C] + [IMG] * 10 + [C]
     r500k = fixtures_dir / "dectris-stream-v2-r500k-bslz4-16bit"
-    assert [stream_v2_kind([(r500k / f"{i:06d}.cbor").read_bytes()]) for i in range(1, 12)] \
-        == [I] * 10 + [C]
+    assert [stream_v2_kind([(r500k / f"{i:06d}.cbor").read_bytes()]) for i in range(1, 12)] == [
+        IMG
+    ] * 10 + [C]
 
 
 def test_a_format_is_not_mistaken_for_another_and_garbage_is_unknown():
@@ -90,8 +98,21 @@ def test_cbor_type_reads_the_head_of_the_map_only():
     assert cbor_type(message(type="start")) == "start"
     assert cbor_type(cbor2.dumps({"type": "end"})) == "end"  # no self-describe tag
     # scalars before it are stepped over: numbers, floats, strings, bytes, booleans, null
-    assert cbor_type(message(series_id=2**40, t=-3, f=0.5, s="x" * 300, b=b"\0" * 70000,
-                             ok=True, n=None, type="image")) == "image"
+    assert (
+        cbor_type(
+            message(
+                series_id=2**40,
+                t=-3,
+                f=0.5,
+                s="x" * 300,
+                b=b"\0" * 70000,
+                ok=True,
+                n=None,
+                type="image",
+            )
+        )
+        == "image"
+    )
     # an image whose pixels are cut off (or are anything at all) is still told an image
     image = message(type="image", image_id=7, data={"t": b"\0" * 4096})
     assert cbor_type(image[:20]) == "image"
@@ -100,8 +121,15 @@ def test_cbor_type_reads_the_head_of_the_map_only():
     # what would need walking a structure, or is no map, or no text: not found
     assert cbor_type(message(data=[1, 2], type="image")) is None
     assert cbor_type(message(**{f"k{i}": i for i in range(8)}, type="image")) is None
-    for data in (b"", b"\x01", cbor2.dumps([1, 2]), cbor2.dumps({"type": 3}),
-                 cbor2.dumps({1: "x", "type": "end"}), b"\xd9\xd9\xf7\xbc", b"\xa1\x7f"):
+    for data in (
+        b"",
+        b"\x01",
+        cbor2.dumps([1, 2]),
+        cbor2.dumps({"type": 3}),
+        cbor2.dumps({1: "x", "type": "end"}),
+        b"\xd9\xd9\xf7\xbc",
+        b"\xa1\x7f",
+    ):
         assert cbor_type(data) is None, data
 
 
@@ -123,13 +151,23 @@ def test_every_detector_class_is_split_or_refused_with_a_reason():
 # --- the splitter's sockets ---------------------------------------------------------------------
 def test_upstream_and_class_come_from_the_detectors_entry(tmp_path):
     config = tmp_path / "detectors.yaml"
-    config.write_text(yaml.safe_dump({
-        "eiger": {"class": "Eiger", "upstream": ["tcp://127.0.0.1:9401", "127.0.0.1"]},
-        "eiger2": {"class": "DectrisStream2", "dcu_host_purple": "127.0.0.1"},
-        "pilatus": {"class": "Detector", "pipeline": "PilatusPipeline",
-                    "upstream": "tcp://127.0.0.1:9402"},
-        "lambda": {"class": "Lambda",
-                   "upstream": [f"tcp://127.0.0.1:{9010 + i}" for i in range(4)]}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "eiger": {"class": "Eiger", "upstream": ["tcp://127.0.0.1:9401", "127.0.0.1"]},
+                "eiger2": {"class": "DectrisStream2", "dcu_host_purple": "127.0.0.1"},
+                "pilatus": {
+                    "class": "Detector",
+                    "pipeline": "PilatusPipeline",
+                    "upstream": "tcp://127.0.0.1:9402",
+                },
+                "lambda": {
+                    "class": "Lambda",
+                    "upstream": [f"tcp://127.0.0.1:{9010 + i}" for i in range(4)],
+                },
+            }
+        )
+    )
     with Splitter.for_receiver(load_receiver(config, "eiger"), 3) as splitter:
         assert splitter.upstream_endpoints == ["tcp://127.0.0.1:9401", "tcp://127.0.0.1:9999"]
         assert splitter.classify(V1_HEADER) is C and len(set(splitter.ports)) == 3
@@ -186,12 +224,27 @@ class PartReceivers:
 
     def __init__(self, root: Path, detector_class: str, upstreams: list[str]) -> None:
         self.config = root / "parts.yaml"
-        self.config.write_text(yaml.safe_dump({f"part{i}": {
-            "class": detector_class, "upstream": [upstream], "nworkers": 1,
-            "api_host": "127.0.0.1", "api_port": 0, "data_host": "127.0.0.1", "data_port": 0,
-            "write_roots": [str(root)], "dset_name": DSET, "file_suffix": f"_part{i}",
-            "gap_timeout_s": 0.5, "flush_interval_s": 0.2}
-            for i, upstream in enumerate(upstreams)}))
+        self.config.write_text(
+            yaml.safe_dump(
+                {
+                    f"part{i}": {
+                        "class": detector_class,
+                        "upstream": [upstream],
+                        "nworkers": 1,
+                        "api_host": "127.0.0.1",
+                        "api_port": 0,
+                        "data_host": "127.0.0.1",
+                        "data_port": 0,
+                        "write_roots": [str(root)],
+                        "dset_name": DSET,
+                        "file_suffix": f"_part{i}",
+                        "gap_timeout_s": 0.5,
+                        "flush_interval_s": 0.2,
+                    }
+                    for i, upstream in enumerate(upstreams)
+                }
+            )
+        )
         self.logs = [root / f"part{i}.log" for i in range(len(upstreams))]
         self.procs: list[subprocess.Popen] = []
         self.ctx = zmq.Context()
@@ -202,10 +255,22 @@ class PartReceivers:
         try:
             for i, log in enumerate(self.logs):
                 with log.open("w") as out:
-                    self.procs.append(subprocess.Popen(
-                        [sys.executable, "-m", "tango_receiver.cli", "run", str(self.config),
-                         f"part{i}"], env=env, stdout=subprocess.DEVNULL, stderr=out))
-            for proc, log in zip(self.procs, self.logs):
+                    self.procs.append(
+                        subprocess.Popen(
+                            [
+                                sys.executable,
+                                "-m",
+                                "tango_receiver.cli",
+                                "run",
+                                str(self.config),
+                                f"part{i}",
+                            ],
+                            env=env,
+                            stdout=subprocess.DEVNULL,
+                            stderr=out,
+                        )
+                    )
+            for proc, log in zip(self.procs, self.logs, strict=False):
                 self.watches.append(EndWatch(self.ctx, self._secondary_port(proc, log), START_S))
         except BaseException:
             self.__exit__()  # `with` calls it only once __enter__ has returned
@@ -219,6 +284,7 @@ class PartReceivers:
             assert proc.poll() is None, f"receiver exited {proc.returncode}: {log.read_text()}"
             found[:] = re.findall(r"secondary port (\d+)", log.read_text())
             return bool(found)
+
         wait_for(logged, START_S, f"{log.name}: the secondary port")
         return int(found[0])
 
@@ -253,6 +319,7 @@ def relaying(splitter: Splitter) -> Callable[[], None]:
         splitter.stop()
         thread.join(timeout=10)
         assert not thread.is_alive(), "the splitter did not stop"
+
     return stop
 
 
@@ -277,8 +344,7 @@ def test_split_series_lands_whole_in_two_parts_and_stitches_back_equal(tmp_path,
     frames = synthetic_frames(FRAMES, (16, 24), "uint16", rate=2.0)  # every one distinct
     target = tmp_path / "scan_001.h5"
     messages = list(SERIES[detector_class](frames, str(target)))
-    with Sender(timeout_s=30) as sender, \
-            Splitter([sender.endpoint], detector_class, 2) as splitter:
+    with Sender(timeout_s=30) as sender, Splitter([sender.endpoint], detector_class, 2) as splitter:
         stop_relay = relaying(splitter)
         try:
             with PartReceivers(tmp_path, detector_class, splitter.endpoints) as parts:
@@ -313,15 +379,20 @@ def test_a_stalled_part_loses_nothing_the_other_part_takes_its_share(tmp_path):
     stalled = ctx.socket(zmq.PULL)
     stalled.setsockopt(zmq.RCVHWM, 1)
     stalled.setsockopt(zmq.RCVBUF, 64 << 10)
-    with Sender(timeout_s=30) as sender, \
-            Splitter([sender.endpoint], "Detector", 2, sndhwm=4) as splitter:
+    with (
+        Sender(timeout_s=30) as sender,
+        Splitter([sender.endpoint], "Detector", 2, sndhwm=4) as splitter,
+    ):
         stop_relay = relaying(splitter)
         try:
             with PartReceivers(tmp_path, "Detector", splitter.endpoints[:1]) as parts:
                 stalled.connect(splitter.endpoints[1])
                 sender.send(messages)
-                wait_for(lambda: sum(splitter.counts.to_part) == count + 3, 30,
-                         "every image and the header and end to part 0 sent")
+                wait_for(
+                    lambda: sum(splitter.counts.to_part) == count + 3,
+                    30,
+                    "every image and the header and end to part 0 sent",
+                )
                 queued = []  # part 1 reads at last: the header, its images, then the end
                 while not queued or b"series_end" not in queued[-1][0]:
                     assert stalled.poll(10_000), f"part 1 got {len(queued)} messages, no end"
@@ -370,11 +441,25 @@ def test_cli_relays_from_the_entry_and_stops_cleanly_on_sigterm(tmp_path):
     frames = synthetic_frames(6, (8, 8), "uint16")
     with Sender(timeout_s=30) as sender:
         config = tmp_path / "detectors.yaml"
-        config.write_text(yaml.safe_dump({"det": {"class": "Detector",
-                                                  "upstream": [sender.endpoint]}}))
-        proc = subprocess.Popen([sys.executable, "-m", "tango_receiver.cli", "split", str(config), "det",
-                                 "--parts", "2", "--base-port", str(base)],
-                                stderr=subprocess.PIPE, text=True)
+        config.write_text(
+            yaml.safe_dump({"det": {"class": "Detector", "upstream": [sender.endpoint]}})
+        )
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tango_receiver.cli",
+                "split",
+                str(config),
+                "det",
+                "--parts",
+                "2",
+                "--base-port",
+                str(base),
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         ctx = zmq.Context()
         pulls = [ctx.socket(zmq.PULL) for _ in range(2)]
         try:
@@ -382,7 +467,7 @@ def test_cli_relays_from_the_entry_and_stops_cleanly_on_sigterm(tmp_path):
                 pull.connect(f"tcp://127.0.0.1:{base + i}")
             sender.send(internal_series(frames, "/data/x.h5"))
             got: list[list[str]] = [[], []]
-            for pull, htypes in zip(pulls, got):
+            for pull, htypes in zip(pulls, got, strict=False):
                 while not htypes or htypes[-1] != "series_end":
                     assert pull.poll(START_S * 1000), f"got {got}"
                     htypes.append(json.loads(pull.recv_multipart()[0])["htype"])
@@ -400,11 +485,20 @@ def test_cli_relays_from_the_entry_and_stops_cleanly_on_sigterm(tmp_path):
 
 def test_cli_refuses_a_detector_that_cannot_be_split(tmp_path, caplog):
     config = tmp_path / "detectors.yaml"
-    config.write_text(yaml.safe_dump({"lambda": {"class": "Lambda", "upstream": [
-        f"tcp://127.0.0.1:{9010 + i}" for i in range(4)]}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "lambda": {
+                    "class": "Lambda",
+                    "upstream": [f"tcp://127.0.0.1:{9010 + i}" for i in range(4)],
+                }
+            }
+        )
+    )
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers())
-    args = parser.parse_args(["split", str(config), "lambda", "--parts", "2",
-                              "--base-port", "9600"])
+    args = parser.parse_args(
+        ["split", str(config), "lambda", "--parts", "2", "--base-port", "9600"]
+    )
     assert args.fn(args) == 2
     assert "class Lambda cannot be split" in caplog.text

@@ -52,12 +52,18 @@ def test_multichannel_dectris_set(tmp_path, sender, fixtures_dir):
     first = cbor_v2.decode(images[0])
     names = list(first["data"])
     assert names == ["threshold_1", "threshold_2", "difference"]
-    start = next(stream_v2_series({n: [np.zeros((514, 1030), np.uint16)] for n in names},
-                                  str(tmp_path / "r500k.h5"), series_id=first["series_id"],
-                                  count=10))
+    start = next(
+        stream_v2_series(
+            {n: [np.zeros((514, 1030), np.uint16)] for n in names},
+            str(tmp_path / "r500k.h5"),
+            series_id=first["series_id"],
+            count=10,
+        )
+    )
     target = tmp_path / "r500k.h5"
-    config = make_config(sender.port, tmp_path, "DectrisStream2",
-                         dset_name="/entry/instrument/eiger2/data")
+    config = make_config(
+        sender.port, tmp_path, "DectrisStream2", dset_name="/entry/instrument/eiger2/data"
+    )
     snap, forwarded = run_with_consumer(config, sender, [start] + [[m] for m in images] + [[end]])
     assert (snap.frames_received, snap.frames_written, snap.frames_invalid) == (10, 10, 0)
     with h5py.File(target, "r") as f:
@@ -76,8 +82,11 @@ def test_simulated_series_with_lz4_and_raw_planes(tmp_path, sender):
     for compression in ("bslz4", "lz4", None):
         target = tmp_path / f"sim_{compression}.h5"
         config = make_config(sender.port, tmp_path, "DectrisStream2")
-        receiver, snap = run_series(config, sender, stream_v2_series(
-            {"threshold_1": frames}, str(target), compression=compression))
+        receiver, snap = run_series(
+            config,
+            sender,
+            stream_v2_series({"threshold_1": frames}, str(target), compression=compression),
+        )
         receiver.close()
         assert (snap.frames_written, snap.frames_invalid) == (4, 0), compression
         with h5py.File(target, "r") as f:
@@ -87,25 +96,56 @@ def test_simulated_series_with_lz4_and_raw_planes(tmp_path, sender):
 def test_garbage_cbor_is_counted(tmp_path, sender):
     frames = synthetic_frames(2, (20, 24), "uint32", rate=3.0)
     msgs = list(stream_v2_series({"threshold_1": frames}, str(tmp_path / "g.h5")))
-    bad = [[b"\xd9\xd9\xf7\xff\xff"], [msgs[1][0][:50]], [cbor_v2.encode({"type": "image"})],
-           [cbor_v2.encode({"type": "image", "image_id": 9, "data": {"x": 1}})]]
-    receiver, snap = run_series(make_config(sender.port, tmp_path, "DectrisStream2"), sender,
-                                [msgs[0], *bad, *msgs[1:]])
+    bad = [
+        [b"\xd9\xd9\xf7\xff\xff"],
+        [msgs[1][0][:50]],
+        [cbor_v2.encode({"type": "image"})],
+        [cbor_v2.encode({"type": "image", "image_id": 9, "data": {"x": 1}})],
+    ]
+    receiver, snap = run_series(
+        make_config(sender.port, tmp_path, "DectrisStream2"), sender, [msgs[0], *bad, *msgs[1:]]
+    )
     receiver.close()
     assert (snap.frames_written, snap.frames_invalid) == (2, 4)
 
 
 def test_simulator_and_receiver_meet_on_the_default_port(tmp_path):
     """Neither names a port: `simulate stream2` sends where a DectrisStream2 entry looks."""
-    config = parse_entry("defaults", {"class": "DectrisStream2", "upstream": ["tcp://127.0.0.1"],
-                                      "data_port": 0, "data_host": "127.0.0.1",
-                                      "write_roots": [str(tmp_path)]})
+    config = parse_entry(
+        "defaults",
+        {
+            "class": "DectrisStream2",
+            "upstream": ["tcp://127.0.0.1"],
+            "data_port": 0,
+            "data_host": "127.0.0.1",
+            "write_roots": [str(tmp_path)],
+        },
+    )
     target = tmp_path / "defaults.h5"
     with Receiver(config) as receiver:
         result = subprocess.run(
-            [sys.executable, "-m", "tango_receiver.cli", "simulate", "stream2", "--frames", "3",
-             "--shape", "16x24", "--dtype", "uint16", "--filename", str(target), "--quiet",
-             "--timeout", "20"], capture_output=True, text=True, timeout=60)
+            [
+                sys.executable,
+                "-m",
+                "tango_receiver.cli",
+                "simulate",
+                "stream2",
+                "--frames",
+                "3",
+                "--shape",
+                "16x24",
+                "--dtype",
+                "uint16",
+                "--filename",
+                str(target),
+                "--quiet",
+                "--timeout",
+                "20",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 0, result.stderr
         snap = wait_series_done(receiver)
     assert snap.frames_written == 3 and snap.series_complete

@@ -52,29 +52,41 @@ def properties(sender, root, **extra) -> dict:
     return props
 
 
-def test_image_attributes_are_expert_bounded_typed_and_pushed_at_a_bounded_rate(tmp_path,
-                                                                                 sender):
+def test_image_attributes_are_expert_bounded_typed_and_pushed_at_a_bounded_rate(tmp_path, sender):
     frames = synthetic_frames(3, SHAPE, "uint16", rate=3.0)
     count = 60
     with device(properties(sender, tmp_path, dtype="uint16", video_image=True)) as proxy:
         for name in ("last_image", "video_last_image"):
             assert proxy.get_attribute_config(name).disp_level == DispLevel.EXPERT
         recorders = {name: Recorder() for name in ("last_image", "video_last_image", "Status")}
-        ids = [proxy.subscribe_event(name, EventType.CHANGE_EVENT, recorder)
-               for name, recorder in recorders.items()]
+        ids = [
+            proxy.subscribe_event(name, EventType.CHANGE_EVENT, recorder)
+            for name, recorder in recorders.items()
+        ]
         try:
             start = time.monotonic()
             thread = send_in_background(sender, internal_series(frames, count=count), rate=40)
             thread.join(30)
-            wait_for(lambda: proxy.state() == DevState.ON and proxy.frames_received == count,
-                     20, "the series received")
+            wait_for(
+                lambda: proxy.state() == DevState.ON and proxy.frames_received == count,
+                20,
+                "the series received",
+            )
             last = frames[(count - 1) % len(frames)]
             expected = converted(block_mean(last, 3), np.dtype(np.uint16))
-            wait_for(lambda: len(recorders["last_image"].values) > 1
-                     and np.array_equal(recorders["last_image"].values[-1], expected),
-                     10, "a change event with the last frame")
-            wait_for(lambda: recorders["Status"].values[-1].startswith("ON"), 5,
-                     "the Status event after the series")
+            wait_for(
+                lambda: (
+                    len(recorders["last_image"].values) > 1
+                    and np.array_equal(recorders["last_image"].values[-1], expected)
+                ),
+                10,
+                "a change event with the last frame",
+            )
+            wait_for(
+                lambda: recorders["Status"].values[-1].startswith("ON"),
+                5,
+                "the Status event after the series",
+            )
             elapsed = time.monotonic() - start
         finally:
             for event_id in ids:
@@ -117,13 +129,18 @@ def test_units_formats_and_the_downsample_write_value_read_well(tmp_path, sender
         assert proxy.status().splitlines()[0] == "ON: no series yet"
 
 
-@pytest.mark.parametrize("dtype, published", [("int32", np.int32), ("float32", np.float32),
-                                              ("int8", np.int16), ("float16", np.float32)])
+@pytest.mark.parametrize(
+    "dtype, published",
+    [("int32", np.int32), ("float32", np.float32), ("int8", np.int16), ("float16", np.float32)],
+)
 def test_last_image_is_published_in_the_frames_dtype(tmp_path, sender, dtype, published):
     frame = synthetic_frames(1, (16, 24), dtype, rate=3.0)[0]
     with device(properties(sender, tmp_path, dtype=dtype)) as proxy:
         sender.send(internal_series([frame], count=2, compression="none"))
-        wait_for(lambda: proxy.frames_received == 2 and proxy.state() == DevState.ON, 20,
-                 "the series received")
+        wait_for(
+            lambda: proxy.frames_received == 2 and proxy.state() == DevState.ON,
+            20,
+            "the series received",
+        )
         image = proxy.last_image
         assert image.dtype == published and np.array_equal(image, frame)

@@ -30,15 +30,24 @@ from tango_receiver.tango.device import ReceiverDevice
 from tango_servers import entry
 
 DEVICE = "tango_receiver/detector/test-stins"
-COUNTERS = ["frames_received", "frames_written", "frames_forwarded", "frames_missing",
-            "frames_invalid", "forward_dropped", "frames_discarded", "last_frame_number",
-            "series_count"]
+COUNTERS = [
+    "frames_received",
+    "frames_written",
+    "frames_forwarded",
+    "frames_missing",
+    "frames_invalid",
+    "forward_dropped",
+    "frames_discarded",
+    "last_frame_number",
+    "series_count",
+]
 
 
 @contextmanager
 def device(properties: dict) -> Iterator[tango.DeviceProxy]:
-    with DeviceTestContext(ReceiverDevice, device_name=DEVICE, properties=properties,
-                           process=True, timeout=30) as proxy:
+    with DeviceTestContext(
+        ReceiverDevice, device_name=DEVICE, properties=properties, process=True, timeout=30
+    ) as proxy:
         proxy.set_timeout_millis(10000)
         yield proxy
 
@@ -62,14 +71,21 @@ def secondary_consumer(port: int) -> Iterator[zmq.Socket]:
 
 
 def send_in_background(sender: Sender, messages, rate: float | None = None) -> threading.Thread:
-    thread = threading.Thread(target=sender.send, args=(list(messages),), kwargs={"rate": rate},
-                              daemon=True)
+    thread = threading.Thread(
+        target=sender.send, args=(list(messages),), kwargs={"rate": rate}, daemon=True
+    )
     thread.start()
     return thread
 
 
-def send_watching_states(proxy: tango.DeviceProxy, sender: Sender, messages, rate: float,
-                         frames: int, timeout: float = 20.0) -> list[DevState]:
+def send_watching_states(
+    proxy: tango.DeviceProxy,
+    sender: Sender,
+    messages,
+    rate: float,
+    frames: int,
+    timeout: float = 20.0,
+) -> list[DevState]:
     """Stream a series; the distinct states seen from before it until it is received whole and
     the device is idle again."""
     seen: list[DevState] = [proxy.state()]
@@ -80,6 +96,7 @@ def send_watching_states(proxy: tango.DeviceProxy, sender: Sender, messages, rat
         if state != seen[-1]:
             seen.append(state)
         return not thread.is_alive() and state == DevState.ON and proxy.frames_received == frames
+
     wait_for(done, timeout, f"{frames} frames received and state ON")
     return seen
 
@@ -111,22 +128,30 @@ def test_series_drives_state_counters_and_live_view(tmp_path, sender):
     config.write_text(yaml.safe_dump({"stins-test": entry(sender, tmp_path)}))
     frames = synthetic_frames(5, (64, 80), "uint32", rate=3.0)
     target = tmp_path / "scan_001.h5"
-    with device({"config_file": str(config), "receiver_name": "stins-test",
-                 "video_image": True}) as proxy:
+    with device(
+        {"config_file": str(config), "receiver_name": "stins-test", "video_image": True}
+    ) as proxy:
         assert proxy.state() == DevState.ON
         assert "Waiting for a series" in proxy.status()
         assert proxy.read_attribute("last_image").quality == AttrQuality.ATTR_INVALID
         assert proxy.detector_class == "Detector"
         assert list(proxy.upstream) == [f"tcp://127.0.0.1:{sender.port}"]
         with secondary_consumer(proxy.secondary_port):
-            states = send_watching_states(proxy, sender, internal_series(frames, str(target),
-                                                                      count=20), 40, 20)
+            states = send_watching_states(
+                proxy, sender, internal_series(frames, str(target), count=20), 40, 20
+            )
         assert states == [DevState.ON, DevState.RUNNING, DevState.ON]
-        assert counters(proxy) == {"frames_received": 20, "frames_written": 20,
-                                   "frames_forwarded": 20, "frames_missing": 0,
-                                   "frames_invalid": 0, "forward_dropped": 0,
-                                   "frames_discarded": 0, "last_frame_number": 19,
-                                   "series_count": 1}
+        assert counters(proxy) == {
+            "frames_received": 20,
+            "frames_written": 20,
+            "frames_forwarded": 20,
+            "frames_missing": 0,
+            "frames_invalid": 0,
+            "forward_dropped": 0,
+            "frames_discarded": 0,
+            "last_frame_number": 19,
+            "series_count": 1,
+        }
         assert proxy.filename == str(target)
         assert str(target) in proxy.status() and "20 frames received" in proxy.status()
 
@@ -158,20 +183,33 @@ def test_refused_files_fault_then_reset_and_next_series_is_whole(tmp_path, sende
     blocker = tmp_path / "blocker"  # a write root that is a plain file: nothing can go under it
     blocker.write_text("not a directory")
     # configured from Tango properties alone, as a deployment without detectors.yaml would be
-    properties = {"detector_class": "Detector", "upstream": [f"tcp://127.0.0.1:{sender.port}"],
-                  "data_host": "127.0.0.1", "data_port": 0, "api_host": "127.0.0.1",
-                  "api_port": 0, "write_roots": [str(tmp_path / "data"), str(blocker)],
-                  "gap_timeout_s": 0.5}
+    properties = {
+        "detector_class": "Detector",
+        "upstream": [f"tcp://127.0.0.1:{sender.port}"],
+        "data_host": "127.0.0.1",
+        "data_port": 0,
+        "api_host": "127.0.0.1",
+        "api_port": 0,
+        "write_roots": [str(tmp_path / "data"), str(blocker)],
+        "gap_timeout_s": 0.5,
+    }
     frames = synthetic_frames(3, (16, 24), "uint16", rate=2.0)
     good = tmp_path / "data" / "scan_003.h5"
-    refusals = [(tmp_path / "elsewhere" / "scan_001.h5", "outside the write roots"),
-                (blocker / "scan_002.h5", "cannot open for writing")]
+    refusals = [
+        (tmp_path / "elsewhere" / "scan_001.h5", "outside the write roots"),
+        (blocker / "scan_002.h5", "cannot open for writing"),
+    ]
     with device(properties) as proxy, secondary_consumer(proxy.secondary_port):
         for series, (refused, reason) in enumerate(refusals, start=1):
             sender.send(internal_series(frames, str(refused), count=6))
-            wait_for(lambda n=series: proxy.state() == DevState.FAULT
-                     and proxy.series_count == n and proxy.frames_received == 6,
-                     what=f"FAULT after {refused}")
+            wait_for(
+                lambda n=series: (
+                    proxy.state() == DevState.FAULT
+                    and proxy.series_count == n
+                    and proxy.frames_received == 6
+                ),
+                what=f"FAULT after {refused}",
+            )
             status = proxy.status()
             assert str(refused) in status and reason in status
             assert proxy.frames_written == 0
@@ -179,8 +217,14 @@ def test_refused_files_fault_then_reset_and_next_series_is_whole(tmp_path, sende
             assert proxy.state() == DevState.ON
 
         sender.send(internal_series(frames, str(good), count=9))
-        wait_for(lambda: proxy.series_count == 3 and proxy.state() == DevState.ON
-                 and proxy.frames_written == 9, what="the next series written whole")
+        wait_for(
+            lambda: (
+                proxy.series_count == 3
+                and proxy.state() == DevState.ON
+                and proxy.frames_written == 9
+            ),
+            what="the next series written whole",
+        )
         assert proxy.frames_received == 9 and proxy.frames_missing == 0
     with h5py.File(good, "r") as f:
         assert f["/entry/data/data"].shape == (9, 16, 24)
@@ -212,8 +256,14 @@ def test_abort_discards_the_rest_raises_alarm_until_reset(tmp_path, sender):
 
         proxy.save_enabled = False
         sender.send(internal_series(frames, str(tmp_path / "not_saved.h5"), count=4))
-        wait_for(lambda: proxy.series_count == 2 and proxy.frames_received == 4
-                 and proxy.state() == DevState.ON, what="a series with saving disabled")
+        wait_for(
+            lambda: (
+                proxy.series_count == 2
+                and proxy.frames_received == 4
+                and proxy.state() == DevState.ON
+            ),
+            what="a series with saving disabled",
+        )
         assert proxy.frames_written == 0 and not (tmp_path / "not_saved.h5").exists()
     with h5py.File(target, "r") as f:
         assert f["/entry/data/data"].shape[0] == snap["frames_written"]

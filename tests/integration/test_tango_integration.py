@@ -60,8 +60,9 @@ def database(tmp_path) -> Iterator[DatabaseServer]:
 @pytest.fixture
 def device_server(tmp_path, sender, database) -> Iterator[tuple[tango.DeviceProxy, str]]:
     """The receiver's device server, registered in the database, as its own process."""
-    with registered_server(tmp_path, database, NAME, entry(sender, tmp_path),
-                           {"video_image": True}) as served:
+    with registered_server(
+        tmp_path, database, NAME, entry(sender, tmp_path), {"video_image": True}
+    ) as served:
         yield served
 
 
@@ -69,20 +70,29 @@ def test_series_seen_by_proxy_events_and_taurus(tmp_path, sender, device_server)
     proxy, url = device_server
     frames = synthetic_frames(4, (48, 40), "uint16", rate=3.0)
     target = tmp_path / "scan_int.h5"
-    subscriptions = {("State", EventType.CHANGE_EVENT): Events(),
-                     ("frames_received", EventType.CHANGE_EVENT): Events(),
-                     ("frames_received", EventType.ARCHIVE_EVENT): Events(),
-                     ("last_image", EventType.DATA_READY_EVENT): Events()}
+    subscriptions = {
+        ("State", EventType.CHANGE_EVENT): Events(),
+        ("frames_received", EventType.CHANGE_EVENT): Events(),
+        ("frames_received", EventType.ARCHIVE_EVENT): Events(),
+        ("last_image", EventType.DATA_READY_EVENT): Events(),
+    }
     ids = [proxy.subscribe_event(attr, kind, cb) for (attr, kind), cb in subscriptions.items()]
     state_events, received_events, archive_events, ready_events = subscriptions.values()
     try:
         with secondary_consumer(proxy.secondary_port):
             start = time.monotonic()
-            states = send_watching_states(proxy, sender, internal_series(frames, str(target),
-                                                                      count=30), 30, 30)
-            wait_for(lambda: state_events.values[-1] == DevState.ON
-                     and received_events.values[-1] == 30 and archive_events.values[-1] == 30,
-                     10, "the last events of the series")
+            states = send_watching_states(
+                proxy, sender, internal_series(frames, str(target), count=30), 30, 30
+            )
+            wait_for(
+                lambda: (
+                    state_events.values[-1] == DevState.ON
+                    and received_events.values[-1] == 30
+                    and archive_events.values[-1] == 30
+                ),
+                10,
+                "the last events of the series",
+            )
             elapsed = time.monotonic() - start
     finally:
         for event_id in ids:
@@ -93,18 +103,36 @@ def test_series_seen_by_proxy_events_and_taurus(tmp_path, sender, device_server)
     pushed = state_events.values
     assert [s for i, s in enumerate(pushed) if i == 0 or s != pushed[i - 1]] == states
     assert received_events.values[0] == 0 and received_events.values == sorted(
-        received_events.values)
+        received_events.values
+    )
     assert len(received_events.values) <= elapsed / 0.1 + 3, "change events above 10 Hz"
     assert len(received_events.values) < 30, "one change event per frame: not throttled"
     assert ready_events.values and all(isinstance(c, int) for c in ready_events.values)
     assert not any(cb.errors for cb in subscriptions.values())
 
-    values = {a.name: a.value for a in proxy.read_attributes(
-        ["frames_received", "frames_written", "frames_forwarded", "frames_missing",
-         "forward_dropped", "last_frame_number", "filename"])}
-    assert values == {"frames_received": 30, "frames_written": 30, "frames_forwarded": 30,
-                      "frames_missing": 0, "forward_dropped": 0, "last_frame_number": 29,
-                      "filename": str(target)}
+    values = {
+        a.name: a.value
+        for a in proxy.read_attributes(
+            [
+                "frames_received",
+                "frames_written",
+                "frames_forwarded",
+                "frames_missing",
+                "forward_dropped",
+                "last_frame_number",
+                "filename",
+            ]
+        )
+    }
+    assert values == {
+        "frames_received": 30,
+        "frames_written": 30,
+        "frames_forwarded": 30,
+        "frames_missing": 0,
+        "forward_dropped": 0,
+        "last_frame_number": 29,
+        "filename": str(target),
+    }
     last = frames[29 % 4]
     assert np.array_equal(proxy.last_image, last)
 

@@ -31,13 +31,20 @@ def test_rois_as_attributes_events_and_commands(tmp_path, sender):
         events = Events()
         event_id = proxy.subscribe_event("roi_sum", EventType.CHANGE_EVENT, events)
         try:
-            thread = send_in_background(sender, internal_series(frames, str(tmp_path / "t.h5"),
-                                                               count=COUNT), rate=50)
+            thread = send_in_background(
+                sender, internal_series(frames, str(tmp_path / "t.h5"), count=COUNT), rate=50
+            )
             want = expected(table, frames, COUNT)
-            wait_for(lambda: not thread.is_alive() and proxy.roi_frame == COUNT - 1, 20,
-                     "the last frame counted")
-            wait_for(lambda: events.items and list(events.items[-1][1]) == list(want[-1, :, 0]),
-                     10, "the last roi_sum event")
+            wait_for(
+                lambda: not thread.is_alive() and proxy.roi_frame == COUNT - 1,
+                20,
+                "the last frame counted",
+            )
+            wait_for(
+                lambda: events.items and list(events.items[-1][1]) == list(want[-1, :, 0]),
+                10,
+                "the last roi_sum event",
+            )
         finally:
             proxy.unsubscribe_event(event_id)
         assert not events.errors and len(events.items) > 2  # values moved during the series

@@ -79,8 +79,7 @@ def toy_module(tmp_path, monkeypatch):
     gc.collect()  # the class leaves the registry with its module
 
 
-def test_a_toy_detector_class_runs_a_series_with_no_other_file_edited(tmp_path, sender,
-                                                                      toy_module):
+def test_a_toy_detector_class_runs_a_series_with_no_other_file_edited(tmp_path, sender, toy_module):
     assert detector_classes()["Toy"] is toy_module.Toy
     assert simulators()["toy"] is toy_module.Toy and "toy" in formats()
     assert default_port("toy") == 19321

@@ -22,11 +22,16 @@ from tango_receiver.codecs import bslz4
 from tango_receiver.codecs.limits import MAX_NBYTES
 
 DTYPES = ["<u1", "<u2", "<u4", "<u8", "<i2", "<i4", "<f4", "<f8"]
-small_arrays = st.sampled_from(DTYPES).flatmap(lambda dt: hnp.arrays(
-    dt, hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=40),
-    elements=hnp.from_dtype(np.dtype(dt), allow_nan=False)))
-SETTINGS = settings(max_examples=150, deadline=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+small_arrays = st.sampled_from(DTYPES).flatmap(
+    lambda dt: hnp.arrays(
+        dt,
+        hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=40),
+        elements=hnp.from_dtype(np.dtype(dt), allow_nan=False),
+    )
+)
+SETTINGS = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 @functools.cache
@@ -75,9 +80,11 @@ def test_non_contiguous_input_is_encoded_as_its_values():
     np.testing.assert_array_equal(bslz4.decode_chunk(chunk, (20, 10), np.uint32), array)
 
 
-@pytest.mark.parametrize("wrap", [bytes, bytearray, memoryview,
-                                  lambda b: np.frombuffer(b, np.uint8), zmq.Frame],
-                         ids=["bytes", "bytearray", "memoryview", "numpy", "zmq.Frame"])
+@pytest.mark.parametrize(
+    "wrap",
+    [bytes, bytearray, memoryview, lambda b: np.frombuffer(b, np.uint8), zmq.Frame],
+    ids=["bytes", "bytearray", "memoryview", "numpy", "zmq.Frame"],
+)
 def test_decode_takes_any_buffer(wrap):
     array = np.random.default_rng(1).poisson(3, (33, 47)).astype(np.uint32)
     out = bslz4.decode_chunk(wrap(bslz4.encode_chunk(array)), (33, 47), "<u4")
@@ -90,13 +97,16 @@ def test_shape_mismatch_names_both_sizes():
         bslz4.decode_chunk(chunk, (10, 11), np.uint16)
 
 
-@pytest.mark.parametrize("chunk, match", [
-    (b"\x00" * 11, "shorter than"),
-    (struct.pack(">QI", 100, 0), "block size 0"),
-    (struct.pack(">QI", 100, 12), "block size 12"),
-    (struct.pack(">QI", 10**12, 8192), "claims 1000000000000 bytes"),
-    (struct.pack(">QI", MAX_NBYTES + 1, 8192), "more than"),
-])
+@pytest.mark.parametrize(
+    "chunk, match",
+    [
+        (b"\x00" * 11, "shorter than"),
+        (struct.pack(">QI", 100, 0), "block size 0"),
+        (struct.pack(">QI", 100, 12), "block size 12"),
+        (struct.pack(">QI", 10**12, 8192), "claims 1000000000000 bytes"),
+        (struct.pack(">QI", MAX_NBYTES + 1, 8192), "more than"),
+    ],
+)
 def test_chunk_header_refuses_impossible_values(chunk, match):
     with pytest.raises(ValueError, match=match):
         bslz4.chunk_header(chunk + b"\x00" * 16 * (len(chunk) == 12))
@@ -143,12 +153,11 @@ def test_every_truncation_is_refused():
     bslz4.check_chunk(chunk, array.shape, array.dtype)
 
 
-mutations = st.lists(st.tuples(st.integers(0, 10**9), st.integers(0, 255)), min_size=1,
-                     max_size=4)
+mutations = st.lists(st.tuples(st.integers(0, 10**9), st.integers(0, 255)), min_size=1, max_size=4)
 
 
 def mutate(chunk: bytes, cut: int | None, flips: list[tuple[int, int]]) -> bytes:
-    data = bytearray(chunk if cut is None else chunk[:cut % (len(chunk) + 1)])
+    data = bytearray(chunk if cut is None else chunk[: cut % (len(chunk) + 1)])
     for where, value in flips:
         if data:
             data[where % len(data)] = value
@@ -197,8 +206,13 @@ def test_hdf5_reads_chunks_written_as_they_are(tmp_path, fixtures_dir):
     real = bslz4.decode_chunk(v1_images(fixtures_dir)[0][1], (1065, 1030), "<u4")
     frames = [np.random.default_rng(3).poisson(2, (1065, 1030)).astype(np.uint32), real]
     with h5py.File(tmp_path / "f.h5", "w") as f:
-        dset = f.create_dataset("d", shape=(2, 1065, 1030), dtype="<u4", chunks=(1, 1065, 1030),
-                                **hdf5plugin.Bitshuffle(nelems=0, cname="lz4"))
+        dset = f.create_dataset(
+            "d",
+            shape=(2, 1065, 1030),
+            dtype="<u4",
+            chunks=(1, 1065, 1030),
+            **hdf5plugin.Bitshuffle(nelems=0, cname="lz4"),
+        )
         for i, frame in enumerate(frames):
             dset.id.write_direct_chunk((i, 0, 0), bslz4.encode_chunk(frame))
     with h5py.File(tmp_path / "f.h5") as f:
@@ -209,8 +223,12 @@ def test_hdf5_reads_chunks_written_as_they_are(tmp_path, fixtures_dir):
 def test_decodes_chunks_written_by_hdf5(tmp_path):
     frame = np.random.default_rng(4).poisson(7, (257, 300)).astype(np.uint16)
     with h5py.File(tmp_path / "f.h5", "w") as f:
-        f.create_dataset("d", data=frame[None], chunks=(1, 257, 300),
-                         **hdf5plugin.Bitshuffle(nelems=0, cname="lz4"))
+        f.create_dataset(
+            "d",
+            data=frame[None],
+            chunks=(1, 257, 300),
+            **hdf5plugin.Bitshuffle(nelems=0, cname="lz4"),
+        )
     with h5py.File(tmp_path / "f.h5") as f:
         _, chunk = f["d"].id.read_direct_chunk((0, 0, 0))
     np.testing.assert_array_equal(bslz4.decode_chunk(chunk, frame.shape, "<u2"), frame)

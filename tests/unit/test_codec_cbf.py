@@ -18,10 +18,17 @@ from tango_receiver.codecs.cbf import MARKER, decode_cbf, encode_cbf
 SETTINGS = settings(max_examples=150, deadline=None)
 INT32 = np.iinfo(np.int32)
 # Values that exercise every byte-offset escape: 1-byte, 2-byte and 4-byte deltas.
-pixel_values = st.one_of(st.integers(-3, 3), st.integers(-200, 200), st.integers(-40000, 40000),
-                         st.integers(INT32.min, INT32.max))
-images = hnp.arrays(np.int32, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=40),
-                    elements=pixel_values)
+pixel_values = st.one_of(
+    st.integers(-3, 3),
+    st.integers(-200, 200),
+    st.integers(-40000, 40000),
+    st.integers(INT32.min, INT32.max),
+)
+images = hnp.arrays(
+    np.int32,
+    hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=40),
+    elements=pixel_values,
+)
 
 
 def pilatus_like(shape=(195, 487), seed=0) -> np.ndarray:
@@ -64,22 +71,32 @@ def test_we_read_what_fabio_writes(tmp_path):
 
 def test_header_is_a_pilatus_minicbf():
     blob = encode_cbf(np.zeros((3, 5), np.int32))
-    head = blob[:blob.index(MARKER)].decode("ascii")
+    head = blob[: blob.index(MARKER)].decode("ascii")
     assert head.startswith("###CBF: VERSION 1.5\r\n")
-    for line in ['_array_data.data', ';', '--CIF-BINARY-FORMAT-SECTION--',
-                 'Content-Type: application/octet-stream;', '     conversions="x-CBF_BYTE_OFFSET"',
-                 'Content-Transfer-Encoding: BINARY', 'X-Binary-Size: 15', 'X-Binary-ID: 1',
-                 'X-Binary-Element-Type: "signed 32-bit integer"',
-                 'X-Binary-Element-Byte-Order: LITTLE_ENDIAN', 'X-Binary-Number-of-Elements: 15',
-                 'X-Binary-Size-Fastest-Dimension: 5', 'X-Binary-Size-Second-Dimension: 3',
-                 'X-Binary-Size-Padding: 4095']:
+    for line in [
+        "_array_data.data",
+        ";",
+        "--CIF-BINARY-FORMAT-SECTION--",
+        "Content-Type: application/octet-stream;",
+        '     conversions="x-CBF_BYTE_OFFSET"',
+        "Content-Transfer-Encoding: BINARY",
+        "X-Binary-Size: 15",
+        "X-Binary-ID: 1",
+        'X-Binary-Element-Type: "signed 32-bit integer"',
+        "X-Binary-Element-Byte-Order: LITTLE_ENDIAN",
+        "X-Binary-Number-of-Elements: 15",
+        "X-Binary-Size-Fastest-Dimension: 5",
+        "X-Binary-Size-Second-Dimension: 3",
+        "X-Binary-Size-Padding: 4095",
+    ]:
         assert line in head.split("\r\n")
     assert head.endswith("\r\n\r\n")
     assert blob.endswith(b"\0" * 4095 + b"\r\n--CIF-BINARY-FORMAT-SECTION----\r\n;\r\n")
 
 
-@pytest.mark.parametrize("wrap", [bytes, bytearray, memoryview,
-                                  lambda b: np.frombuffer(b, np.uint8)])
+@pytest.mark.parametrize(
+    "wrap", [bytes, bytearray, memoryview, lambda b: np.frombuffer(b, np.uint8)]
+)
 def test_decode_takes_any_buffer(wrap):
     image = pilatus_like((20, 30))
     np.testing.assert_array_equal(decode_cbf(wrap(encode_cbf(image))), image)
@@ -108,17 +125,23 @@ def edit(blob: bytes, field: str, value: str) -> bytes:
     return re.sub(rf"{field}: [^\r]*".encode(), f"{field}: {value}".encode(), blob, count=1)
 
 
-@pytest.mark.parametrize("field, value, match", [
-    ("X-Binary-Size", "", "X-Binary-Size is not a plain"),
-    ("X-Binary-Size", "-5", "not a plain"),
-    ("X-Binary-Size", "99999999999999999", "not a plain"),
-    ("X-Binary-Size-Fastest-Dimension", "0", "positive"),
-    ("X-Binary-Size-Second-Dimension", "100000000", "more than"),
-    ("X-Binary-Number-of-Elements", "3", "says 3 elements"),
-    ("X-Binary-Element-Type", '"signed 16-bit integer"', "not 'signed 32-bit integer'"),
-    ("Content-Type", 'application/octet-stream;\r\n     conversions="x-CBF_PACKED"',
-     "not x-CBF_BYTE_OFFSET"),
-])
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("X-Binary-Size", "", "X-Binary-Size is not a plain"),
+        ("X-Binary-Size", "-5", "not a plain"),
+        ("X-Binary-Size", "99999999999999999", "not a plain"),
+        ("X-Binary-Size-Fastest-Dimension", "0", "positive"),
+        ("X-Binary-Size-Second-Dimension", "100000000", "more than"),
+        ("X-Binary-Number-of-Elements", "3", "says 3 elements"),
+        ("X-Binary-Element-Type", '"signed 16-bit integer"', "not 'signed 32-bit integer'"),
+        (
+            "Content-Type",
+            'application/octet-stream;\r\n     conversions="x-CBF_PACKED"',
+            "not x-CBF_BYTE_OFFSET",
+        ),
+    ],
+)
 def test_header_checks(field, value, match):
     blob = encode_cbf(pilatus_like((20, 30)))
     if field == "Content-Type":
@@ -174,12 +197,15 @@ def test_too_few_or_too_many_pixels_are_refused():
 
 
 @SETTINGS
-@given(st.integers(0, 5), st.none() | st.integers(0, 10**6),
-       st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=4))
+@given(
+    st.integers(0, 5),
+    st.none() | st.integers(0, 10**6),
+    st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=4),
+)
 def test_mutated_files_give_value_error_or_an_image(seed, cut, flips):
     blob = bytearray(encode_cbf(pilatus_like((13, 17), seed)))
     if cut is not None:
-        del blob[cut % (len(blob) + 1):]
+        del blob[cut % (len(blob) + 1) :]
     for where, value in flips:
         if blob:
             blob[where % min(len(blob), 1200)] = value  # header and binary, not the padding

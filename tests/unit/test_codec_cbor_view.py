@@ -14,10 +14,22 @@ from hypothesis import strategies as st
 from tango_receiver.codecs import cbor_view
 
 SETTINGS = settings(max_examples=300, deadline=None)
-scalars = (st.integers(min_value=-2**64, max_value=2**64 - 1) | st.booleans() | st.none()
-           | st.floats(allow_nan=False) | st.text(max_size=40) | st.binary(max_size=300))
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=6) | st.dictionaries(
-    st.text(max_size=10) | st.integers(-1000, 1000), inner, max_size=6), max_leaves=40)
+scalars = (
+    st.integers(min_value=-(2**64), max_value=2**64 - 1)
+    | st.booleans()
+    | st.none()
+    | st.floats(allow_nan=False)
+    | st.text(max_size=40)
+    | st.binary(max_size=300)
+)
+values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=6)
+        | st.dictionaries(st.text(max_size=10) | st.integers(-1000, 1000), inner, max_size=6)
+    ),
+    max_leaves=40,
+)
 
 
 def keep(tag: int, value: object) -> cbor2.CBORTag:
@@ -70,29 +82,49 @@ def test_byte_strings_are_views_of_the_message():
     assert view != payload
 
 
-@pytest.mark.parametrize("data, expected", [
-    (b"\x5f\x42ab\x41c\xff", b"abc"),  # indefinite-length byte string
-    (b"\x7f\x62ab\x61c\xff", "abc"),  # indefinite-length text
-    (b"\x9f\x01\x02\xff", [1, 2]),  # indefinite-length array
-    (b"\xbf\x61a\x01\xff", {"a": 1}),  # indefinite-length map
-    (b"\xf9\x3c\x00", 1.0), (b"\xfa\x3f\xc0\x00\x00", 1.5),  # half, single
-    (b"\xf7", None), (b"\xa1\x41k\x01", {b"k": 1}),  # undefined; a byte-string key
-])
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        (b"\x5f\x42ab\x41c\xff", b"abc"),  # indefinite-length byte string
+        (b"\x7f\x62ab\x61c\xff", "abc"),  # indefinite-length text
+        (b"\x9f\x01\x02\xff", [1, 2]),  # indefinite-length array
+        (b"\xbf\x61a\x01\xff", {"a": 1}),  # indefinite-length map
+        (b"\xf9\x3c\x00", 1.0),
+        (b"\xfa\x3f\xc0\x00\x00", 1.5),  # half, single
+        (b"\xf7", None),
+        (b"\xa1\x41k\x01", {b"k": 1}),  # undefined; a byte-string key
+    ],
+)
 def test_forms_cbor2_does_not_write(data, expected):
     assert plain(cbor_view.loads(data, keep)) == expected
 
 
-@pytest.mark.parametrize("data, match", [
-    (b"", "truncated"), (b"\x1b\x00\x00", "truncated"), (b"\x45ab", "truncated"),
-    (b"\x82\x19\x01", "truncated"), (b"\x1c", "reserved"), (b"\x3f", "reserved"),
-    (b"\xff", "break code outside"), (b"\x82\x01\xff", "break code inside"),
-    (b"\xa1\x01\xff", "breaks inside an entry"), (b"\xbf\x01\xff", "breaks inside an entry"),
-    (b"\xc1\xff", "holds a break"), (b"\x01\x02", "1 bytes after"),
-    (b"\x62\xff\xfe", "not UTF-8"), (b"\xa1\x81\x01\x02", "list key"), (b"\xa1\xc1\xa0\x01", "CBORTag key"),
-    (b"\xf8\x20", "simple value 32"), (b"\x5f\x01\xff", "int chunk"),
-    (b"\x9b" + struct.pack(">Q", 2**63), "claims"), (b"\xbb" + struct.pack(">Q", 2**40), "claims"),
-    (b"\x81" * 100 + b"\x01", "nested deeper"), (b"\xc1" * 100 + b"\x01", "nested deeper"),
-])
+@pytest.mark.parametrize(
+    "data, match",
+    [
+        (b"", "truncated"),
+        (b"\x1b\x00\x00", "truncated"),
+        (b"\x45ab", "truncated"),
+        (b"\x82\x19\x01", "truncated"),
+        (b"\x1c", "reserved"),
+        (b"\x3f", "reserved"),
+        (b"\xff", "break code outside"),
+        (b"\x82\x01\xff", "break code inside"),
+        (b"\xa1\x01\xff", "breaks inside an entry"),
+        (b"\xbf\x01\xff", "breaks inside an entry"),
+        (b"\xc1\xff", "holds a break"),
+        (b"\x01\x02", "1 bytes after"),
+        (b"\x62\xff\xfe", "not UTF-8"),
+        (b"\xa1\x81\x01\x02", "list key"),
+        (b"\xa1\xc1\xa0\x01", "CBORTag key"),
+        (b"\xf8\x20", "simple value 32"),
+        (b"\x5f\x01\xff", "int chunk"),
+        (b"\x9b" + struct.pack(">Q", 2**63), "claims"),
+        (b"\xbb" + struct.pack(">Q", 2**40), "claims"),
+        (b"\x81" * 100 + b"\x01", "nested deeper"),
+        (b"\xc1" * 100 + b"\x01", "nested deeper"),
+    ],
+)
 def test_malformed_input_is_a_value_error(data, match):
     with pytest.raises(ValueError, match=match):
         cbor_view.loads(data, keep)

@@ -20,24 +20,41 @@ from tango_receiver.codecs.dectris import Encoding, parse_encoding
 SETTINGS = settings(max_examples=200, deadline=None)
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("bs32-lz4<", Encoding(32, True, "<")),
-    ("bs16-lz4<", Encoding(16, True, "<")),
-    ("bs8-lz4>", Encoding(8, True, ">")),
-    ("bs32lz4<", Encoding(32, True, "<")),
-    ("lz4<", Encoding(None, True, "<")),
-    ("bs32<", Encoding(32, False, "<")),
-    ("<", Encoding(None, False, "<")),
-    (">", Encoding(None, False, ">")),
-    ("bs32-lz4", Encoding(32, True, "<")),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("bs32-lz4<", Encoding(32, True, "<")),
+        ("bs16-lz4<", Encoding(16, True, "<")),
+        ("bs8-lz4>", Encoding(8, True, ">")),
+        ("bs32lz4<", Encoding(32, True, "<")),
+        ("lz4<", Encoding(None, True, "<")),
+        ("bs32<", Encoding(32, False, "<")),
+        ("<", Encoding(None, False, "<")),
+        (">", Encoding(None, False, ">")),
+        ("bs32-lz4", Encoding(32, True, "<")),
+    ],
+)
 def test_parse_encoding(text, expected):
     assert parse_encoding(text) == expected
 
 
-@pytest.mark.parametrize("text", ["bs32-lz4<<", "bs12-lz4<", "bs-lz4<", "-lz4<", "bs32-<",
-                                  "lz4 <", "BS32-LZ4<", "bs32-lz4<\n", "zstd<", "bs32-lz4=",
-                                  None, b"lz4<"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "bs32-lz4<<",
+        "bs12-lz4<",
+        "bs-lz4<",
+        "-lz4<",
+        "bs32-<",
+        "lz4 <",
+        "BS32-LZ4<",
+        "bs32-lz4<\n",
+        "zstd<",
+        "bs32-lz4=",
+        None,
+        b"lz4<",
+    ],
+)
 def test_parse_encoding_refuses_the_rest(text):
     with pytest.raises(ValueError):
         parse_encoding(text)
@@ -57,8 +74,9 @@ def spell(enc: Encoding, dash: bool) -> str:
 
 
 @SETTINGS
-@given(st.one_of(st.text(max_size=12),
-                 st.text(alphabet="bs0123468-lz<>", max_size=12)), st.booleans())
+@given(
+    st.one_of(st.text(max_size=12), st.text(alphabet="bs0123468-lz<>", max_size=12)), st.booleans()
+)
 def test_parse_encoding_on_random_strings(text, dash):
     try:
         enc = parse_encoding(text)
@@ -128,14 +146,17 @@ def test_lz4_chunk_errors():
 
 
 @SETTINGS
-@given(st.integers(1, 3000), st.integers(16, 3000),
-       st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=3),
-       st.none() | st.integers(0, 10**6))
+@given(
+    st.integers(1, 3000),
+    st.integers(16, 3000),
+    st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=3),
+    st.none() | st.integers(0, 10**6),
+)
 def test_mutated_lz4_chunks_give_value_error_or_bytes(n, block_bytes, flips, cut):
     raw = np.random.default_rng(n).poisson(4, n).astype(np.uint8).tobytes()
     chunk = bytearray(dectris.encode_lz4_chunk(raw, block_bytes))
     if cut is not None:
-        del chunk[cut % (len(chunk) + 1):]
+        del chunk[cut % (len(chunk) + 1) :]
     for where, value in flips:
         if chunk:
             chunk[where % len(chunk)] = value
@@ -149,8 +170,9 @@ def test_mutated_lz4_chunks_give_value_error_or_bytes(n, block_bytes, flips, cut
 def test_lz4_chunks_match_the_hdf5_lz4_filter(tmp_path):
     frame = np.random.default_rng(3).poisson(5, (300, 200)).astype(np.uint16)
     with h5py.File(tmp_path / "f.h5", "w") as f:
-        written = f.create_dataset("ours", shape=(1, 300, 200), dtype="<u2",
-                                   chunks=(1, 300, 200), **hdf5plugin.LZ4())
+        written = f.create_dataset(
+            "ours", shape=(1, 300, 200), dtype="<u2", chunks=(1, 300, 200), **hdf5plugin.LZ4()
+        )
         written.id.write_direct_chunk((0, 0, 0), dectris.encode_lz4_chunk(frame, 16384))
         f.create_dataset("theirs", data=frame[None], chunks=(1, 300, 200), **hdf5plugin.LZ4())
     with h5py.File(tmp_path / "f.h5") as f:

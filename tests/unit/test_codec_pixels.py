@@ -19,10 +19,17 @@ def test_check_shape():
     assert check_shape([1065, 1030]) == (1065, 1030)
     assert check_shape((np.int64(3), 4, 5)) == (3, 4, 5)
     assert check_shape((MAX_PIXELS,)) == (MAX_PIXELS,)
-    for bad, match in [((), "1 to 3"), ((1, 2, 3, 4), "1 to 3"), ((0, 5), "positive"),
-                       ((-1, 5), "positive"), ((2.5, 2), "integers"), (("2", 2), "integers"),
-                       ((MAX_PIXELS + 1,), "more than"), ((10**5, 10**5), "more than"),
-                       (5, "sequence")]:
+    for bad, match in [
+        ((), "1 to 3"),
+        ((1, 2, 3, 4), "1 to 3"),
+        ((0, 5), "positive"),
+        ((-1, 5), "positive"),
+        ((2.5, 2), "integers"),
+        (("2", 2), "integers"),
+        ((MAX_PIXELS + 1,), "more than"),
+        ((10**5, 10**5), "more than"),
+        (5, "sequence"),
+    ]:
         with pytest.raises(ValueError, match=match):
             check_shape(bad)
 
@@ -56,8 +63,13 @@ def test_mono12p_hand_computed():
 
 
 @SETTINGS
-@given(hnp.arrays(np.uint16, hnp.array_shapes(min_dims=1, max_dims=3, max_side=20),
-                  elements=st.integers(0, 4095)).filter(lambda a: a.size % 2 == 0))
+@given(
+    hnp.arrays(
+        np.uint16,
+        hnp.array_shapes(min_dims=1, max_dims=3, max_side=20),
+        elements=st.integers(0, 4095),
+    ).filter(lambda a: a.size % 2 == 0)
+)
 def test_mono12p_roundtrip(frame):
     packed = mono12p.pack(frame)
     assert len(packed) == frame.size * 3 // 2
@@ -83,15 +95,19 @@ def test_mono12p_errors():
 def reference_block_mean(array: np.ndarray, factor: int) -> np.ndarray:
     *lead, rows, cols = array.shape
     r, c = rows // factor, cols // factor
-    blocks = array[..., :r * factor, :c * factor].reshape(*lead, r, factor, c, factor)
+    blocks = array[..., : r * factor, : c * factor].reshape(*lead, r, factor, c, factor)
     return blocks.astype(np.float64).mean(axis=(-3, -1))
 
 
 @SETTINGS
-@given(hnp.arrays(st.sampled_from([np.uint16, np.uint32, np.int32, np.float32, np.float64]),
-                  hnp.array_shapes(min_dims=2, max_dims=3, min_side=1, max_side=24),
-                  elements=st.integers(0, 65535)),
-       st.integers(1, 6))
+@given(
+    hnp.arrays(
+        st.sampled_from([np.uint16, np.uint32, np.int32, np.float32, np.float64]),
+        hnp.array_shapes(min_dims=2, max_dims=3, min_side=1, max_side=24),
+        elements=st.integers(0, 65535),
+    ),
+    st.integers(1, 6),
+)
 def test_block_mean_matches_reference(array, factor):
     if factor > min(array.shape[-2:]):
         with pytest.raises(ValueError, match="larger than the image"):

@@ -32,17 +32,23 @@ def test_existing_deployment_entries_load(fixtures_dir):
     assert configs["example-pilatus"].mask == [[0, 10], [0, 20]]
 
 
-@pytest.mark.parametrize("entry, key, value", [
-    ({"host": "h", "nworkers": 0}, "nworkers", "0"),
-    ({"host": "h", "data_port": 70000}, "data_port", "70000"),
-    ({"host": "h", "dset_name": "data"}, "dset_name", "'data'"),
-    ({"host": "h", "write_roots": ["relative"]}, "write_roots", "relative"),
-    ({"host": "h", "colour": "blue"}, "colour", "'blue'"),
-    ({"host": "h", "class": "Eiger", "nexus": {"sample": "x"}}, "nexus.sample", "'x'"),
-    ({"host": "h", "class": "Pilatus", "nexus": {"goniometer": [{"name": "omega"}]}},
-     "nexus.goniometer.0.vector", "omega"),
-    ({}, "upstream", ""),
-])
+@pytest.mark.parametrize(
+    "entry, key, value",
+    [
+        ({"host": "h", "nworkers": 0}, "nworkers", "0"),
+        ({"host": "h", "data_port": 70000}, "data_port", "70000"),
+        ({"host": "h", "dset_name": "data"}, "dset_name", "'data'"),
+        ({"host": "h", "write_roots": ["relative"]}, "write_roots", "relative"),
+        ({"host": "h", "colour": "blue"}, "colour", "'blue'"),
+        ({"host": "h", "class": "Eiger", "nexus": {"sample": "x"}}, "nexus.sample", "'x'"),
+        (
+            {"host": "h", "class": "Pilatus", "nexus": {"goniometer": [{"name": "omega"}]}},
+            "nexus.goniometer.0.vector",
+            "omega",
+        ),
+        ({}, "upstream", ""),
+    ],
+)
 def test_errors_name_receiver_key_and_value(entry, key, value):
     with pytest.raises(ConfigError) as err:
         parse_entry("beamline-eiger", entry, "site.yaml")
@@ -60,21 +66,27 @@ def test_unknown_receiver_and_unreadable_file(tmp_path):
         load_config(path)
 
 
-@pytest.mark.parametrize("extra, key, value", [
-    ({"class": "Nonesuch"}, "class", "'Nonesuch'"),
-    ({"class": "Eiger", "pipeline": "PilatusPipeline"}, "pipeline", "'PilatusPipeline'"),
-    ({"pipeline": "Pipeline9"}, "pipeline", "'Pipeline9'"),
-    ({"class": "Eiger", "rotate": True}, "rotate", "True"),
-    ({"class": "DectrisStream2", "mask": [[0, 4], [0, 4]]}, "mask", "[[0, 4], [0, 4]]"),
-    ({"class": "Pilatus", "mask": [[0, 4], [0, 4, 5]]}, "mask", "[[0, 4], [0, 4, 5]]"),
-    ({"class": "Pilatus", "shape": [100, 50], "mask": [[0, 4, 60, 70]]}, "mask", "cols 60:70"),
-    ({"class": "Pilatus", "shape": [100, 50], "rotate": True, "mask": [[60, 70, 0, 4]]},
-     "mask", "rows 60:70"),
-    ({"class": "Lambda", "nworkers": 2}, "nworkers", "2"),
-    ({"nexus": {"sample_name": "lysozyme"}}, "nexus", "class Detector writes plain NeXus"),
-    ({"layout": "dectris", "file_suffix": "_part0"}, "layout", "'_part0'"),
-    ({"class": "Pilatus", "tot": "/nonexistent/tot.npz"}, "tot", "/nonexistent/tot.npz"),
-])
+@pytest.mark.parametrize(
+    "extra, key, value",
+    [
+        ({"class": "Nonesuch"}, "class", "'Nonesuch'"),
+        ({"class": "Eiger", "pipeline": "PilatusPipeline"}, "pipeline", "'PilatusPipeline'"),
+        ({"pipeline": "Pipeline9"}, "pipeline", "'Pipeline9'"),
+        ({"class": "Eiger", "rotate": True}, "rotate", "True"),
+        ({"class": "DectrisStream2", "mask": [[0, 4], [0, 4]]}, "mask", "[[0, 4], [0, 4]]"),
+        ({"class": "Pilatus", "mask": [[0, 4], [0, 4, 5]]}, "mask", "[[0, 4], [0, 4, 5]]"),
+        ({"class": "Pilatus", "shape": [100, 50], "mask": [[0, 4, 60, 70]]}, "mask", "cols 60:70"),
+        (
+            {"class": "Pilatus", "shape": [100, 50], "rotate": True, "mask": [[60, 70, 0, 4]]},
+            "mask",
+            "rows 60:70",
+        ),
+        ({"class": "Lambda", "nworkers": 2}, "nworkers", "2"),
+        ({"nexus": {"sample_name": "lysozyme"}}, "nexus", "class Detector writes plain NeXus"),
+        ({"layout": "dectris", "file_suffix": "_part0"}, "layout", "'_part0'"),
+        ({"class": "Pilatus", "tot": "/nonexistent/tot.npz"}, "tot", "/nonexistent/tot.npz"),
+    ],
+)
 def test_entries_that_do_not_fit_their_class_are_refused_at_load(tmp_path, extra, key, value):
     path = tmp_path / "site.yaml"
     path.write_text(yaml.safe_dump({"cam": {"upstream": "tcp://127.0.0.1:1"} | extra}))
@@ -86,19 +98,27 @@ def test_entries_that_do_not_fit_their_class_are_refused_at_load(tmp_path, extra
 
 
 def test_a_mask_inside_the_frame_loads(tmp_path):
-    entry = {"upstream": "tcp://127.0.0.1:1", "class": "Pilatus", "shape": [100, 50],
-             "rotate": True, "mask": [[0, 10, 90, 100]]}  # stored frame: 50 x 100
+    entry = {
+        "upstream": "tcp://127.0.0.1:1",
+        "class": "Pilatus",
+        "shape": [100, 50],
+        "rotate": True,
+        "mask": [[0, 10, 90, 100]],
+    }  # stored frame: 50 x 100
     assert parse_entry("cam", entry).mask == [[0, 10, 90, 100]]
 
 
 @pytest.mark.parametrize("command", ["run", "split"])
 def test_the_command_line_exits_2_on_an_entry_that_cannot_run(tmp_path, command):
     path = tmp_path / "site.yaml"
-    path.write_text(yaml.safe_dump({"cam": {"upstream": "tcp://127.0.0.1:1",
-                                            "class": "Nonesuch"}}))
+    path.write_text(yaml.safe_dump({"cam": {"upstream": "tcp://127.0.0.1:1", "class": "Nonesuch"}}))
     extra = ["--parts", "2", "--base-port", "1"] if command == "split" else []
-    done = subprocess.run([sys.executable, "-m", "tango_receiver", command, str(path), "cam",
-                           *extra], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "tango_receiver", command, str(path), "cam", *extra],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2, done.stderr
     assert "key 'class': unknown detector class 'Nonesuch'" in done.stderr
     assert "Traceback" not in done.stderr

@@ -18,8 +18,11 @@ FRAMES = synthetic_frames(3, (64, 48), "uint32", rate=3.0, seed=1)
 
 def image(number: int) -> Image:
     pixels = FRAMES[number % len(FRAMES)]
-    return Image(msg_number=number + 1, frame=number, channels=[
-        Channel("data", pixels.shape, "uint32", "bslz4", encode_chunk(pixels))])
+    return Image(
+        msg_number=number + 1,
+        frame=number,
+        channels=[Channel("data", pixels.shape, "uint32", "bslz4", encode_chunk(pixels))],
+    )
 
 
 def wait_for(condition, timeout_s: float = 5.0) -> None:

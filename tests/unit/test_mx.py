@@ -12,8 +12,9 @@ from tango_receiver.sim.pilatus import MINI_HEADER
 
 def test_mini_header_is_read_and_an_odd_line_left_out():
     image = np.arange(12, dtype=np.int32).reshape(3, 4)
-    text = MINI_HEADER.format(timestamp="2026-12-05T10:11:12.345", beam_x=1.5, beam_y=2.25,
-                              angle=7.0)
+    text = MINI_HEADER.format(
+        timestamp="2026-12-05T10:11:12.345", beam_x=1.5, beam_y=2.25, angle=7.0
+    )
     blob = encode_cbf(image, text.replace("# Wavelength 0.97625 A", "# Wavelength nil A"))
     header = parse_mini_header(mini_header_text(blob))
     assert header["Pixel_size"] == [172e-6, 172e-6] and header["Beam_xy"] == [1.5, 2.25]
@@ -30,6 +31,9 @@ def test_a_cbf_without_mini_header_says_nothing():
 def test_facts_follow_keys_indexes_and_the_first_channel():
     facts = read_facts({"cbf": {"Beam_xy": [10.0, 20.0], "Pixel_size": [1e-4]}}, PILATUS_CBF)
     assert facts == {"beam_center_x": 10.0, "beam_center_y": 20.0, "x_pixel_size": 1e-4}
-    start = {"threshold_energy": {"threshold_1": 4000.0, "threshold_2": 9000.0},
-             "user_data": "not a map", "pixel_size_x": None}
+    start = {
+        "threshold_energy": {"threshold_1": 4000.0, "threshold_2": 9000.0},
+        "user_data": "not a map",
+        "pixel_size_x": None,
+    }
     assert read_facts(start, STREAM_V2) == {"threshold_energy": 4000.0}

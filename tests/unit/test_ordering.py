@@ -194,8 +194,8 @@ def test_held_bytes_count_every_image_held_until_it_leaves():
 
 
 def test_patience_is_the_gap_timeout_and_the_short_grace_once_the_end_came():
-    """What the receiver's byte budget looks at to let every batch through (receiver._must_pass_budget)
-    and ``poll`` to give a gap up: the same clock."""
+    """What the receiver's byte budget looks at to let every batch through
+    (``receiver._must_pass_budget``) and ``poll`` to give a gap up: the same clock."""
     clock = Clock()
     order = Ordering(gap_timeout_s=2.0, clock=clock)
     order.push(Header(0))

@@ -14,9 +14,11 @@ from tango_receiver.sim.replay import load_capture
 
 
 def test_each_capture_is_read_by_its_class_on_its_default_port(fixtures_dir):
-    cases = {"captured/eiger-stream-v1-eiger1-1m.zip": ("Eiger", 9999, 9),
-             "captured/dectris-stream-v2-series.zip": ("DectrisStream2", 31001, 10),
-             "dectris-stream-v2-r500k-bslz4-16bit": ("DectrisStream2", 31001, 10)}
+    cases = {
+        "captured/eiger-stream-v1-eiger1-1m.zip": ("Eiger", 9999, 9),
+        "captured/dectris-stream-v2-series.zip": ("DectrisStream2", 31001, 10),
+        "dectris-stream-v2-r500k-bslz4-16bit": ("DectrisStream2", 31001, 10),
+    }
     for name, (cls, port, images) in cases.items():
         capture = load_capture(fixtures_dir / name, "/data/x.h5")
         assert (reader(capture.format).__name__, default_port(capture.format)) == (cls, port)
@@ -24,8 +26,9 @@ def test_each_capture_is_read_by_its_class_on_its_default_port(fixtures_dir):
 
 
 def test_a_message_set_without_start_gets_one_named_from_its_images(fixtures_dir):
-    messages = load_capture(fixtures_dir / "dectris-stream-v2-r500k-bslz4-16bit",
-                            "/data/r.h5").messages
+    messages = load_capture(
+        fixtures_dir / "dectris-stream-v2-r500k-bslz4-16bit", "/data/r.h5"
+    ).messages
     start, first = (cbor_v2.decode(m[0]) for m in messages[:2])
     assert start["type"] == "start" and start["channels"] == list(first["data"])
     assert (start["image_size_y"], start["image_size_x"]) == (514, 1030)

@@ -30,17 +30,26 @@ def test_a_table_of_rectangles_and_spectrum_windows():
     table = parse_table('{"peak": [1, 3, 2, 8], "fe_ka": {"channel": 2, "bins": [630, 660]}}')
     assert isinstance(table["fe_ka"], SpectrumWindow)
     assert [(r.name, r.rows, r.cols) for r in regions(table)] == [
-        ("peak", (1, 3), (2, 8)), ("fe_ka", (2, 3), (630, 660))]
+        ("peak", (1, 3), (2, 8)),
+        ("fe_ka", (2, 3), (630, 660)),
+    ]
     assert table_json(table) == {"peak": [1, 3, 2, 8], "fe_ka": {"channel": 2, "bins": [630, 660]}}
     assert parse_table("") == parse_table({}) == {}
     assert parse_table({"b": [3, 1, 9, 2]})["b"] == [1, 3, 2, 9]  # a region either way round
 
 
-@pytest.mark.parametrize("bad, says", [
-    ("{", "not JSON"), ('{"a": [0, 1, 0]}', "a"),
-    ('{"1a": [0, 1, 0, 1]}', "1a"), ('{"a": [-1, 1, 0, 1]}', "a"),
-    ('[1, 2]', "table"),
-    ('{"a b": [0, 1, 0, 1]}', "a b"), ('{"a": {"channel": 0}}', "bins")])
+@pytest.mark.parametrize(
+    "bad, says",
+    [
+        ("{", "not JSON"),
+        ('{"a": [0, 1, 0]}', "a"),
+        ('{"1a": [0, 1, 0, 1]}', "1a"),
+        ('{"a": [-1, 1, 0, 1]}', "a"),
+        ("[1, 2]", "table"),
+        ('{"a b": [0, 1, 0, 1]}', "a b"),
+        ('{"a": {"channel": 0}}', "bins"),
+    ],
+)
 def test_bad_definitions_are_refused_naming_what(bad, says):
     with pytest.raises(ValueError, match="ROI definitions") as info:
         parse_table(bad)
@@ -107,18 +116,34 @@ def numpy_values(rois, frame):
     out = []
     for r in rois:
         region = plane[r.rows[0] : r.rows[1], r.cols[0] : r.cols[1]]
-        out.append((region.sum(dtype=np.float64), region.max() if region.size else 0,
-                    np.count_nonzero(region > 0)) if region.size else (0, 0, 0))
+        out.append(
+            (
+                region.sum(dtype=np.float64),
+                region.max() if region.size else 0,
+                np.count_nonzero(region > 0),
+            )
+            if region.size
+            else (0, 0, 0)
+        )
     return np.array(out, dtype=np.float64)
 
 
 @pytest.mark.parametrize("dtype", ["uint16", "uint32", "int32", "float32"])
 @pytest.mark.parametrize("shape", [(300, 200), (3, 40, 60)])
 def test_counts_from_pixels_and_from_chunks_agree_with_numpy(dtype, shape):
-    frame = (np.random.default_rng(1).poisson(1.5, shape) - (1 if dtype[0] in "if" else 0)
-             ).astype(dtype)
-    rois = regions(parse_table({"a": [0, 10, 0, 10], "b": [50, 120, 30, 59],
-                                "out": [400, 500, 0, 10], "part": [100, 999, 190, 999]}))
+    frame = (np.random.default_rng(1).poisson(1.5, shape) - (1 if dtype[0] in "if" else 0)).astype(
+        dtype
+    )
+    rois = regions(
+        parse_table(
+            {
+                "a": [0, 10, 0, 10],
+                "b": [50, 120, 30, 59],
+                "out": [400, 500, 0, 10],
+                "part": [100, 999, 190, 999],
+            }
+        )
+    )
     want = numpy_values(rois, frame)
     from_pixels = roi.count(rois, roi.Plane(shape, np.dtype(dtype), frame))
     from_chunk = roi.count(rois, roi.Plane(shape, np.dtype(dtype), None, encode_chunk(frame)))

@@ -7,13 +7,26 @@ import numpy as np
 from tango_receiver.messages import Channel, FrameRun, Header, Image, SeriesEnd, runs_of
 
 
-def image(number: int, frame: int | None = None, shape: tuple[int, ...] = (4, 4),
-          compression: str = "bslz4", wire: bool = False, channels: int = 1) -> Image:
+def image(
+    number: int,
+    frame: int | None = None,
+    shape: tuple[int, ...] = (4, 4),
+    compression: str = "bslz4",
+    wire: bool = False,
+    channels: int = 1,
+) -> Image:
     frame = number - 1 if frame is None else frame
     blob = bytes([number % 256]) * 20
-    return Image(number, frame, [Channel("data" if i == 0 else f"c{i}", shape, "uint16",
-                                         compression, blob) for i in range(channels)],
-                 wire=[b"head%d" % number, blob] if wire else None, nbytes_wire=25)
+    return Image(
+        number,
+        frame,
+        [
+            Channel("data" if i == 0 else f"c{i}", shape, "uint16", compression, blob)
+            for i in range(channels)
+        ],
+        wire=[b"head%d" % number, blob] if wire else None,
+        nbytes_wire=25,
+    )
 
 
 def test_consecutive_frames_of_one_form_become_one_ordered_run():
@@ -27,15 +40,36 @@ def test_consecutive_frames_of_one_form_become_one_ordered_run():
 
 def test_anything_else_breaks_a_run_and_keeps_its_place():
     header, end = Header(0), SeriesEnd(20)
-    messages = [header, image(1), image(2), image(4), image(5, frame=7), image(6, frame=8),
-                image(7, shape=(2, 8)), image(8, shape=(2, 8), compression="none"),
-                image(9, channels=2), image(10, wire=True), image(11), end]
+    messages = [
+        header,
+        image(1),
+        image(2),
+        image(4),
+        image(5, frame=7),
+        image(6, frame=8),
+        image(7, shape=(2, 8)),
+        image(8, shape=(2, 8), compression="none"),
+        image(9, channels=2),
+        image(10, wire=True),
+        image(11),
+        end,
+    ]
     out = runs_of(messages)
-    kinds = [(type(m).__name__, m.msg_number, len(m) if isinstance(m, FrameRun) else 1)
-             for m in out]
-    assert kinds == [("Header", 0, 1), ("FrameRun", 1, 2), ("Image", 4, 1),
-                     ("FrameRun", 5, 2), ("Image", 7, 1), ("Image", 8, 1), ("Image", 9, 1),
-                     ("Image", 10, 1), ("Image", 11, 1), ("SeriesEnd", 20, 1)]
+    kinds = [
+        (type(m).__name__, m.msg_number, len(m) if isinstance(m, FrameRun) else 1) for m in out
+    ]
+    assert kinds == [
+        ("Header", 0, 1),
+        ("FrameRun", 1, 2),
+        ("Image", 4, 1),
+        ("FrameRun", 5, 2),
+        ("Image", 7, 1),
+        ("Image", 8, 1),
+        ("Image", 9, 1),
+        ("Image", 10, 1),
+        ("Image", 11, 1),
+        ("SeriesEnd", 20, 1),
+    ]
     assert runs_of([]) == [] and runs_of([image(3)]) == [image(3)]
 
 

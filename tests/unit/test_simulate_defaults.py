@@ -20,8 +20,11 @@ def test_a_profile_sends_its_own_frame():
 def test_a_wire_format_sends_the_frame_of_an_entry_of_its_class():
     entries = load_config(REPO / "detectors.yaml").values()
     for fmt, cls in simulators().items():
-        forms = {(tuple(e.shape), e.dtype) for e in entries
-                 if e.detector_class == cls.__name__ and e.shape}
+        forms = {
+            (tuple(e.shape), e.dtype)
+            for e in entries
+            if e.detector_class == cls.__name__ and e.shape
+        }
         assert default_form(fmt) in (forms or {FALLBACK_FORM}), fmt
 
 

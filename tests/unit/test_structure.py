@@ -33,14 +33,19 @@ def imports_of(name: str) -> set[str]:
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
-            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base
-                       for alias in node.names]
+            targets = [
+                f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base
+                for alias in node.names
+            ]
         else:
             continue
         for target in targets:
             parts = target.split(".")
-            found |= {".".join(parts[:i]) for i in range(1, len(parts) + 1)
-                      if ".".join(parts[:i]) in MODULES}
+            found |= {
+                ".".join(parts[:i])
+                for i in range(1, len(parts) + 1)
+                if ".".join(parts[:i]) in MODULES
+            }
     # the packages a module sits in have run their __init__ before it: no edge to them
     return {t for t in found if t != name and not name.startswith(t + ".")}
 

@@ -17,17 +17,27 @@ import sys
 import time
 import traceback
 
-import tango_receiver  # noqa: F401, I001 - first: one OpenMP thread for bitshuffle, as in the receiver
-
 import bitshuffle
 import numpy as np
 import zmq
 
+import tango_receiver  # noqa: F401, I001 - first: one OpenMP thread for bitshuffle, as in the receiver
 from tango_receiver.client import decode_image, decode_images
 from tango_receiver.codecs.bslz4 import encode_chunk
 
-TYPES = ["uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64",
-         "float16", "float32", "float64"]
+TYPES = [
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "float16",
+    "float32",
+    "float64",
+]
 SHAPES = [(1,), (7,), (8,), (13, 11), (64, 64), (3, 5, 7), (2, 1030)]
 BAD_VALUES = [0, -1, 8, 12, 2**31, 2**32 - 1, 2**63, 2**64 - 1, None, "16", 1.5, True, [], {}]
 
@@ -40,8 +50,13 @@ def seeds(rng: random.Random) -> list[tuple[dict, bytes]]:
         for shape in SHAPES:
             array = (np.arange(int(np.prod(shape))) * rng.randint(1, 9) % 251).astype(dtype)
             array = array.reshape(shape)
-            head = {"htype": "image", "msg_number": 1, "frame": 0, "shape": list(shape),
-                    "type": dtype}
+            head = {
+                "htype": "image",
+                "msg_number": 1,
+                "frame": 0,
+                "shape": list(shape),
+                "type": dtype,
+            }
             out.append((head | {"compression": "bslz4"}, encode_chunk(array)))
             out.append((head | {"compression": "bslz4"}, bitshuffle.compress_lz4(array).tobytes()))
             out.append((head | {"compression": "none"}, array.tobytes()))
@@ -55,23 +70,23 @@ def mutate_blob(rng: random.Random, blob: bytes) -> bytes:
         for _ in range(rng.randint(1, 4)):
             data[min(int(rng.expovariate(1 / 24)), len(data) - 1)] ^= rng.randint(1, 255)
     elif action == 1:
-        del data[rng.randint(0, len(data)):]
+        del data[rng.randint(0, len(data)) :]
     elif action == 2:
         data += rng.randbytes(rng.randint(1, 64))
     elif action == 3 and len(data) >= 12:  # the header's size or block size
         at, size = rng.choice([(0, 8), (8, 4)])
         value = rng.choice([0, 1, 8, 12, 2**31, 2**size * 8 - 1, rng.getrandbits(size * 8)])
-        data[at:at + size] = (value % 2 ** (size * 8)).to_bytes(size, "big")
+        data[at : at + size] = (value % 2 ** (size * 8)).to_bytes(size, "big")
     elif action == 4 and len(data) >= 16:  # a block length somewhere in the table
         at = rng.randrange(12, len(data) - 3)
-        data[at:at + 4] = struct.pack(">I", rng.choice([0, 1, len(data), 2**31, 2**32 - 1]))
+        data[at : at + 4] = struct.pack(">I", rng.choice([0, 1, len(data), 2**31, 2**32 - 1]))
     elif action == 5:
         return rng.randbytes(rng.randint(0, 300))
     elif action == 6 and data:  # a run of bytes set to one value
         at = rng.randrange(len(data))
-        data[at:at + rng.randint(1, 32)] = bytes([rng.choice([0, 0xFF])]) * rng.randint(1, 32)
+        data[at : at + rng.randint(1, 32)] = bytes([rng.choice([0, 0xFF])]) * rng.randint(1, 32)
     else:
-        data = data[:12] + data[12 + rng.randint(0, 8):]  # bytes gone from inside
+        data = data[:12] + data[12 + rng.randint(0, 8) :]  # bytes gone from inside
     return bytes(data)
 
 
@@ -79,16 +94,37 @@ def mutate_head(rng: random.Random, head: dict) -> object:
     head = dict(head)
     action = rng.randrange(9)
     if action == 0:
-        head["shape"] = rng.choice([[rng.choice(BAD_VALUES)], [4, 0], [2**20, 2**20], "12", 5,
-                                    [1] * 5, [[3]], None, [2**14, 2**14, 8]])
+        head["shape"] = rng.choice(
+            [
+                [rng.choice(BAD_VALUES)],
+                [4, 0],
+                [2**20, 2**20],
+                "12",
+                5,
+                [1] * 5,
+                [[3]],
+                None,
+                [2**14, 2**14, 8],
+            ]
+        )
     elif action == 1:
-        head["type"] = rng.choice(["mono12p", "bool", "object", ">u2", "U8", "", None, 7,
-                                   "complex64", "V8"])
+        head["type"] = rng.choice(
+            ["mono12p", "bool", "object", ">u2", "U8", "", None, 7, "complex64", "V8"]
+        )
     elif action == 2:
         head["compression"] = rng.choice(["lz4", "cbf", "", None, 1, "BSLZ4"])
     elif action == 3:
-        head["channels"] = rng.choice([[], "data", [None], [head, head], [{"name": 3} | head],
-                                       [head | {"shape": [2, 2]}], None])
+        head["channels"] = rng.choice(
+            [
+                [],
+                "data",
+                [None],
+                [head, head],
+                [{"name": 3} | head],
+                [head | {"shape": [2, 2]}],
+                None,
+            ]
+        )
     elif action == 4:
         return rng.choice([None, [], "image", 3, b"{}"])
     elif action == 5:

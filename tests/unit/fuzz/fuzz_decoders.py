@@ -19,8 +19,17 @@ with atheris.instrument_imports():
     from tango_receiver.messages import InvalidMessage
 
 DETECTORS = [
-    detector_for(parse_entry(f"fuzz-{name}", {"class": name, "upstream": "tcp://127.0.0.1:1",
-                                              "write_roots": ["/tmp"], "verify_chunks": True}))
+    detector_for(
+        parse_entry(
+            f"fuzz-{name}",
+            {
+                "class": name,
+                "upstream": "tcp://127.0.0.1:1",
+                "write_roots": ["/tmp"],
+                "verify_chunks": True,
+            },
+        )
+    )
     for name in sorted(detector_classes())
 ]
 
@@ -28,8 +37,9 @@ DETECTORS = [
 def target(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
     detector = DETECTORS[fdp.ConsumeIntInRange(0, len(DETECTORS) - 1)]
-    parts = [fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 4096))
-             for _ in range(fdp.ConsumeIntInRange(1, 6))]
+    parts = [
+        fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 4096)) for _ in range(fdp.ConsumeIntInRange(1, 6))
+    ]
     try:
         detector.decode(parts)
     except InvalidMessage:
