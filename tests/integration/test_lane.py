@@ -489,8 +489,10 @@ def test_receiver_writes_the_same_file_with_and_without_the_lane(
         results[True],
         results[False],
     )
-    # with the lane, runs throughout; without it, only frames the ordering held, let go as runs
-    assert sum(runs) > 200 and 0 < sum(slow_runs) <= 150
+    # with the lane, runs throughout; without it, only frames the ordering held, let go as runs,
+    # and none for stream v1, whose Python path keeps each frame's exposure times (no run can)
+    assert sum(runs) > 200
+    assert 0 < sum(slow_runs) <= 150 if detector_class == "Detector" else sum(slow_runs) == 0
     assert [chunks, sequence, complete] == python
     first = FIRST_FRAME[detector_class]
     assert sequence == [n for n in range(first, first + 300) if n - first not in (150, 200)]
