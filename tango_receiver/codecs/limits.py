@@ -17,7 +17,7 @@ MAX_PIXELS = 2**28
 MAX_ITEMSIZE = 8
 MAX_NBYTES = MAX_PIXELS * MAX_ITEMSIZE
 
-_DTYPE_NAMES = frozenset(
+DTYPE_NAMES = frozenset(
     {
         "uint8",
         "uint16",
@@ -52,8 +52,8 @@ def check_shape(shape: Sequence[int]) -> tuple[int, ...]:
 def dtype_of(name: str, byteorder: str = "<") -> np.dtype:
     """Map a detector's type name to a numeric dtype; anything numpy could not fill from raw
     bytes safely (object, str, void, structured) is refused."""
-    if name not in _DTYPE_NAMES:
-        raise ValueError(f"unsupported pixel type {name!r}; expected one of {sorted(_DTYPE_NAMES)}")
+    if name not in DTYPE_NAMES:
+        raise ValueError(f"unsupported pixel type {name!r}; expected one of {sorted(DTYPE_NAMES)}")
     if byteorder == "<":
         return np.dtype(name).newbyteorder("<")
     if byteorder == ">":

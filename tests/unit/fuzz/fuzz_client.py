@@ -24,20 +24,9 @@ import zmq
 import tango_receiver  # noqa: F401, I001 - first: one OpenMP thread for bitshuffle, as in the receiver
 from tango_receiver.client import decode_image, decode_images
 from tango_receiver.codecs.bslz4 import encode_chunk
+from tango_receiver.codecs.limits import DTYPE_NAMES
 
-TYPES = [
-    "uint8",
-    "uint16",
-    "uint32",
-    "uint64",
-    "int8",
-    "int16",
-    "int32",
-    "int64",
-    "float16",
-    "float32",
-    "float64",
-]
+TYPES = sorted(DTYPE_NAMES)  # every pixel type the receiver forwards
 SHAPES = [(1,), (7,), (8,), (13, 11), (64, 64), (3, 5, 7), (2, 1030)]
 BAD_VALUES = [0, -1, 8, 12, 2**31, 2**32 - 1, 2**63, 2**64 - 1, None, "16", 1.5, True, [], {}]
 
