@@ -112,6 +112,21 @@ GENERAL_137K = replace(
     photons=0.05,
 )
 
+ZYLA_1W = Scenario(
+    "3-zyla-1w",
+    "Zyla raw uint16, compressed on the way, 1 worker",
+    "Detector",
+    "internal",
+    (2160, 2560),
+    "uint16",
+    frames=400,
+    quick_frames=80,
+    photons=100.0,
+    compression="none",
+    nworkers=1,
+    time_decoders=True,
+    config={"compress": True},
+)
 SCENARIOS: list[Scenario] = [
     EIGER_1M,
     replace(
@@ -150,35 +165,12 @@ SCENARIOS: list[Scenario] = [
         photons=0.05,
         parts=2,
     ),
-    Scenario(
-        "3-zyla-1w",
-        "Zyla raw uint16, compressed on the way, 1 worker",
-        "Detector",
-        "internal",
-        (2160, 2560),
-        "uint16",
-        frames=400,
-        quick_frames=80,
-        photons=100.0,
-        compression="none",
-        nworkers=1,
-        time_decoders=True,
-        config={"compress": True},
-    ),
-    Scenario(
-        "3-zyla-2w",
-        "Zyla raw uint16, compressed on the way, 2 workers",
-        "Detector",
-        "internal",
-        (2160, 2560),
-        "uint16",
-        frames=400,
-        quick_frames=80,
-        photons=100.0,
-        compression="none",
+    ZYLA_1W,
+    replace(
+        ZYLA_1W,
+        name="3-zyla-2w",
+        title="Zyla raw uint16, compressed on the way, 2 workers",
         nworkers=2,
-        time_decoders=True,
-        config={"compress": True},
     ),
     Scenario(
         "4-pilatus-1w",

@@ -160,19 +160,23 @@ class Nxmx:
             missing.append(key)
         return value or UNKNOWN
 
-    def _instrument(self, entry: h5py.Group, facts: dict[str, Any], missing: list[str]) -> None:
-        instrument = entry["instrument"]
-        name = _field(instrument, "name", self._named(facts, "instrument_name", missing))
-        short = self.nexus.instrument_short_name or facts.get("instrument_short_name")
+    def _name(
+        self, group: h5py.Group, what: str, facts: dict[str, Any], missing: list[str]
+    ) -> None:
+        """``name`` (``<what>_name``) and its ``short_name`` attribute, from the entry's
+        ``nexus`` block or the stream."""
+        name = _field(group, "name", self._named(facts, f"{what}_name", missing))
+        short = getattr(self.nexus, f"{what}_short_name") or facts.get(f"{what}_short_name")
         if short:
             name.attrs.setdefault("short_name", short)
+
+    def _instrument(self, entry: h5py.Group, facts: dict[str, Any], missing: list[str]) -> None:
+        instrument = entry["instrument"]
+        self._name(instrument, "instrument", facts, missing)
         if self.nexus.time_zone:
             _field(instrument, "time_zone", self.nexus.time_zone)
         source = _group(entry, "source", "NXsource")
-        name = _field(source, "name", self._named(facts, "source_name", missing))
-        short = self.nexus.source_short_name or facts.get("source_short_name")
-        if short:
-            name.attrs.setdefault("short_name", short)
+        self._name(source, "source", facts, missing)
         if self.nexus.source_type:
             _field(source, "type", self.nexus.source_type)
         beam = _group(instrument, "beam", "NXbeam")
