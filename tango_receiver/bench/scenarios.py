@@ -127,6 +127,19 @@ ZYLA_1W = Scenario(
     time_decoders=True,
     config={"compress": True},
 )
+PILATUS_1W = Scenario(
+    "4-pilatus-1w",
+    "Pilatus 2M CBF -> bitshuffle-LZ4, 1 worker",
+    "Pilatus",
+    "pilatus",
+    (1679, 1475),
+    "int32",
+    frames=1000,
+    quick_frames=200,
+    photons=1.0,
+    nworkers=1,
+    time_decoders=True,
+)
 SCENARIOS: list[Scenario] = [
     EIGER_1M,
     replace(
@@ -172,31 +185,12 @@ SCENARIOS: list[Scenario] = [
         title="Zyla raw uint16, compressed on the way, 2 workers",
         nworkers=2,
     ),
-    Scenario(
-        "4-pilatus-1w",
-        "Pilatus 2M CBF -> bitshuffle-LZ4, 1 worker",
-        "Pilatus",
-        "pilatus",
-        (1679, 1475),
-        "int32",
-        frames=1000,
-        quick_frames=200,
-        photons=1.0,
-        nworkers=1,
-        time_decoders=True,
-    ),
-    Scenario(
-        "4-pilatus-2w",
-        "Pilatus 2M CBF -> bitshuffle-LZ4, 2 workers",
-        "Pilatus",
-        "pilatus",
-        (1679, 1475),
-        "int32",
-        frames=1000,
-        quick_frames=200,
-        photons=1.0,
+    PILATUS_1W,
+    replace(
+        PILATUS_1W,
+        name="4-pilatus-2w",
+        title="Pilatus 2M CBF -> bitshuffle-LZ4, 2 workers",
         nworkers=2,
-        time_decoders=True,
     ),
     Scenario(
         "5-eiger-slow-consumer",
