@@ -80,9 +80,12 @@ class SpaceReserve:
         self._budget = self._reserved - SLACK_BYTES - size - need
 
     def _reserve(self, upto: int) -> bool:
-        """Reserve the file's blocks up to ``upto``: False when the disk has no room."""
+        """Reserve the file's blocks up to ``upto``: False when the disk has no room. Only
+        what lies beyond the blocks already reserved is asked for: tmpfs looks up every page
+        of the range it is given, so asking from 0 each time cost a 4M series 6% of its CPU."""
         assert _fallocate is not None and self._fd is not None  # reserving: both exist
-        if _fallocate(self._fd, FALLOC_FL_KEEP_SIZE, 0, upto) == 0:
+        more = upto - self._reserved
+        if _fallocate(self._fd, FALLOC_FL_KEEP_SIZE, self._reserved, more) == 0:
             self._reserved = upto
             return True
         err = ctypes.get_errno()

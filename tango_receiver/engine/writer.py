@@ -303,7 +303,7 @@ class SeriesWriter:
             raise WriteFailed(f"{self.path}: frames {run.first}.. not written: {exc}") from None
         try:
             self._grow(index + len(run))
-            written, err = write_chunks(self._datasets[0], index, run.chunks)
+            written, err = write_chunks(self._datasets[0], run.shape, index, run.chunks)
         except H5_ERRORS as exc:
             self.failed = True
             raise WriteFailed(
