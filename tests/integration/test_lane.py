@@ -415,10 +415,10 @@ def test_write_chunks_reports_how_far_it_got(tmp_path):
             compression_opts=(0, 2),
         )
     with h5py.File(path, "r+") as f:
-        assert write_chunks(f["data"], f["data"].shape[1:], 0, CHUNKS[:3]) == (3, 0)
+        assert write_chunks(f["data"], SHAPE, 0, CHUNKS[:3]) == (3, 0)
     with h5py.File(path, "r") as f:
         assert np.array_equal(f["data"][()], np.stack(FRAMES[:3]))
-        written, _ = write_chunks(f["data"], f["data"].shape[1:], 0, CHUNKS[:1])  # read-only: HDF5 refuses
+        written, _ = write_chunks(f["data"], SHAPE, 0, CHUNKS[:1])  # read-only: HDF5 refuses
         assert written == 0
 
 
