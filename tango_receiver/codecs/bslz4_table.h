@@ -6,16 +6,40 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Each length is read at the address the one before gives, so in a chunk not yet in cache (one
+ * just received) every block costs a full memory latency, one after the other: the 2,184 blocks
+ * of a sparse 4M frame took 150 us. Lines are asked for ahead of the walk, so that the memory
+ * system fetches many at once (45 us). Where blocks are small (a sparse frame's few hundred
+ * bytes) the walk reads most lines anyway: every line is asked for. Where they are large (dense
+ * data, 8 kB) it reads one line in a hundred, and asking for all made it 5 times slower: then
+ * only the line where the length 8 blocks on should be, at the mean block size so far.
+ * Measured by benchmarks/scripts/block_walk_cold.py: benchmarks/LOG.md (2026-12-06). */
+#define BSLZ4_FETCH_AHEAD 16384  /* bytes asked for ahead of the walk where blocks are small */
+#define BSLZ4_SMALL_BLOCK 1024   /* mean block size (bytes) under which blocks are small */
+#define BSLZ4_BLOCKS_AHEAD 8     /* where blocks are large, how many blocks ahead */
+#define BSLZ4_LINE 64
+
+static inline void bslz4_fetch_ahead(const unsigned char *chunk, size_t size, size_t at,
+                                     long long walked, size_t *fetched) {
+#if defined(__GNUC__)
+    size_t passed = at - 12;  /* the blocks walked so far, lengths included */
+    if (walked == 0 || passed < (size_t)walked * BSLZ4_SMALL_BLOCK) {
+        size_t end = at + BSLZ4_FETCH_AHEAD < size ? at + BSLZ4_FETCH_AHEAD : size;
+        for (; *fetched < end; *fetched += BSLZ4_LINE)
+            __builtin_prefetch(chunk + *fetched);
+    } else {
+        size_t ahead = at + BSLZ4_BLOCKS_AHEAD * (passed / (size_t)walked);
+        if (ahead < size)
+            __builtin_prefetch(chunk + ahead);
+    }
+#else
+    (void)chunk, (void)size, (void)at, (void)walked, (void)fetched;
+#endif
+}
+
 /* Follows ``n_blocks`` big-endian block lengths from byte 12 (after the chunk header). Returns 1
  * with the position after the last block in ``*pos``, or 0 with the position of the first length
  * that lies past the end of the chunk. Lengths are never negative: one check per block. */
-/* Each length is read at the address the one before gives, so in a chunk not yet in cache (one
- * just received) every block costs a full memory latency, one after the other: 2,000 blocks of a
- * 4M frame took 100 us or more. The chunk's lines are asked for this far ahead of the walk, so
- * the memory system fetches many at once; the lines are then in cache for the write as well. */
-#define BSLZ4_FETCH_AHEAD 16384
-#define BSLZ4_LINE 64
-
 static inline int bslz4_walk(const unsigned char *chunk, size_t size, long long n_blocks,
                              size_t *pos) {
     size_t at = 12, fetched = 0;
@@ -24,10 +48,7 @@ static inline int bslz4_walk(const unsigned char *chunk, size_t size, long long 
             *pos = at;
             return 0;
         }
-#if defined(__GNUC__)
-        for (; fetched < size && fetched < at + BSLZ4_FETCH_AHEAD; fetched += BSLZ4_LINE)
-            __builtin_prefetch(chunk + fetched);
-#endif
+        bslz4_fetch_ahead(chunk, size, at, b, &fetched);
         uint32_t n = ((uint32_t)chunk[at] << 24) | ((uint32_t)chunk[at + 1] << 16) |
                      ((uint32_t)chunk[at + 2] << 8) | chunk[at + 3];
         at += 4 + (size_t)n;
