@@ -77,7 +77,11 @@ def rows_meeting_every_target() -> list[dict]:
 
     return [
         row("1-eiger-v1", 10_000.0),
-        row("2-eiger2-16m", 1_000.0, **{"liveview ms (median/max)": [0, 49]}),
+        row(
+            "2-eiger2-16m",
+            1_000.0,
+            **{"liveview ms (median/max)": [0, 49], "recv/h5py": 0.8},
+        ),
         row("3-zyla-1w", 100.0),
         row("3-zyla-2w", 160.0),
         row("4-pilatus-1w", 100.0),
@@ -98,6 +102,7 @@ def test_every_target_is_judged_at_its_limit():
             ("1-eiger-v1", "receiver f/s", 9_999.0),
             ("1-eiger-v1", "recv/PULL", 0.89),
             ("2-eiger2-16m", "recv/PULL", 0.89),
+            ("2-eiger2-16m", "recv/h5py", 0.79),
             ("3-zyla-2w", "receiver f/s", 159.0),
             ("4-pilatus-2w", "receiver f/s", 169.0),
             ("5-eiger-slow-consumer", "receiver f/s", 9_499.0),
@@ -117,7 +122,7 @@ def test_every_target_is_judged_at_its_limit():
     # a target is judged by the value it names: scenario 1 slower makes scenario 5 pass again
     rows = rows_meeting_every_target()
     rows[0]["receiver f/s"] = 9_600.0
-    assert [v["measured"] for v in check(rows)][5] == 9_500.0 / 9_600.0
+    assert [v["measured"] for v in check(rows)][6] == 9_500.0 / 9_600.0
 
 
 def test_targets_whose_scenarios_did_not_run_are_left_out_and_the_table_says_yes_or_no():
