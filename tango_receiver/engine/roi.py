@@ -108,10 +108,11 @@ class RoiSeries:
     """One series' ROI values, row ``i`` for the series' ``i``-th image: written by the
     counting threads in any order, read by the engine (file), Tango and REST."""
 
-    def __init__(self, table: dict[str, Any]) -> None:
+    def __init__(self, table: dict[str, Any], number: int) -> None:
         self.table = table
         self.rois = regions(table)
         self.names = tuple(table)
+        self.number = number  # the receiver's series_count when the series began
         self.submitted = 0  # rows handed out (counted, queued or skipped)
         self.counted = 0
         self.skipped = 0
@@ -123,6 +124,7 @@ class RoiSeries:
         self._values = np.full((GROW, len(self.rois), 3), np.nan)
         self._frames = np.full(GROW, -1, np.int64)
         self._done = np.zeros(GROW, bool)
+        self._resolved = 0  # rows from the first that are counted or skipped
         self._latest = -1
 
     def reserve(self, frames: list[int]) -> int:
@@ -149,6 +151,8 @@ class RoiSeries:
                 self.counted += 1
                 self._latest = max(self._latest, row)
             self._done[row] = True
+            while self._resolved < self.submitted and self._done[self._resolved]:
+                self._resolved += 1
             self._lock.notify_all()
 
     def wait(self, timeout: float) -> bool:
@@ -172,10 +176,11 @@ class RoiSeries:
             return self._frames[start:stop].copy(), self._values[start:stop].copy()
 
     def resolved(self) -> int:
-        """How many rows from the first are counted or skipped (what a flush can write)."""
+        """How many rows from the first are counted or skipped: their values are final (what
+        a flush can write, and what a client may sum; ``counted + skipped`` is not that, as
+        threads finish rows out of order and a skipped row is recorded before those queued)."""
         with self._lock:
-            pending = np.flatnonzero(~self._done[self.saved : self.submitted])
-            return self.saved + int(pending[0]) if len(pending) else self.submitted
+            return self._resolved
 
 
 class RoiCounter:
@@ -216,7 +221,7 @@ class RoiCounter:
 
     # --- engine thread -------------------------------------------------------------------
     def begin_series(self) -> None:
-        self.series = RoiSeries(self.table) if self.table else None
+        self.series = RoiSeries(self.table, self._stats.series_count) if self.table else None
         self._behind_told = False
         self._hurry.clear()
         if self.series is not None and not self._threads:

@@ -7,13 +7,16 @@ they are, or why they never will be. Kept apart so that the rules are tested wit
 A point's frames are the first ``frames`` written after ``StartOne``: in the series open then
 (one series for the whole scan), or else in the next series (one series per point). The receiver
 counts ``frames_written`` per series, and each series writes its own file, so a point's frames
-are rows ``first .. first + frames`` of the file's frame stack.
+are rows ``first .. first + frames`` of the file's frame stack, and of the series' ROI values
+(``roi_sums``: row i is the series' i-th image, as in the file).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+import numpy as np
 
 #: ``h5file://<absolute file>::<dataset without leading slash>[first:stop]``: the form of
 #: Sardana's h5file references, plus the rows of the frame stack (half-open, as in Python).
@@ -53,6 +56,8 @@ class Progress:
     frames_written: int  # in the current or last series
     filename: str  # of the current or last series
     fault: str  # the receiver's reason when it is in FAULT, else ""
+    roi_series: int  # the series the ROI values are of (its series_count; 0: none)
+    roi_resolved: int  # its rows from the first whose ROI values are final (counted or skipped)
 
     @property
     def in_series(self) -> bool:
@@ -98,12 +103,65 @@ class Point:
             )
         return False
 
+    def rows(self, now: Progress) -> range:
+        """The point's rows in ``now``'s series (``done`` said True)."""
+        first = self.first(now)
+        if first is None:
+            raise PointFault("the point's series has not begun")
+        return range(first, first + self.frames)
+
     def reference(self, now: Progress, dset_name: str) -> FrameRange:
         """Where the point's frames are in the file (``done`` said True)."""
-        first = self.first(now)
-        if first is None or not now.filename:
+        if not now.filename:
             raise PointFault(
                 "the point's frames went into no file (the detector's header "
                 "named none, or saving is off)"
             )
-        return FrameRange(now.filename, dset_name.lstrip("/"), first, first + self.frames)
+        rows = self.rows(now)
+        return FrameRange(now.filename, dset_name.lstrip("/"), rows.start, rows.stop)
+
+    def counted(self, now: Progress) -> bool:
+        """True once the point's frames are written and their ROI values final (counted, or
+        skipped: counting runs beside the write and may lag it); PointFault when they never
+        will be. ``now`` counts the point's frames written, so its series' ROI values had
+        begun when it was read (roi_attributes.py): any other ``roi_series`` is a fault."""
+        if not self.done(now):
+            return False
+        if now.roi_series != now.series_count:
+            raise PointFault(
+                f"series {now.series_count} counts no ROIs: set them (SetRois) before the scan"
+                if now.roi_series < now.series_count
+                else f"series {now.roi_series} began before the point's ROI values were read"
+            )
+        return now.roi_resolved >= self.rows(now).stop
+
+    def roi_sums(self, now: Progress, read: RoiRows) -> dict[str, float]:
+        """Each ROI's sum over the point's frames (``counted(now)`` said True; ``read`` taken
+        after ``now``); PointFault when a frame of the point was not counted: a sum without
+        it would be silently wrong."""
+        if read.series != now.series_count:
+            raise PointFault(f"series {read.series} began before the point's ROI values were read")
+        if len(read.sums) >= read.window:
+            raise PointFault(
+                f"series {read.series} has more images than roi_sums holds ({read.window})"
+            )
+        rows = self.rows(now)
+        sums = read.sums[rows.start : rows.stop]
+        not_counted = int(np.isnan(sums).any(axis=1).sum())
+        if not_counted:
+            raise PointFault(
+                f"{not_counted} of the point's {self.frames} frames not ROI-counted "
+                f"(roi_skipped: counting fell behind; give the receiver more roi_cpu)"
+            )
+        return dict(zip(read.names, sums.sum(axis=0).tolist(), strict=True))
+
+
+@dataclass(frozen=True)
+class RoiRows:
+    """The ROI values of one series, read in one request (``roi_series``, ``roi_names``,
+    ``roi_sums``): a row per image, a column per name, NaN where not counted (or not yet)."""
+
+    series: int
+    names: tuple[str, ...]
+    sums: np.ndarray
+    window: int  # the most rows roi_sums gives: a longer series' first rows are not in it

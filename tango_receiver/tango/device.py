@@ -527,7 +527,9 @@ class ReceiverDevice(EntryProperties, RoiAttributes):
         return self._snap if self._snap is not None else self.receiver.snapshot()
 
     def read_attr_hardware(self, attr_list: list[int]) -> None:
-        self._snap = self.receiver.snapshot() if self._receiver is not None else None
+        receiver = self._receiver
+        self._snap = receiver.snapshot() if receiver is not None else None
+        self.read_roi_series(receiver)  # after the snapshot (see there)
 
     # --- state ---------------------------------------------------------------------------
     def dev_state(self) -> DevState:

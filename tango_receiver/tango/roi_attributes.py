@@ -12,6 +12,13 @@ of ``roi_names``):
 - ``roi_sums`` (IMAGE, float): the series so far, a row per image, a column per ROI, NaN where
   a frame was not counted; ``RoiSums(name)`` gives one ROI's column as a spectrum. This is
   what a Sardana counter channel reads for a scan point's frames.
+- ``roi_series`` (int): which series the values are of (its ``series_count``; 0: none), and
+  ``roi_resolved`` (int): rows from the first whose values are final (counted, or skipped). Read
+  with ``series_count`` and ``frames_written`` in one request, they tell a client whether a
+  point's rows are final and of the series it counts (sardana/points.py).
+
+The ROI attributes read in one request come from one series (``read_roi_series``), as the
+counters come from one snapshot.
 """
 
 from __future__ import annotations
@@ -45,16 +52,22 @@ def roi_status(snap: StatsSnapshot) -> str:
 class RoiAttributes(Device):
     """ROI definitions and values of the receiver (see the module's docstring)."""
 
+    _read_series: RoiSeries | None = None  # of the current client request (read_roi_series)
+
     @property
     def receiver(self) -> Receiver:  # ReceiverDevice provides it
         raise NotImplementedError
 
-    def _series(self) -> RoiSeries | None:
-        return self.receiver.rois.series
+    def read_roi_series(self, receiver: Receiver | None) -> None:
+        """Take the series whose values this client request reads, once: ``roi_series``,
+        ``roi_resolved``, ``roi_names`` and ``roi_sums`` read together then agree. Called after
+        the request's snapshot: the engine begins a series' ROI values before it writes the
+        series' first frame, so once the snapshot counts a frame written, this is the
+        snapshot's series or a later one (``roi_series`` says which), never an earlier one."""
+        self._read_series = receiver.rois.series if receiver is not None else None
 
-    def roi_values(self) -> dict[str, Any]:
-        """Every evented attribute's value, read once."""
-        series = self._series()
+    def roi_values(self, series: RoiSeries | None) -> dict[str, Any]:
+        """Every evented attribute's value, read once from ``series``."""
         names = list(series.names) if series is not None else []
         frame, values = series.latest() if series is not None else (-1, np.zeros((0, 3)))
         return {
@@ -87,23 +100,23 @@ class RoiAttributes(Device):
 
     @attribute(dtype=(str,), max_dim_x=MAX_ROIS, doc="ROIs of the current or last series")
     def roi_names(self) -> list[str]:
-        return self.roi_values()["roi_names"]
+        return self.roi_values(self._read_series)["roi_names"]
 
     @attribute(dtype=int, doc="frame number of roi_sum, roi_max, roi_count (-1: none yet)")
     def roi_frame(self) -> int:
-        return self.roi_values()["roi_frame"]
+        return self.roi_values(self._read_series)["roi_frame"]
 
     @attribute(dtype=(float,), max_dim_x=MAX_ROIS, doc="newest frame's sum per ROI")
     def roi_sum(self) -> Any:
-        return self.roi_values()["roi_sum"]
+        return self.roi_values(self._read_series)["roi_sum"]
 
     @attribute(dtype=(float,), max_dim_x=MAX_ROIS, doc="newest frame's maximum per ROI")
     def roi_max(self) -> Any:
-        return self.roi_values()["roi_max"]
+        return self.roi_values(self._read_series)["roi_max"]
 
     @attribute(dtype=(float,), max_dim_x=MAX_ROIS, doc="newest frame's pixels above zero per ROI")
     def roi_count(self) -> Any:
-        return self.roi_values()["roi_count"]
+        return self.roi_values(self._read_series)["roi_count"]
 
     @attribute(
         dtype=int,
@@ -113,6 +126,22 @@ class RoiAttributes(Device):
         return self.receiver.snapshot().roi_skipped
 
     @attribute(
+        dtype=int,
+        doc="the series the ROI values are of, as series_count numbers it (0: none)",
+    )
+    def roi_series(self) -> int:
+        series = self._read_series
+        return series.number if series is not None else 0
+
+    @attribute(
+        dtype=int,
+        doc="rows of roi_sums from the first whose values are final: counted, or skipped (NaN)",
+    )
+    def roi_resolved(self) -> int:
+        series = self._read_series
+        return series.resolved() if series is not None else 0
+
+    @attribute(
         dtype=((float,),),
         max_dim_x=MAX_ROIS,
         max_dim_y=MAX_SERIES_ROWS,
@@ -120,7 +149,7 @@ class RoiAttributes(Device):
         "(roi_names), NaN where not counted",
     )
     def roi_sums(self) -> Any:
-        series = self._series()
+        series = self._read_series
         if series is None:
             return np.zeros((0, 0))
         return series.rows(max(0, series.submitted - MAX_SERIES_ROWS))[1][:, :, SUM]
@@ -132,7 +161,7 @@ class RoiAttributes(Device):
         doc_out="its sum per image of the current or last series (NaN: not counted)",
     )
     def RoiSums(self, name: str) -> Any:
-        series = self._series()
+        series = self.receiver.rois.series
         if series is None or name not in series.names:
             raise ValueError(f"no ROI {name!r} in the current or last series")
         return series.rows()[1][:, series.names.index(name), SUM]
@@ -144,7 +173,7 @@ class RoiAttributes(Device):
 
     def push_roi_changes(self, last: dict[str, Any]) -> None:
         """Change events for the ROI attributes whose value moved since ``last``."""
-        for name, value in self.roi_values().items():
+        for name, value in self.roi_values(self.receiver.rois.series).items():
             key = f"roi:{name}"
             seen = repr(value.tolist() if isinstance(value, np.ndarray) else value)  # NaN == NaN
             if last.get(key) != seen:

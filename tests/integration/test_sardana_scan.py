@@ -1,7 +1,8 @@
 """A real Sardana beamline against the embedded database: a Pool with a dummy motor, the
-simulated detector as timer (tests/sardana_pool) and the receiver's 2D channel; a MacroServer
-whose NeXus recorder resolves the channel's references. ``ascan`` runs through the Door, and the
-scan file, read with plain h5py, must give each point exactly the frames sent for it."""
+simulated detector as timer (tests/sardana_pool), the receiver's 2D channel and its ROI counter
+channels; a MacroServer whose NeXus recorder resolves the 2D channel's references. ``ascan``
+runs through the Door, and the scan file, read with plain h5py, must give each point exactly the
+frames sent for it, and each ROI channel exactly the ROI's sum over those frames."""
 
 from __future__ import annotations
 
@@ -31,7 +32,12 @@ from test_tango_device import entry
 
 from conftest import wait_for
 from tango_receiver.config import load_receiver
-from tango_receiver.sardana import CONTROLLER_CLASS, POOL_PATH, RECORDER_PATH
+from tango_receiver.sardana import (
+    CONTROLLER_CLASS,
+    POOL_PATH,
+    RECORDER_PATH,
+    ROI_CONTROLLER_CLASS,
+)
 from tango_receiver.sardana.measurement import enable_references
 from tango_receiver.tango.database import DatabaseServer
 from tango_receiver.tango.registration import device_name, register_device, server_instance
@@ -39,6 +45,8 @@ from tango_receiver.tango.server_process import ServerProcess
 
 NAME = "sardana-rcv"
 POINTS, FRAMES, SHAPE, DTYPE = 4, 3, (24, 20), "uint16"
+ROIS = {"peak": [4, 12, 3, 9], "band": [0, 24, 15, 18]}  # [row0, row1, col0, col1]
+ROI_CHANNELS = {"rcv_band": "band", "rcv_peak": "peak"}  # axes 1, 2: not the order of ROIS
 TEST_POOL_PATH = str(Path(__file__).parent / "sardana_pool")
 POOL, MACROSERVER, DOOR = "pool/test/1", "macroserver/test/1", "door/test/1"
 MACRO_TIMEOUT_S = 90
@@ -97,6 +105,7 @@ class MacroRun:
 class Beamline:
     receiver: tango.DeviceProxy
     channel: tango.DeviceProxy  # the receiver's, in the Pool
+    roi_ctrl: tango.DeviceProxy  # the controller of its ROI channels
     detector_ctrl: tango.DeviceProxy
     door: tango.DeviceProxy
     data: Path
@@ -157,9 +166,9 @@ def start_receiver(
     """The receiver's device server, registered in the database; its proxy and device name."""
     config_path = tmp / "detectors.yaml"
     receiver_entry = entry(SimpleNamespace(port=int(upstream.rsplit(":", 1)[1])), data)
-    config_path.write_text(
-        yaml.safe_dump({NAME: receiver_entry | {"shape": list(SHAPE), "dtype": DTYPE}})
-    )
+    # ROI counting with cores to spare: no frame of a scan is skipped
+    receiver_entry |= {"shape": list(SHAPE), "dtype": DTYPE, "rois": ROIS, "roi_cpu": 2.0}
+    config_path.write_text(yaml.safe_dump({NAME: receiver_entry}))
     device = device_name(load_receiver(config_path, NAME))
     register_device(
         db.database(),
@@ -219,13 +228,32 @@ def beamline(tmp_path_factory) -> Iterator[Beamline]:
             ]
         )
         pool.CreateElement(["TwoDExpChannel", "rcvctrl", "1", "rcv"])
-        pool.CreateMeasurementGroup(["mg", "det", "rcv"])
+        pool.CreateController(
+            [
+                "CTExpChannel",
+                "TangoReceiverRoiCtrl.py",
+                ROI_CONTROLLER_CLASS,
+                "roictrl",
+                "ReceiverDevice",
+                receiver_device,
+            ]
+        )
+        for axis, (channel, roi) in enumerate(ROI_CHANNELS.items(), 1):
+            pool.CreateElement(["CTExpChannel", "roictrl", str(axis), channel])
+            tango.DeviceProxy(channel).RoiName = roi
+        pool.CreateMeasurementGroup(["mg", "det", "rcv", *ROI_CHANNELS])
         enable_references("mg", "rcv", DTYPE)
 
         ms_server = SardanaServer("MacroServer", db.tango_host, tmp / "macroserver.log")
         stack.callback(ms_server.stop)
         line = Beamline(
-            receiver, tango.DeviceProxy("rcv"), detector_ctrl, ms_server.wait(DOOR), data, scans
+            receiver,
+            tango.DeviceProxy("rcv"),
+            tango.DeviceProxy("roictrl"),
+            detector_ctrl,
+            ms_server.wait(DOOR),
+            data,
+            scans,
         )
         for name, value in (
             ("ActiveMntGrp", "mg"),
@@ -236,17 +264,23 @@ def beamline(tmp_path_factory) -> Iterator[Beamline]:
         yield line
 
 
-def scan_frames(scan_file: Path) -> np.ndarray:
-    """The receiver channel's frames of the last scan in the file, via the recorder's virtual
-    dataset, read with plain h5py."""
+def recorded(scan_file: Path, channel: str) -> np.ndarray:
+    """A channel's column of the last scan in the file, read with plain h5py (the receiver
+    channel's: its frames, via the recorder's virtual dataset)."""
     with h5py.File(scan_file, "r") as f:
         entry_name = max(f, key=lambda name: int(name.removeprefix("entry")))
-        return f[entry_name]["measurement"]["rcv"][...]
+        return f[entry_name]["measurement"][channel][...]
+
+
+def sent(frames: int, point: int) -> np.ndarray:
+    """The frames the detector sent for ``point``."""
+    return np.stack(point_frames({"frames": frames, "shape": SHAPE, "dtype": DTYPE}, point))
 
 
 def start_scan(line: Beamline, series: str, frames: int, points: int = POINTS, **files) -> None:
-    """The detector's scenario for the next scan, and the channel's frames per point."""
+    """The detector's scenario for the next scan, and the channels' frames per point."""
     line.channel.FramesPerPoint = frames
+    line.roi_ctrl.FramesPerPoint = frames
     line.detector_ctrl.Scenario = json.dumps(
         {
             "frames": frames,
@@ -261,17 +295,21 @@ def start_scan(line: Beamline, series: str, frames: int, points: int = POINTS, *
 
 
 def assert_points_resolve(scan_file: Path, points: int, frames: int) -> None:
-    """Each point of the last scan resolves to exactly the frames sent for it, bit for bit."""
-    read = scan_frames(scan_file)
+    """Each point of the last scan resolves to exactly the frames sent for it, bit for bit, and
+    each ROI channel recorded the ROI's sum over exactly those frames."""
+    read = recorded(scan_file, "rcv")
     assert read.shape == (points, frames, *SHAPE) and read.dtype == np.dtype(DTYPE)
     for point in range(points):
-        sent = point_frames({"frames": frames, "shape": SHAPE, "dtype": DTYPE}, point)
-        assert np.array_equal(read[point], np.stack(sent)), f"point {point}"
+        assert np.array_equal(read[point], sent(frames, point)), f"point {point}"
+    for channel, roi in ROI_CHANNELS.items():
+        r0, r1, c0, c1 = ROIS[roi]
+        want = [int(sent(frames, p)[:, r0:r1, c0:c1].sum()) for p in range(points)]
+        assert recorded(scan_file, channel).tolist() == want, channel
 
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("series, frames", [("scan", 3), ("point", 3), ("scan", 1)])
-def test_ascan_references_resolve_to_each_points_frames(beamline, series, frames):
+def test_ascan_records_each_points_frames_and_roi_sums(beamline, series, frames):
     line = beamline
     done_before = line.receiver.series_done
     name = f"{series}_{frames}"

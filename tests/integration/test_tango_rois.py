@@ -28,6 +28,7 @@ def test_rois_as_attributes_events_and_commands(tmp_path, sender):
     with device(properties) as proxy:
         assert json.loads(proxy.roi_definitions) == table
         assert proxy.roi_frame == -1 and list(proxy.roi_names or []) == []
+        assert (proxy.roi_series, proxy.roi_resolved) == (0, 0)
         events = Events()
         event_id = proxy.subscribe_event("roi_sum", EventType.CHANGE_EVENT, events)
         try:
@@ -54,6 +55,11 @@ def test_rois_as_attributes_events_and_commands(tmp_path, sender):
         np.testing.assert_array_equal(proxy.roi_count, want[-1, :, 2])
         assert proxy.roi_skipped == 0
         np.testing.assert_array_equal(proxy.roi_sums, want[:, :, 0])
+        # read in one request: the series the counters count, every row final
+        count, series, resolved = proxy.read_attributes(
+            ["series_count", "roi_series", "roi_resolved"]
+        )
+        assert (series.value, resolved.value) == (count.value, COUNT)
         np.testing.assert_array_equal(proxy.RoiSums("k"), want[:, 1, 0])
 
         proxy.SetRois('{"b": [1, 2, 3, 4]}')

@@ -181,6 +181,7 @@ def test_a_flush_writes_the_rows_counted_in_order_and_the_close_the_rest(tmp_pat
         assert list(f["/entry/roi_a/frame_number"][()]) == [10, 11]
         counter.save(writer, now=5.5)  # within the flush interval: nothing
         series.record(row + 2, np.full((1, 3), 2.0))
+        assert series.resolved() == 4
         counter.save(writer, final=True)
         assert list(f["/entry/roi_a/frame_number"][()]) == [10, 11, 12, 13]
         np.testing.assert_array_equal(f["/entry/roi_a/sum"][()], [0, 1, 2, np.nan])

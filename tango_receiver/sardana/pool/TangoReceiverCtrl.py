@@ -5,7 +5,7 @@ The Pool loads this file from its ``PoolPath`` (``tango_receiver.sardana.POOL_PA
 top-level module, hence the absolute imports. It talks to the receiver through its Tango device
 only (``ReceiverDevice`` property): ``series_count`` / ``series_done`` / ``frames_written`` /
 ``filename`` read in one request are one snapshot of the receiver, so the point's progress is
-never judged from counters of two different moments.
+never judged from counters of two different moments (sardana/receiver_device.py).
 """
 
 from __future__ import annotations
@@ -16,40 +16,18 @@ from typing import Any
 import tango
 from sardana import State
 from sardana.pool import AcqSynch
-from sardana.pool.controller import (
-    Access,
-    DataAccess,
-    DefaultValue,
-    Description,
-    FGet,
-    FSet,
-    Memorize,
-    Memorized,
-    Referable,
-    TwoDController,
-    Type,
+from sardana.pool.controller import Referable, TwoDController
+
+from tango_receiver.sardana.points import Point, PointFault
+from tango_receiver.sardana.receiver_device import (
+    FRAMES_PER_POINT,
+    RECEIVER_DEVICE,
+    frames_per_point,
+    read_progress,
+    refuse_continuous,
 )
 
-from tango_receiver.sardana.points import Point, PointFault, Progress
-
 log = logging.getLogger(__name__)
-
-PROGRESS = ["series_count", "series_done", "frames_written", "filename", "State", "Status"]
-
-
-def read_progress(proxy: tango.DeviceProxy) -> Progress:
-    """The receiver's progress from one read (the device answers it from one snapshot)."""
-    values = {a.name.lower(): a.value for a in proxy.read_attributes(PROGRESS)}
-    fault = ""
-    if values["state"] == tango.DevState.FAULT:
-        fault = values["status"].splitlines()[0].removeprefix("FAULT: ")
-    return Progress(
-        values["series_count"],
-        values["series_done"],
-        values["frames_written"],
-        values["filename"],
-        fault,
-    )
 
 
 class TangoReceiverTwoDController(TwoDController, Referable):
@@ -61,23 +39,8 @@ class TangoReceiverTwoDController(TwoDController, Referable):
     organization = "tango_receiver"
     MaxDevice = 1
 
-    ctrl_properties = {
-        "ReceiverDevice": {
-            Type: str,
-            Description: "Tango device name of the receiver, e.g. tango_receiver/eiger/eiger-sim",
-        },
-    }
-    axis_attributes = {
-        "FramesPerPoint": {
-            Type: int,
-            Access: DataAccess.ReadWrite,
-            DefaultValue: 1,
-            Memorize: Memorized,
-            FGet: "get_frames_per_point",
-            FSet: "set_frames_per_point",
-            Description: "frames the detector sends per scan point (per repetition)",
-        },
-    }
+    ctrl_properties = {"ReceiverDevice": RECEIVER_DEVICE}
+    axis_attributes = {"FramesPerPoint": FRAMES_PER_POINT}
 
     def __init__(self, inst: str, props: dict, *args: Any, **kwargs: Any) -> None:
         TwoDController.__init__(self, inst, props, *args, **kwargs)
@@ -102,9 +65,7 @@ class TangoReceiverTwoDController(TwoDController, Referable):
         return self._frames_per_point
 
     def set_frames_per_point(self, axis: int, value: int) -> None:
-        if value < 1:
-            raise ValueError(f"FramesPerPoint must be at least 1, not {value}")
-        self._frames_per_point = value
+        self._frames_per_point = frames_per_point(value)
 
     # --- acquisition ---------------------------------------------------------------------
     def LoadOne(self, axis: int, integ_time: float, repetitions: int, latency_time: float) -> None:
@@ -156,14 +117,8 @@ class TangoReceiverTwoDController(TwoDController, Referable):
 
     # --- parameters ----------------------------------------------------------------------
     def SetCtrlPar(self, parameter: str, value: Any) -> None:
-        """Software trigger only: one reference per acquisition. Other synchronizations
-        (continuous scans) want a reference per repetition, which this controller does not
-        give, so they are refused rather than recorded wrong."""
-        if parameter.lower() == "synchronization" and value != AcqSynch.SoftwareTrigger:
-            raise ValueError(
-                f"{self.ReceiverDevice}: step scans only (software trigger), "
-                f"not {AcqSynch(value).name}"
-            )
+        """Step scans only: one reference per acquisition (``refuse_continuous``)."""
+        refuse_continuous(self.ReceiverDevice, parameter, value)
         TwoDController.SetCtrlPar(self, parameter, value)
 
     def GetAxisPar(self, axis: int, parameter: str) -> Any:
