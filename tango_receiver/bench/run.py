@@ -39,6 +39,7 @@ COLUMNS = (
     "decode f/s",
     "CPU us/frame",
     "PULL CPU us/frame",
+    "PULL+h5py CPU us/frame",
     "sender CPU us/frame",
     "peak RSS MB",
     "lost",
@@ -121,6 +122,9 @@ def _row(
         # own cost, apart from the cores it shares with the sender (and a consumer)
         "CPU us/frame": recv["cpu_s"] / frames * 1e6,
         "PULL CPU us/frame": pull["cpu_s"] / max(pull["frames"], 1) * 1e6,
+        "PULL+h5py CPU us/frame": stored["cpu_s"] / max(stored["frames"], 1) * 1e6
+        if stored
+        else None,
         "sender CPU us/frame": recv["sender_cpu_s"] / frames * 1e6,
         "peak RSS MB": recv["rss_mb"],
         "lost": recv["lost"],
