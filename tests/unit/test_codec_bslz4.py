@@ -252,3 +252,24 @@ def test_block_walk_of_a_real_frame_ends_where_the_raw_tail_starts():
     assert bslz4.walk_blocks(chunk[:100], n_blocks)[1] is False  # cut inside the table
     with pytest.raises(ValueError, match="truncated"):  # cut inside the raw tail
         bslz4.check_chunk(chunk[:-1], frame.shape, frame.dtype)
+
+
+@pytest.mark.skipif(bslz4.walk_blocks is bslz4.walk_blocks_py, reason="compiled walk not built")
+@pytest.mark.parametrize("kind", ["sparse", "noise"])
+def test_compiled_walk_agrees_with_python_for_small_and_large_blocks(kind):
+    """The compiled walk asks for lines ahead one way for small blocks and another for large
+    ones (bslz4_table.h); either way it follows the table as Python does, to the same end or
+    the same refusal, however the chunk is cut."""
+    rng = np.random.default_rng(5)
+    if kind == "sparse":  # blocks of a few dozen bytes
+        frame = (rng.random((700, 700)) < 0.002).astype(np.uint32)
+    else:  # incompressible: blocks of the full 8 kB
+        frame = rng.integers(0, 2**32, (700, 700), dtype=np.uint32)
+    chunk = memoryview(bslz4.encode_chunk(frame))
+    _, n_blocks, tail = bslz4.block_table(chunk, frame.shape, frame.dtype)
+    mean_block = (len(chunk) - 12 - tail) / n_blocks
+    assert mean_block < 1024 if kind == "sparse" else mean_block > 8192
+    for end in (len(chunk), len(chunk) - tail - 1, len(chunk) // 2, 5000, 13):
+        view = chunk[:end]
+        assert bslz4.walk_blocks(view, n_blocks) == bslz4.walk_blocks_py(view, n_blocks)
+    assert bslz4.walk_blocks(chunk, n_blocks) == (len(chunk) - tail, True)
