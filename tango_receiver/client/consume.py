@@ -12,7 +12,8 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
@@ -102,13 +103,17 @@ def consume(
         report.print(f"consuming {stream.endpoint}" + (f", saving to {save}" if save else ""))
         try:
             for message in itertools.islice(stream, count):
-                report.message(message)
-                if store is not None:
-                    try:
-                        store.take(message)
-                    except ValueError as exc:
-                        failed += 1
-                        report.print(f"  image {message.msg_number} not saved: {exc}")
+                with _STOP.held():  # said once stored: a line printed is an image saved
+                    refused = None
+                    if store is not None:
+                        try:
+                            store.take(message)
+                        except ValueError as exc:
+                            failed += 1
+                            refused = exc
+                    report.message(message)
+                    if refused is not None:
+                        report.print(f"  image {message.msg_number} not saved: {refused}")
         except KeyboardInterrupt:
             pass
         finally:
@@ -124,7 +129,8 @@ def consume(
 def run(endpoint: str, save: Path | None, count: int | None, timeout_s: float | None) -> int:
     """The command: SIGTERM stops it as Ctrl-C does, so that saved files are closed whole;
     an endpoint ZeroMQ cannot connect to is exit status 2."""
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, _STOP.handle)
+    signal.signal(signal.SIGINT, _STOP.handle)
     try:
         return consume(endpoint, save, count, timeout_s)
     except ValueError as exc:  # only the connect raises it: images are reported, not raised
@@ -132,8 +138,35 @@ def run(endpoint: str, save: Path | None, count: int | None, timeout_s: float | 
         return 2
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+class _Stop:
+    """Ctrl-C and SIGTERM stop the command between two messages, never inside one: a stop
+    that comes while a message is stored and reported waits for that to end. Raised anywhere,
+    it could leave the file a row resized but not written, or a line said of an image that
+    the file never got (a SIGTERM sent on seeing ``image 2`` lost image 2)."""
+
+    def __init__(self) -> None:
+        self._holding = False
+        self._pending = False
+
+    def handle(self, signum: int, frame: object) -> None:
+        if self._holding:
+            self._pending = True
+        else:
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+        if self._pending:
+            self._pending = False
+            raise KeyboardInterrupt
+
+
+_STOP = _Stop()
 
 
 def _arrays(message: ImageMessage) -> str:

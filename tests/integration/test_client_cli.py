@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -14,6 +15,7 @@ import numpy as np
 import zmq
 
 from conftest import make_config, wait_for, wait_series_done
+from tango_receiver.client import consume as consume_module
 from tango_receiver.client.consume import LINES_PER_S, Report, consume
 from tango_receiver.client.messages import parse
 from tango_receiver.codecs.bslz4 import encode_chunk
@@ -212,6 +214,51 @@ def test_sigterm_closes_the_saved_file_whole(tmp_path):
     assert lines[-1] == "3 messages, 2 images, 0 missing\n"
     with h5py.File(tmp_path / "series_3.h5", "r") as f:
         assert np.array_equal(f["data"][()], np.stack(FRAMES[:2]))
+
+
+def test_a_stop_waits_for_the_message_being_stored(tmp_path, monkeypatch):
+    """SIGTERM or Ctrl-C while an image is stored stops the command only once it is stored and
+    said: an image printed is an image saved (the command above stops on seeing a line)."""
+    stop = consume_module._Stop()
+    monkeypatch.setattr(consume_module, "_STOP", stop)
+    events: list[str] = []
+    take = consume_module.SeriesStore.take
+
+    def slow_take(self, message):  # the stop comes in the middle of storing image 1
+        if getattr(message, "msg_number", None) == 1:
+            stop.handle(signal.SIGTERM, None)
+        take(self, message)
+        events.append(f"stored {message.msg_number}")
+
+    class Lines(io.StringIO):
+        def write(self, text: str) -> int:
+            if text.strip():
+                events.append(text.split(" frame")[0])
+            return super().write(text)
+
+    monkeypatch.setattr(consume_module.SeriesStore, "take", slow_take)
+    ctx = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.SNDTIMEO, 20000)  # a consumer that never comes fails the test
+    port = push.bind_to_random_port("tcp://127.0.0.1")
+    result: list[int] = []
+    thread = threading.Thread(
+        target=lambda: result.append(consume(str(port), tmp_path, None, 5.0, Lines()))
+    )
+    thread.start()
+    try:
+        for parts in series(4)[:3]:  # the header and two images: image 2 comes after the stop
+            push.send_multipart(parts)
+        thread.join(20)
+    finally:
+        push.close(linger=0)
+        ctx.term()
+    assert result == [0]
+    said = [e for e in events if not e.startswith("consuming")]
+    assert said[:4] == ["stored 0", "header 0 series 4 file -", "stored 1", "image 1"], said
+    assert said[-1].startswith("2 messages, 1 images")  # stopped before image 2
+    with h5py.File(tmp_path / "series_4.h5", "r") as f:
+        assert np.array_equal(f["data"][()], FRAMES[:1])
 
 
 def test_an_endpoint_zeromq_refuses_is_exit_status_2():
