@@ -1,8 +1,11 @@
 """A receiver's device server registered in a real Tango database (pytango-db), for the tests
-that need one: Taurus cannot address a ``#dbase=no`` device."""
+that need one: Taurus cannot address a ``#dbase=no`` device; and the events a test subscribes
+to, kept as they come."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -64,3 +67,26 @@ def registered_server(
     finally:
         code = server.stop()
     assert code == 0, f"device server exit code {code}: {server.log_path.read_text()}"
+
+
+class Events:
+    """Events of one subscription, kept in arrival order with their arrival time."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[float, object]] = []
+        self.errors: list[str] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, event: tango.EventData) -> None:
+        with self._lock:
+            if event.err:
+                self.errors.append(str(event.errors[0].desc))
+            elif event.event == "data_ready":
+                self.items.append((time.monotonic(), event.ctr))
+            else:
+                self.items.append((time.monotonic(), event.attr_value.value))
+
+    @property
+    def values(self) -> list:
+        with self._lock:
+            return [value for _, value in self.items]

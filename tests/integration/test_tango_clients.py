@@ -4,12 +4,10 @@ A DeviceTestContext in its own process over a real receiver, as in test_tango_de
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
 import pytest
-import tango
 from tango import DevState, DispLevel, EventType
 from taurus.core.units import UR
 from test_tango_device import decode_video, device, send_in_background
@@ -24,26 +22,10 @@ from tango_receiver.tango.device import (
     MAX_IMAGE_DIM,
     converted,
 )
-from tango_servers import entry
+from tango_servers import Events, entry
 
 SHAPE = (2100, 1000)  # taller than MAX_IMAGE_DIM: binned by 3 whatever downsample says
 FIRST_LINE_MAX = 60
-
-
-class Recorder:
-    """The values of change events, in arrival order, and any error event."""
-
-    def __init__(self) -> None:
-        self.values: list = []
-        self.errors: list[str] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, event: tango.EventData) -> None:
-        with self._lock:
-            if event.err:
-                self.errors.append(str(event.errors[0].desc))
-            else:
-                self.values.append(event.attr_value.value)
 
 
 def properties(sender, root, **extra) -> dict:
@@ -58,7 +40,7 @@ def test_image_attributes_are_expert_bounded_typed_and_pushed_at_a_bounded_rate(
     with device(properties(sender, tmp_path, dtype="uint16", video_image=True)) as proxy:
         for name in ("last_image", "video_last_image"):
             assert proxy.get_attribute_config(name).disp_level == DispLevel.EXPERT
-        recorders = {name: Recorder() for name in ("last_image", "video_last_image", "Status")}
+        recorders = {name: Events() for name in ("last_image", "video_last_image", "Status")}
         ids = [
             proxy.subscribe_event(name, EventType.CHANGE_EVENT, recorder)
             for name, recorder in recorders.items()

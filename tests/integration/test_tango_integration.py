@@ -4,7 +4,6 @@ DeviceProxy, by events and by Taurus, while a simulated detector streams a serie
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
 
@@ -23,32 +22,9 @@ from tango_receiver.sim.frames import synthetic_frames
 from tango_receiver.sim.internal import internal_series
 from tango_receiver.tango.database import DatabaseServer
 from tango_receiver.tango.server_process import ServerProcess
-from tango_servers import registered_server
+from tango_servers import Events, registered_server
 
 NAME = "stins-int"
-
-
-class Events:
-    """Events of one subscription, kept in arrival order with their arrival time."""
-
-    def __init__(self) -> None:
-        self.items: list[tuple[float, object]] = []
-        self.errors: list[str] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, event: tango.EventData) -> None:
-        with self._lock:
-            if event.err:
-                self.errors.append(str(event.errors[0].desc))
-            elif event.event == "data_ready":
-                self.items.append((time.monotonic(), event.ctr))
-            else:
-                self.items.append((time.monotonic(), event.attr_value.value))
-
-    @property
-    def values(self) -> list:
-        with self._lock:
-            return [value for _, value in self.items]
 
 
 @pytest.fixture
