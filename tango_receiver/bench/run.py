@@ -121,10 +121,8 @@ def _row(
         # what the receiver's process spends per frame, beside the bare loop's: the receiver's
         # own cost, apart from the cores it shares with the sender (and a consumer)
         "CPU us/frame": recv["cpu_s"] / frames * 1e6,
-        "PULL CPU us/frame": pull["cpu_s"] / max(pull["frames"], 1) * 1e6,
-        "PULL+h5py CPU us/frame": stored["cpu_s"] / max(stored["frames"], 1) * 1e6
-        if stored
-        else None,
+        "PULL CPU us/frame": _cpu_us_per_frame(pull),
+        "PULL+h5py CPU us/frame": _cpu_us_per_frame(stored) if stored else None,
         "sender CPU us/frame": recv["sender_cpu_s"] / frames * 1e6,
         "peak RSS MB": recv["rss_mb"],
         "lost": recv["lost"],
@@ -132,6 +130,11 @@ def _row(
         "roi skipped": recv["roi_skipped"],
         **_liveview(recv["liveview_ms"]),
     }
+
+
+def _cpu_us_per_frame(loop: dict) -> float:
+    """A bare loop's CPU per frame, over the frames it took."""
+    return loop["cpu_s"] / max(loop["frames"], 1) * 1e6
 
 
 def _liveview(result: tuple[float, float, int, int] | None) -> dict[str, Any]:
